@@ -1,0 +1,24 @@
+"""rlq: clothes-changing person re-identification robust to low-quality images (RLQ = CAP + TAD)."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+# The public API is imported lazily so that `import rlq` stays cheap and torch-free.
+_LAZY = {
+    "load_dataset": ("rlq.data.datasets", "load_dataset"),
+    "evaluate": ("rlq.evaluation.ranking", "evaluate"),
+    "evaluate_features": ("rlq.evaluation.ranking", "evaluate_features"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        mod, attr = _LAZY[name]
+        return getattr(importlib.import_module(mod), attr)
+    raise AttributeError(f"module 'rlq' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_LAZY]

@@ -1,0 +1,35 @@
+"""The `rlq` command line: thin Typer commands that parse arguments, call the library and print.
+
+Each area registers its commands in its own module (``rlq.cli.<area>``); this module assembles them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from ..errors import RlqError
+from ._common import app, console
+
+# Command modules register themselves on `app` when imported.
+from . import data as _data  # noqa: F401,E402
+
+__all__ = ["app", "main"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the app, turning rlq errors into one clear line and exit code 2."""
+    try:
+        app(args=argv, prog_name="rlq")
+    except RlqError as e:
+        console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

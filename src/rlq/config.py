@@ -1,0 +1,192 @@
+"""Configuration at the edge (DESIGN.md boundary 1).
+
+YAML presets with ``_base_`` inheritance, dotted ``key=value`` overrides, validation against a
+structured schema (OmegaConf dataclasses: unknown keys and wrong types are rejected with the key
+named), and a resolved snapshot written next to every run's outputs. The library never reads these
+objects: the CLI turns them into explicit keyword arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import ConfigError
+from .io import atomic_write_json, atomic_write_text
+
+__all__ = [
+    "PACKAGE_CONFIGS",
+    "resolve_config_path",
+    "load_yaml_with_bases",
+    "load_config",
+    "to_container",
+    "run_metadata",
+    "write_snapshot",
+]
+
+#: Presets shipped inside the package (the repository's top-level ``configs/`` points here).
+PACKAGE_CONFIGS = Path(__file__).resolve().parent / "configs"
+
+
+def resolve_config_path(path: str | os.PathLike) -> Path:
+    """Find a config file: as given, else relative to the shipped presets (``configs/x.yaml`` works anywhere)."""
+    p = Path(path)
+    if p.is_file():
+        return p.resolve()
+    parts = p.parts
+    candidates = [PACKAGE_CONFIGS / p]
+    if parts and parts[0] == "configs":
+        candidates.append(PACKAGE_CONFIGS.joinpath(*parts[1:]))
+    if p.suffix == "":
+        candidates += [c.with_suffix(".yaml") for c in list(candidates)]
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    shipped = sorted(str(q.relative_to(PACKAGE_CONFIGS)) for q in PACKAGE_CONFIGS.rglob("*.yaml") if not q.name.startswith("_"))
+    raise ConfigError(
+        f"config file {str(path)!r} not found (looked in the current folder and in {PACKAGE_CONFIGS}). "
+        f"Shipped presets: {', '.join(shipped) or 'none'}"
+    )
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must hold a mapping at the top level, found {type(data).__name__}")
+    return data
+
+
+def load_yaml_with_bases(path: str | os.PathLike, _stack: tuple[Path, ...] = ()) -> DictConfig:
+    """Load a YAML file, merging its ``_base_`` file(s) first (paths relative to the file)."""
+    p = resolve_config_path(path) if not _stack else Path(path).resolve()
+    if p in _stack:
+        chain = " -> ".join(str(s) for s in (*_stack, p))
+        raise ConfigError(f"_base_ cycle: {chain}")
+    if not p.is_file():
+        raise ConfigError(f"{_stack[-1] if _stack else p}: _base_ file {p} does not exist")
+    data = _read_yaml(p)
+    bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{p}: _base_ must be a path or a list of paths")
+    merged = OmegaConf.create({})
+    for b in bases:
+        merged = OmegaConf.merge(merged, load_yaml_with_bases(p.parent / b, (*_stack, p)))
+    return OmegaConf.merge(merged, OmegaConf.create(data))
+
+
+def _explain(e: OmegaConfBaseException, source: str) -> ConfigError:
+    key = getattr(e, "full_key", None) or ""
+    msg = str(e).split("\n")[0]
+    hint = ""
+    if "Key '" in msg and "not in" in msg:
+        hint = " (unknown key: check the spelling; `rlq train --help` lists the sections)"
+    return ConfigError(f"{source}: invalid config{f' at {key!r}' if key else ''}: {msg}{hint}")
+
+
+def load_config(
+    path: str | os.PathLike | None,
+    overrides: Sequence[str] = (),
+    schema: type | None = None,
+) -> DictConfig:
+    """Load ``path`` (with bases), apply ``key=value`` overrides, and validate against ``schema``.
+
+    Unknown keys and values of the wrong type raise :class:`ConfigError` naming the key.
+    The result is read-only.
+    """
+    cfg = OmegaConf.structured(schema) if schema is not None else OmegaConf.create({})
+    if schema is not None:
+        OmegaConf.set_struct(cfg, True)
+    source = str(path) if path is not None else "<defaults>"
+    try:
+        if path is not None:
+            cfg = OmegaConf.merge(cfg, load_yaml_with_bases(path))
+    except OmegaConfBaseException as e:
+        raise _explain(e, source) from None
+    for ov in overrides:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r} is not of the form key=value (e.g. train.epochs=5)")
+        key, _, val = ov.partition("=")
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {ov!r} has an empty key")
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={val}"]))
+        except OmegaConfBaseException as e:
+            raise _explain(e, f"override {ov!r}") from None
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        raise _explain(e, source) from None
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def to_container(cfg: DictConfig) -> dict:
+    """Plain, resolved dict of a config."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def _git_hash() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        if out.returncode == 0:
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5,
+            ).stdout.strip()
+            return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return None
+
+
+def run_metadata(extra: dict | None = None) -> dict[str, Any]:
+    """Versions, git hash, host and command line of this process."""
+    import numpy
+
+    meta: dict[str, Any] = {
+        "rlq": __import__("rlq").__version__,
+        "python": sys.version.split()[0],
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "git": _git_hash(),
+        "argv": sys.argv,
+    }
+    try:
+        import torch
+
+        meta["torch"] = torch.__version__
+        meta["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
+    except ImportError:  # pragma: no cover
+        pass
+    if extra:
+        meta.update(extra)
+    return meta
+
+
+def write_snapshot(cfg: DictConfig | dict, out_dir: str | os.PathLike, extra_meta: dict | None = None) -> Path:
+    """Write ``config.yaml`` (resolved) and ``meta.json`` (versions, git hash, seed, ...) into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = to_container(cfg) if isinstance(cfg, DictConfig) else cfg
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(data, sort_keys=False))
+    atomic_write_json(out / "meta.json", run_metadata(extra_meta))
+    return out / "config.yaml"

@@ -1,0 +1,27 @@
+"""The project's exception types. Every message names the file or value at fault and the fix."""
+
+from __future__ import annotations
+
+
+class RlqError(Exception):
+    """Base class of every error rlq raises on purpose."""
+
+
+class DatasetError(RlqError):
+    """A dataset folder, file name, image or manifest is missing or malformed."""
+
+
+class SideInputError(RlqError):
+    """A side input (keypoints, parsing maps, gender / pose / faulty CSVs) is missing or malformed."""
+
+
+class ConfigError(RlqError):
+    """A configuration file or override is invalid."""
+
+
+class CheckpointError(RlqError):
+    """A checkpoint or feature file is missing, torn, or unsafe to load."""
+
+
+class TrainingError(RlqError):
+    """Training cannot continue (non-finite loss, impossible setting, ...)."""
