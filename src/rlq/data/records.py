@@ -153,7 +153,7 @@ class RawSample:
 def canonical_id(raw: str) -> int | str:
     """Identity key compared by value: all-digit strings become ints ("000" == "0"), others stay text."""
     raw = raw.strip()
-    return int(raw) if raw.isdigit() else raw
+    return int(raw) if (raw.isascii() and raw.isdigit()) else raw
 
 
 def _id_sort_key(raw: str) -> tuple[int, int | str]:

@@ -1,0 +1,185 @@
+"""`check-data` logic: layout, per-split counts against DATASETS.md §3.1, unparsable names, unreadable images.
+
+`check_data` reports a broken dataset instead of raising; only an unknown dataset name raises.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from tqdm import tqdm
+
+from rlq.data.datasets import DATASET_INFO, canonical_name, check_options, layout_missing, load_dataset
+from rlq.data.images import verify_image
+from rlq.data.records import Dataset, Sample, canonical_id
+from rlq.errors import DatasetError
+
+__all__ = ["CheckReport", "check_data", "compare_stats", "format_report", "MOSTLY_UNREADABLE"]
+
+#: A dataset with more than this fraction of unreadable images is reported unusable.
+MOSTLY_UNREADABLE = 0.5
+
+_FIELDS = ("images", "ids", "clothes", "cameras")
+
+
+@dataclass
+class CheckReport:
+    """Outcome of `check_data` (plain data; `format_report` renders it)."""
+
+    name: str
+    root: str
+    usable: bool
+    layout_ok: bool
+    missing: list[str] = field(default_factory=list)
+    expected_tree: str = ""
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    stats_mismatches: list[str] = field(default_factory=list)
+    bad_images: list[str] = field(default_factory=list)
+    n_bad_images: int = 0
+    unparsable: list[str] = field(default_factory=list)
+    n_unparsable: int = 0
+    messages: list[str] = field(default_factory=list)
+
+
+def _union_counts(samples: Sequence[Sample]) -> dict[str, int]:
+    # Identities by raw value: train pids are relabelled, test pids are not, so compare raw ids.
+    return {
+        "images": len({s.path for s in samples}),
+        "ids": len({canonical_id(str(s.meta.get("raw_pid", s.pid))) for s in samples}),
+        "clothes": len({s.clothes_id for s in samples}),
+        "cameras": len({s.meta.get("camera", s.camid) for s in samples}),
+    }
+
+
+def compare_stats(dataset: Dataset, published: Mapping[str, Mapping[str, int]]) -> list[str]:
+    """One warning line per published number (DATASETS.md §3.1) that the parsed dataset does not reproduce."""
+    out = []
+    for key, expected in published.items():
+        parts = key.split("+")
+        absent = [p for p in parts if p not in dataset.splits]
+        if absent:
+            out.append(f"{key}: split(s) {absent} missing (published {dict(expected)})")
+            continue
+        got = _union_counts([s for p in parts for s in dataset.splits[p]])
+        for f in _FIELDS:
+            if f in expected and got[f] != expected[f]:
+                out.append(f"{key}: {got[f]:,} {f}, published {expected[f]:,}")
+    return out
+
+
+def _describe_protocols(dataset: Dataset) -> list[str]:
+    lines = []
+    for pname, proto in dataset.protocols.items():
+        specs = ", ".join(f"{s.name} = {s.query} -> {s.gallery} ({s.mode} rule)" for s in proto.specs)
+        derived = "; clothes ids derived (evaluation masks only)" if proto.clothes_derived else ""
+        lines.append(f"protocol {pname}: {specs}; selection {proto.selection}{derived}")
+    return lines
+
+
+def check_data(
+    name: str,
+    root: str | os.PathLike,
+    *,
+    verify_images: bool = True,
+    full_decode: bool = True,
+    max_list: int = 10,
+    progress: bool = False,
+    **options: Any,
+) -> CheckReport:
+    """Check dataset `name` at `root`: layout, counts vs §3.1, unparsable names and unreadable images."""
+    key = canonical_name(name)  # unknown names raise DatasetError
+    info = DATASET_INFO[key]
+    root_s = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    report = CheckReport(name=key, root=root_s, usable=False, layout_ok=False, expected_tree=info.tree)
+    options.pop("skip_bad", None)  # always lenient here: unparsable files are counted, not fatal
+    check_options(key, options)  # a wrong option is the caller's error, not the dataset's
+
+    report.missing = layout_missing(key, root_s)
+    if report.missing:
+        report.messages.append(f"layout: missing {', '.join(report.missing)}")
+        return report
+    report.layout_ok = True
+
+    try:
+        ds = load_dataset(key, root_s, skip_bad=True, **options)
+    except DatasetError as exc:
+        report.messages.append(f"cannot parse the dataset: {exc}")
+        return report
+    report.counts = ds.counts()
+    report.n_unparsable = len(ds.skipped)
+    report.unparsable = list(ds.skipped[:max_list])
+    report.stats_mismatches = compare_stats(ds, info.stats)
+    report.messages += _describe_protocols(ds)
+    for w in ds.info.get("warnings", ()) or ():
+        report.messages.append(f"warning: {w}")
+    if key == "last":
+        report.messages.append("LaST query/gallery sub-split of the current release is unconfirmed (DATASETS.md §3.1)")
+
+    usable = True
+    empty = [s for s, samples in ds.splits.items() if not samples]
+    if empty:
+        usable = False
+        report.messages.append(f"empty split(s): {empty}")
+
+    if verify_images:
+        paths = list(dict.fromkeys(s.path for samples in ds.splits.values() for s in samples))
+        bad: dict[str, str] = {}
+        for p in tqdm(paths, desc=f"checking {key} images", unit="img", disable=not progress):
+            reason = verify_image(p, full_decode=full_decode)
+            if reason is not None:
+                bad[p] = reason
+        report.n_bad_images = len(bad)
+        report.bad_images = [f"{p}: {r}" for p, r in list(bad.items())[:max_list]]
+        if paths and len(bad) > MOSTLY_UNREADABLE * len(paths):
+            usable = False
+            report.messages.append(f"{len(bad)} of {len(paths)} images are unreadable")
+        for split, samples in ds.splits.items():
+            if samples and all(s.path in bad for s in samples):
+                usable = False
+                report.messages.append(f"split {split!r}: no readable image")
+    report.usable = usable
+    return report
+
+
+def format_report(report: CheckReport) -> str:
+    """Plain-text rendering of a CheckReport."""
+    lines = [f"Dataset {report.name} at {report.root}: {'USABLE' if report.usable else 'NOT USABLE'}"]
+    if not report.layout_ok:
+        lines.append("Layout: missing " + ", ".join(report.missing))
+        lines.append("Expected layout:")
+        lines += ["  " + ln for ln in report.expected_tree.rstrip().splitlines()]
+    else:
+        lines.append("Layout: ok")
+    if report.counts:
+        lines.append("")
+        w = max(len("split"), *(len(s) for s in report.counts))
+        lines.append(f"  {'split':<{w}}  {'images':>9}  {'ids':>7}  {'clothes':>8}  {'cameras':>8}")
+        for split, c in report.counts.items():
+            lines.append(
+                f"  {split:<{w}}  {c['images']:>9,}  {c['ids']:>7,}  {c['clothes']:>8,}  {c['cameras']:>8,}"
+            )
+    if report.layout_ok and report.counts:
+        if report.stats_mismatches:
+            lines.append("")
+            lines.append(f"Differences from the published statistics ({len(report.stats_mismatches)}, warnings):")
+            lines += [f"  {m}" for m in report.stats_mismatches]
+        elif DATASET_INFO[report.name].stats:
+            lines.append("Published statistics (DATASETS.md §3.1): all match")
+        else:
+            lines.append("Published statistics: none for this dataset")
+    for title, items, n in (
+        ("Unparsable or inconsistent files", report.unparsable, report.n_unparsable),
+        ("Unreadable images", report.bad_images, report.n_bad_images),
+    ):
+        if n:
+            lines.append("")
+            lines.append(f"{title}: {n}")
+            lines += [f"  {x}" for x in items]
+            if n > len(items):
+                lines.append(f"  ... and {n - len(items)} more")
+    if report.messages:
+        lines.append("")
+        lines += report.messages
+    return "\n".join(lines) + "\n"
