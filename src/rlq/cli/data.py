@@ -1,3 +1,92 @@
-"""Data commands: `rlq synth`, `rlq check-data`, `rlq evaluate` (wired once the library parts land)."""
+"""Data commands: `rlq synth`, `rlq check-data`, `rlq evaluate`, `rlq presets`."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._common import app, console, out
+
+
+@app.command("synth")
+def synth(
+    out_dir: Path = typer.Option(Path("data/synthcc"), "--out", "-o", help="Output folder (created; written atomically)."),
+    preset: str = typer.Option("default", help="tiny (unit tests, seconds), small, or default (the demo's, < 60 s)."),
+    seed: int = typer.Option(0, help="Same seed, byte-identical files."),
+    workers: Optional[int] = typer.Option(None, help="Processes (default: all cores); the output does not depend on it."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing SynthCC folder."),
+) -> None:
+    """Generate SynthCC: a procedural clothes-changing ReID dataset in the LTCC layout, with keypoints,
+    parsing maps, gender labels, per-image quality labels, a clean external split and preview.png."""
+    from ..data.synth import generate_synthcc
+
+    info = generate_synthcc(out_dir, preset=preset, seed=seed, workers=workers, progress=True, overwrite=overwrite)
+    counts = info.get("counts", {})
+    out.print(f"SynthCC `{preset}` (seed {seed}) in {out_dir}: " + ", ".join(f"{k} {v}" for k, v in counts.items() if not isinstance(v, dict)))
+    out.print(f"preview: {out_dir / 'preview.png'}; check it with `rlq check-data synthcc {out_dir}`")
+
+
+@app.command("check-data")
+def check_data_cmd(
+    name: str = typer.Argument(..., help="ltcc, prcc, last, deepchange, celebreid, vcclothes, synthcc or manifest."),
+    root: Path = typer.Argument(..., help="Dataset root (the top folder of its tree; for `manifest`: the CSV file)."),
+    quick: bool = typer.Option(False, "--quick", help="Only read image headers instead of decoding every image."),
+    no_images: bool = typer.Option(False, "--no-images", help="Do not open images at all (layout and names only)."),
+    max_list: int = typer.Option(10, help="How many bad files to list before counting."),
+    camera_rule: str = typer.Option("unique", help="Celeb-reID camid rule: unique or official."),
+) -> None:
+    """Check a dataset folder: layout (printing the expected tree when wrong), counts per split against the
+    published statistics, unparsable names and unreadable images. Exits non-zero when the dataset is unusable."""
+    from ..data.check import check_data, format_report
+    from ..data.datasets import canonical_name
+
+    opts = {"camera_rule": camera_rule} if canonical_name(name) == "celebreid" else {}
+    rep = check_data(name, root, verify_images=not no_images, full_decode=not quick, max_list=max_list, progress=True, **opts)
+    out.print(format_report(rep), highlight=False, markup=False)
+    if not rep.usable:
+        raise typer.Exit(code=1)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    features: Path = typer.Argument(..., help="Features file (.npz) written by `rlq extract`."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset whose protocol to apply."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Only for `manifest` (its protocol lives next to the CSV)."),
+    protocol_name: str = typer.Option("test", "--protocol", help="test or val."),
+    max_rank: int = typer.Option(50, help="CMC length."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cpu)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
+) -> None:
+    """Evaluate saved features with every mode of a dataset's protocol (CMC + mAP, CAL semantics)."""
+    from ..data.datasets import load_dataset, standard_protocols
+    from ..evaluation.protocols import evaluate_features_file, format_table, summarize
+    from ..io import atomic_write_json
+
+    if root is not None:
+        protocols = load_dataset(dataset, root).protocols
+    else:
+        protocols = standard_protocols(dataset)
+    if protocol_name not in protocols:
+        raise typer.BadParameter(f"dataset {dataset} has no {protocol_name!r} protocol; it has {sorted(protocols)}")
+    protocol = protocols[protocol_name]
+    res = evaluate_features_file(features, protocol, max_rank=max_rank, device=device)
+    out.print(format_table(res, selection=protocol.selection))
+    if json_out:
+        atomic_write_json(json_out, {"features": str(features), "dataset": dataset, "protocol": protocol_name,
+                                     "results": summarize(res)})
+        console.print(f"wrote {json_out}")
+
+
+@app.command("presets")
+def presets(filter_: Optional[str] = typer.Argument(None, metavar="FILTER", help="Only presets whose path contains this.")) -> None:
+    """List the shipped YAML presets (use with `rlq train --config configs/<preset>`)."""
+    from ..config import PACKAGE_CONFIGS
+
+    for p in sorted(PACKAGE_CONFIGS.rglob("*.yaml")):
+        rel = p.relative_to(PACKAGE_CONFIGS).as_posix()
+        if rel.startswith("_base_/") or (filter_ and filter_ not in rel):
+            continue
+        first = p.read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
+        out.print(f"configs/{rel:40s} {first}", highlight=False, markup=False)

@@ -1,0 +1,215 @@
+"""Training and model commands: `rlq train`, `rlq eval`, `rlq extract`, `rlq model-info`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ._common import app, console, out
+
+
+def load_run_spec(config: Optional[str], overrides: List[str]):
+    """YAML preset (+ _base_ chain) + key=value overrides -> validated RunSpec (the config edge)."""
+    from omegaconf import OmegaConf
+
+    from ..config import load_config
+    from ..engine.recipe import validate_spec
+    from ..engine.spec import RunSpec
+
+    cfg = load_config(config, overrides, schema=RunSpec)
+    spec = OmegaConf.to_object(cfg)
+    validate_spec(spec)
+    return spec
+
+
+@app.command("train")
+def train(
+    overrides: List[str] = typer.Argument(None, help="key=value overrides, e.g. data.root=/data/LTCC_ReID train.epochs=60"),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML preset, e.g. configs/ltcc/rlq.yaml (see `rlq presets`)"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in `output` from its newest good checkpoint."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate the config, print it resolved, and stop."),
+) -> None:
+    """Train a method (cal, bm, bm+g, bm+p, cap, tad, rlq) on a dataset.
+
+    One process on CPU or one GPU; several GPUs with `torchrun --nproc_per_node N -m rlq.cli train ...`.
+    Writes config.yaml, meta.json, metrics.jsonl, TensorBoard logs, checkpoints/ and results.json into `output`.
+    """
+    import dataclasses
+
+    import yaml
+
+    spec = load_run_spec(config, overrides or [])
+    if dry_run:
+        out.print(yaml.safe_dump(dataclasses.asdict(spec), sort_keys=False))
+        return
+    from ..engine.recipe import run_training
+
+    report = run_training(spec, resume=resume)
+    _print_report(report)
+    console.print(f"run folder: {spec.output}")
+
+
+def _print_report(report: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title="results (%)")
+    t.add_column("selection")
+    t.add_column("epoch")
+    t.add_column("evaluation")
+    t.add_column("R1", justify="right")
+    t.add_column("mAP", justify="right")
+    for label in ("test@best_test", "test@last", "test@best_val"):
+        r = report.get(label)
+        if not r:
+            continue
+        for name, m in r["results"].items():
+            t.add_row(label, str(r["epoch"]), name, f"{100 * m['rank1']:.1f}", f"{100 * m['mAP']:.1f}")
+    out.print(t)
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint folder, or a run folder (uses checkpoints/best, else the newest)."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name (ltcc, prcc, last, deepchange, celebreid, vcclothes, synthcc, manifest)."),
+    root: Path = typer.Option(..., "--root", "-r", help="Dataset root (for `manifest`: the CSV file)."),
+    split: str = typer.Option("test", "--protocol", help="Which protocol to run: test or val."),
+    height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
+    width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
+    batch_size: int = typer.Option(128, help="Extraction batch size."),
+    workers: int = typer.Option(2, help="Loader workers."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    camera_rule: str = typer.Option("unique", help="Celeb-reID camid rule: unique (default) or official."),
+    no_flip: bool = typer.Option(False, "--no-flip", help="Do not add the flipped image's embedding."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
+    prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+) -> None:
+    """Evaluate a checkpoint on a dataset's protocol (every mode it reports)."""
+    import torch
+
+    from ..data.datasets import load_dataset
+    from ..engine.distributed import resolve_device
+    from ..engine.recipe import dataset_options, load_model_checkpoint
+    from ..evaluation.extract import extract_features
+    from ..evaluation.protocols import evaluate_protocol, format_table, summarize
+    from ..io import atomic_write_json
+
+    dev = resolve_device(device)
+    model, state = load_model_checkpoint(checkpoint, device=dev, prefer=prefer)
+    h, w = state.get("input_size", [384, 192])
+    h, w = height or h, width or w
+    ds = load_dataset(dataset, root, **dataset_options(dataset, camera_rule=camera_rule))
+    if split not in ds.protocols:
+        raise typer.BadParameter(f"dataset {dataset} has no {split!r} protocol; it has {sorted(ds.protocols)}")
+    protocol = ds.protocols[split]
+    amp = torch.bfloat16 if dev.type == "cuda" else None
+    feats = {}
+    for name in protocol.split_names:
+        samples = ds.split(name)
+        f = extract_features(model, [s.path for s in samples], h, w, device=dev, batch_size=batch_size, workers=workers,
+                             flip=not no_flip, amp_dtype=amp, progress=True, desc=f"extract {name}")
+        feats[name] = (f, samples)
+    res = evaluate_protocol(feats, protocol, device=dev)
+    out.print(format_table(res, selection=protocol.selection))
+    console.print(f"checkpoint: {state['checkpoint']} ({state.get('method')}, input {h}x{w})")
+    if json_out:
+        atomic_write_json(json_out, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split,
+                                     "results": summarize(res)})
+
+
+@app.command("extract")
+def extract_cmd(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint folder or run folder."),
+    out_path: Path = typer.Option(..., "--out", "-o", help="Output features file (.npz)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name (with --root)."),
+    root: Optional[Path] = typer.Option(None, "--root", "-r", help="Dataset root."),
+    images: Optional[Path] = typer.Option(None, "--images", help="A folder of images (searched recursively) instead of a dataset."),
+    splits: Optional[str] = typer.Option(None, help="Comma-separated splits to extract (default: the test protocol's)."),
+    batch_size: int = typer.Option(128),
+    workers: int = typer.Option(2),
+    device: str = typer.Option("auto"),
+    prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+) -> None:
+    """Extract L2-normalised features (flip-summed, METHOD.md §2.5) for a dataset's splits or a folder of images."""
+    import torch
+
+    from ..engine.distributed import resolve_device
+    from ..engine.recipe import dataset_options, load_model_checkpoint
+    from ..evaluation.extract import extract_features
+    from ..evaluation.protocols import save_features
+
+    if (images is None) == (dataset is None):
+        raise typer.BadParameter("give either --images DIR or --dataset NAME --root DIR")
+    dev = resolve_device(device)
+    model, state = load_model_checkpoint(checkpoint, device=dev, prefer=prefer)
+    h, w = state.get("input_size", [384, 192])
+    amp = torch.bfloat16 if dev.type == "cuda" else None
+    meta = {"checkpoint": state["checkpoint"], "method": state.get("method"), "input_size": [h, w]}
+    if images is not None:
+        from ..data.records import Sample
+
+        paths = _image_files(images)
+        if not paths:
+            raise typer.BadParameter(f"no images under {images}")
+        f = extract_features(model, paths, h, w, device=dev, batch_size=batch_size, workers=workers, amp_dtype=amp,
+                             progress=True, desc="extract images")
+        samples = [Sample(p, -1, -1, -1, str(Path(p).relative_to(images))) for p in paths]
+        save_features(out_path, {"images": f}, {"images": samples}, {**meta, "images_root": str(images)})
+    else:
+        from ..data.datasets import load_dataset
+
+        if root is None:
+            raise typer.BadParameter("--dataset needs --root")
+        ds = load_dataset(dataset, root, **dataset_options(dataset))
+        names = splits.split(",") if splits else list(ds.protocols["test"].split_names)
+        feats, samples = {}, {}
+        for n in names:
+            ss = ds.split(n)
+            feats[n] = extract_features(model, [s.path for s in ss], h, w, device=dev, batch_size=batch_size,
+                                        workers=workers, amp_dtype=amp, progress=True, desc=f"extract {n}")
+            samples[n] = ss
+        save_features(out_path, feats, samples, {**meta, "dataset": dataset, "root": str(root)})
+    console.print(f"wrote {out_path}")
+
+
+_IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def _image_files(folder: Path) -> list[str]:
+    return sorted(str(p) for p in Path(folder).rglob("*") if p.suffix.lower() in _IMAGE_EXT and p.is_file())
+
+
+@app.command("model-info")
+def model_info(
+    method: str = typer.Option("bm", help="cal, bm, bm+g, bm+p, cap, tad or rlq."),
+    num_ids: int = typer.Option(77, help="Train identities C (LTCC 77, PRCC 150, DeepChange 450, LaST 5000)."),
+    pose_clusters: int = typer.Option(15, help="Pose clusters K (pose methods)."),
+    backbone: str = typer.Option("resnet50", help="resnet50, resnet34, resnet18, narrow or tiny."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Parameter counts per part, at inference, and as paper Table 9 counts them (METHOD.md §2.6)."""
+    from ..models import build_model
+    from ..models.params import parameter_report
+
+    model = build_model(method=method, num_ids=num_ids, pose_clusters=pose_clusters, backbone=backbone, pretrained="none")
+    rep = parameter_report(model)
+    rep = {"method": method, "backbone": backbone, "num_ids": num_ids,
+           "pose_clusters": pose_clusters if model.has_pose else None, **rep}
+    if as_json:
+        out.print_json(json.dumps(rep))
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{method} / {backbone}, C={num_ids}" + (f", K={pose_clusters}" if model.has_pose else ""))
+    t.add_column("part")
+    t.add_column("parameters", justify="right")
+    for k, v in rep.items():
+        if isinstance(v, dict):
+            for kk, vv in v.items():
+                t.add_row(f"{k}.{kk}", f"{vv:,}" if isinstance(vv, int) else str(vv))
+        elif isinstance(v, int) and k not in ("num_ids", "pose_clusters"):
+            t.add_row(k, f"{v:,}")
+    out.print(t)
+    out.print(f"Table 9 count: {rep['table9_params'] / 1e6:.1f}M; inference network: {rep['inference_params']:,}")

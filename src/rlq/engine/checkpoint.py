@@ -1,0 +1,258 @@
+"""Checkpoints that load without executing code and survive being killed mid-write.
+
+A checkpoint is a folder: ``weights.safetensors`` (every tensor: model, heads, optimizer moments,
+RNG states), ``state.json`` (everything else: epoch and data position, optimizer hyper-parameters,
+history, the run spec) and ``MANIFEST.json`` (SHA-256 and size of both, written last). It is built in
+a temporary sibling folder and renamed into place, then ``latest.json`` is atomically repointed. A
+folder whose manifest is missing or does not match is *torn*: loading falls back to the previous
+good checkpoint with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ..errors import CheckpointError
+from ..io import atomic_write_bytes, atomic_write_json, sha256_file
+
+__all__ = [
+    "CheckpointManager",
+    "verify_checkpoint",
+    "read_checkpoint",
+    "optimizer_state_to_flat",
+    "optimizer_state_from_flat",
+    "capture_rng",
+    "restore_rng",
+    "resolve_checkpoint",
+]
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "weights.safetensors"
+STATE = "state.json"
+MANIFEST = "MANIFEST.json"
+FORMAT_VERSION = 1
+
+
+def _fsync_tree(path: Path) -> None:
+    for p in [*path.iterdir(), path]:
+        try:
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+
+
+def verify_checkpoint(path: str | os.PathLike) -> str | None:
+    """None if the checkpoint folder is complete and its checksums match, else the reason."""
+    p = Path(path)
+    if not p.is_dir():
+        return f"{p} is not a checkpoint folder"
+    mf = p / MANIFEST
+    if not mf.is_file():
+        return f"{p} has no {MANIFEST} (written last: the write was interrupted)"
+    try:
+        manifest = json.loads(mf.read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"{mf} is unreadable: {e}"
+    for name, info in files.items():
+        f = p / name
+        if not f.is_file():
+            return f"{f} is missing"
+        if f.stat().st_size != info.get("size"):
+            return f"{f} has size {f.stat().st_size}, manifest says {info.get('size')}"
+        if sha256_file(f) != info.get("sha256"):
+            return f"{f} does not match its checksum"
+    return None
+
+
+def read_checkpoint(path: str | os.PathLike, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load (tensors, state) from a checkpoint folder; safetensors + JSON only, never pickle."""
+    p = Path(path)
+    if verify:
+        reason = verify_checkpoint(p)
+        if reason is not None:
+            raise CheckpointError(f"checkpoint {p} is torn or corrupt: {reason}")
+    try:
+        tensors = st_load((p / WEIGHTS).read_bytes())
+        state = json.loads((p / STATE).read_text(encoding="utf-8"))
+    except Exception as e:  # safetensors raises its own error types
+        raise CheckpointError(f"cannot read checkpoint {p}: {e}") from None
+    if state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {p} has format version {state.get('format_version')}, expected {FORMAT_VERSION}")
+    return tensors, state
+
+
+def resolve_checkpoint(path: str | os.PathLike, prefer: str = "best") -> Path:
+    """Accept a checkpoint folder, or a run folder (then its ``checkpoints/<prefer>`` or latest good one)."""
+    p = Path(path)
+    if (p / MANIFEST).is_file() or (p / WEIGHTS).is_file():
+        return p
+    ck = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+    if (ck / prefer / MANIFEST).is_file():
+        return ck / prefer
+    mgr = CheckpointManager(ck.parent if ck.name == "checkpoints" else ck, create=False)
+    good = mgr.latest_good()
+    if good is None:
+        raise CheckpointError(
+            f"{p} holds no usable checkpoint (expected a checkpoint folder with {MANIFEST}, or a run folder with checkpoints/)"
+        )
+    return good
+
+
+class CheckpointManager:
+    """Writes numbered checkpoints under ``<run_dir>/checkpoints`` atomically; keeps the last N."""
+
+    def __init__(self, run_dir: str | os.PathLike, keep_last: int = 2, create: bool = True) -> None:
+        self.dir = Path(run_dir) / "checkpoints"
+        if create:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        self.keep_last = max(1, keep_last)
+
+    # -- writing -------------------------------------------------------------------------------
+    def save(self, name: str, tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any], *, pointer: bool = True) -> Path:
+        """Write checkpoint ``name`` (e.g. ``e0004-s000000``, ``best``); returns its folder."""
+        final = self._save_dir(self.dir / name, tensors, state)
+        if pointer:
+            history = self._history()
+            history = [h for h in history if h != name] + [name]
+            atomic_write_json(self.dir / "latest.json", {"latest": name, "history": history})
+            self._prune(history)
+        return final
+
+    @staticmethod
+    def _save_dir(final: Path, tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> Path:
+        """Build the checkpoint in a temporary sibling folder, then rename it to ``final``."""
+        name = final.name
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{name}.tmp-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        try:
+            flat = {k: v.detach().to("cpu").contiguous().clone() if v.is_cuda or not v.is_contiguous() else v.detach().cpu()
+                    for k, v in tensors.items()}
+            atomic_write_bytes(tmp / WEIGHTS, st_save(flat), fsync=True)
+            atomic_write_json(tmp / STATE, {"format_version": FORMAT_VERSION, "saved_at": time.time(), **state})
+            files = {f: {"sha256": sha256_file(tmp / f), "size": (tmp / f).stat().st_size} for f in (WEIGHTS, STATE)}
+            atomic_write_json(tmp / MANIFEST, {"files": files})
+            _fsync_tree(tmp)
+            if final.exists():
+                old = final.parent / f".{name}.old-{os.getpid()}"
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    def _history(self) -> list[str]:
+        try:
+            data = json.loads((self.dir / "latest.json").read_text(encoding="utf-8"))
+            return [h for h in data.get("history", []) if isinstance(h, str)]
+        except (OSError, ValueError):
+            return sorted(p.name for p in self.dir.glob("e*-s*") if p.is_dir())
+
+    def _prune(self, history: list[str]) -> None:
+        keep = set(history[-self.keep_last :])
+        for name in history[: -self.keep_last]:
+            if name not in keep:
+                shutil.rmtree(self.dir / name, ignore_errors=True)
+        if len(history) > self.keep_last:
+            atomic_write_json(self.dir / "latest.json", {"latest": history[-1], "history": history[-self.keep_last :]})
+        for stray in self.dir.glob(".*.tmp-*"):
+            shutil.rmtree(stray, ignore_errors=True)
+
+    # -- reading -------------------------------------------------------------------------------
+    def candidates(self) -> list[Path]:
+        """Resume candidates, newest first (pointer history, then any other numbered folder)."""
+        if not self.dir.is_dir():
+            return []
+        names = self._history()
+        others = sorted((p.name for p in self.dir.glob("e*-s*") if p.is_dir() and p.name not in names), reverse=True)
+        return [self.dir / n for n in reversed(names)] + [self.dir / n for n in others]
+
+    def latest_good(self) -> Path | None:
+        """Newest checkpoint whose checksums match; torn ones are reported and skipped."""
+        for c in self.candidates():
+            reason = verify_checkpoint(c)
+            if reason is None:
+                return c
+            log.warning("skipping torn checkpoint %s (%s); falling back to the previous one", c, reason)
+        return None
+
+
+# -- optimizer and RNG state as (tensors, JSON) ------------------------------------------------------
+def optimizer_state_to_flat(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split an optimizer's state dict into named tensors and a JSON-able remainder."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    other: dict[str, dict[str, Any]] = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{prefix}.state.{pid}.{k}"] = v
+            else:
+                other.setdefault(str(pid), {})[k] = v
+    return tensors, {"param_groups": sd["param_groups"], "other": other, "pids": [int(p) for p in sd["state"]]}
+
+
+def optimizer_state_from_flat(opt: torch.optim.Optimizer, prefix: str, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+    """Inverse of :func:`optimizer_state_to_flat`."""
+    state: dict[int, dict[str, Any]] = {int(p): {} for p in meta["pids"]}
+    head = f"{prefix}.state."
+    for name, t in tensors.items():
+        if name.startswith(head):
+            pid, k = name[len(head) :].split(".", 1)
+            state[int(pid)][k] = t
+    for pid, st in meta.get("other", {}).items():
+        state[int(pid)].update(st)
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Global RNG states (torch CPU/CUDA, NumPy, Python) as tensors + JSON."""
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    py = random.getstate()
+    meta = {"numpy": [kind, int(pos), int(has_gauss), float(gauss)], "python": [py[0], list(py[1]), py[2]]}
+    return tensors, meta
+
+
+def restore_rng(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+    """Inverse of :func:`capture_rng` (CUDA states only where the devices exist)."""
+    if "rng.torch" in tensors:
+        torch.set_rng_state(tensors["rng.torch"].to(torch.uint8))
+    if torch.cuda.is_available():
+        states = [tensors[k] for k in sorted(t for t in tensors if t.startswith("rng.cuda."))]
+        if states and len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.to(torch.uint8) for s in states])
+    if "rng.numpy" in tensors and "numpy" in meta:
+        kind, pos, has_gauss, gauss = meta["numpy"]
+        np.random.set_state((kind, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if "python" in meta:
+        v, st, g = meta["python"]
+        random.setstate((v, tuple(st), g))

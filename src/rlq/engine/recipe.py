@@ -1,0 +1,385 @@
+"""Assemble a training run from a typed :class:`~rlq.engine.spec.RunSpec`: datasets and side inputs,
+loaders, model, teacher, method, evaluator and trainer; then train.
+
+This is the glue the CLI calls after turning YAML into a RunSpec; from Python, build a RunSpec (or call
+the builders below with explicit arguments) and call :func:`run_training`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from ..attributes.recolor import PALETTES, palette_for
+from ..data.datasets import canonical_name, load_dataset
+from ..data.loading import ExternalSet, ImageCache, TrainSet
+from ..data.records import Dataset, Protocol
+from ..data.samplers import PKSampler
+from ..data.side_tables import build_side_inputs, default_side_paths
+from ..errors import CheckpointError, ConfigError
+from ..io import atomic_write_json, atomic_write_text
+from ..models import build_model
+from .checkpoint import read_checkpoint, resolve_checkpoint
+from .distributed import DistInfo, cleanup_distributed, init_distributed
+from .spec import METHODS, RunSpec
+from .trainer import LoaderSpec, Trainer
+
+__all__ = [
+    "run_training",
+    "validate_spec",
+    "load_model_checkpoint",
+    "load_teacher",
+    "build_method",
+    "make_evaluator",
+    "dataset_options",
+    "amp_mode",
+]
+
+log = logging.getLogger(__name__)
+
+_TWO_BRANCH = ("bm", "bm+g", "bm+p", "cap", "tad", "rlq")
+_POSE = ("bm+p", "cap", "rlq")
+_GENDER = ("bm+g", "cap", "rlq")
+
+
+def validate_spec(spec: RunSpec) -> None:
+    """Reject impossible combinations before any work starts."""
+    if spec.method not in METHODS:
+        raise ConfigError(f"unknown method {spec.method!r}; choose one of {', '.join(METHODS)}")
+    d, t = spec.data, spec.tad
+    if d.batch_size % d.num_instances:
+        raise ConfigError(f"data.batch_size={d.batch_size} is not divisible by data.num_instances={d.num_instances}")
+    if spec.method in ("tad", "rlq"):
+        if t.external_batch_size % t.external_num_instances:
+            raise ConfigError(
+                f"tad.external_batch_size={t.external_batch_size} is not divisible by tad.external_num_instances={t.external_num_instances}"
+            )
+        if t.variant in ("tad", "ss_mse_tad") and not t.teacher:
+            raise ConfigError(f"method {spec.method!r} with TAD variant {t.variant!r} needs tad.teacher=CHECKPOINT (a Base Model "
+                              "trained on the external data: `rlq train --config configs/teacher/celeb.yaml`)")
+        if t.variant != "target_pairs" and not t.external_root:
+            raise ConfigError(f"method {spec.method!r} needs tad.external_root (the external HQ images, e.g. Celeb-reID)")
+    if spec.data.height <= 0 or spec.data.width <= 0:
+        raise ConfigError("data.height and data.width must be positive")
+    if spec.train.amp not in ("auto", "off", "bf16", "fp16"):
+        raise ConfigError(f"train.amp must be auto, off, bf16 or fp16, got {spec.train.amp!r}")
+    if spec.train.selection not in ("official", "default"):
+        raise ConfigError(f"train.selection must be 'official' or 'default', got {spec.train.selection!r}")
+    if spec.train.epochs < 1:
+        raise ConfigError("train.epochs must be at least 1")
+
+
+def amp_mode(amp: str, device: torch.device) -> str:
+    """auto -> bf16 on CUDA (fp16 where bf16 is unsupported), off on CPU (CPU bf16 autocast is very slow)."""
+    if amp != "auto":
+        return amp
+    if device.type != "cuda":
+        return "off"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def dataset_options(name: str, skip_bad: bool = False, camera_rule: str = "unique") -> dict[str, Any]:
+    """The parser options a dataset takes from the run spec."""
+    opts: dict[str, Any] = {"skip_bad": skip_bad}
+    if canonical_name(name) == "celebreid":
+        opts["camera_rule"] = camera_rule
+    return opts
+
+
+# -- checkpoints as models ------------------------------------------------------------------------------
+def load_model_checkpoint(path: str | os.PathLike, *, device: str | torch.device = "cpu", prefer: str = "best",
+                          as_method: str | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the model stored in a checkpoint (folder or run folder) and load its weights; no pickle.
+
+    ``as_method="bm"`` loads only the Base Model parts of a CAP/RLQ checkpoint (pose branch and train-only
+    heads dropped), e.g. for a "CAP teacher".
+    """
+    ck = resolve_checkpoint(path, prefer=prefer)
+    tensors, state = read_checkpoint(ck)
+    args = dict(state.get("model_args") or {})
+    if not args:
+        raise CheckpointError(f"{ck} has no model_args: it was not written by `rlq train`")
+    if as_method is not None:
+        args["method"] = as_method
+        if as_method not in _POSE:
+            args["pose_clusters"] = None
+    model = build_model(**args, pretrained="none")
+    sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    if as_method is not None:
+        own = model.state_dict()
+        sd = {k: v for k, v in sd.items() if k in own}
+    missing, unexpected = model.load_state_dict(sd, strict=as_method is None)
+    if missing:
+        raise CheckpointError(f"{ck}: weights missing for {missing[:5]}")
+    model.to(device).eval()
+    return model, {**state, "checkpoint": str(ck)}
+
+
+def save_model_checkpoint(model: torch.nn.Module, out_dir: str | os.PathLike, *, input_size: tuple[int, int] = (384, 192),
+                          **meta: Any) -> Path:
+    """Write a weights-only checkpoint folder (safetensors + JSON + checksums) that `rlq eval`, `rlq export`
+    and :func:`load_model_checkpoint` read; ``meta`` goes into its state (e.g. role="teacher", dataset=...)."""
+    from .checkpoint import CheckpointManager
+
+    out = Path(out_dir)
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state = {"method": model.method, "model_args": model.build_kwargs, "input_size": list(input_size),
+             "weights_only": True, **meta}
+    return CheckpointManager(out.parent, create=True)._save_dir(out, tensors, state)
+
+
+def load_teacher(path: str, *, force: bool, device: torch.device) -> torch.nn.Module:
+    """A frozen Base Model teacher (METHOD.md §5.3); refuses checkpoints without teacher-recipe metadata."""
+    ck = resolve_checkpoint(path, prefer="last")
+    _, state = read_checkpoint(ck)
+    role = state.get("role")
+    method = (state.get("model_args") or {}).get("method")
+    if role != "teacher" and not force:
+        raise CheckpointError(
+            f"{ck} was not trained with a teacher recipe (role={role!r}, method={method!r}); train one with "
+            "`rlq train --config configs/teacher/celeb.yaml` or pass tad.force_teacher=true to use it anyway"
+        )
+    as_method = "bm" if method in ("cap", "rlq", "bm+p", "bm+g") else None  # the "CAP teacher" variant drops the pose branch
+    if method == "cal":
+        raise CheckpointError(f"{ck} is a single-branch CAL model; a TAD teacher needs the two-branch Base Model")
+    teacher, _ = load_model_checkpoint(ck, device=device, prefer="last", as_method=as_method)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher.eval()
+
+
+# -- method, evaluator -------------------------------------------------------------------------------------
+def build_method(spec: RunSpec, dataset: Dataset, teacher: torch.nn.Module | None):
+    """The training strategy for ``spec.method``."""
+    from ..methods.reid import ReIDMethod
+    from ..methods.tad import TADMethod
+
+    palette_size = len(PALETTES[_palette_name(spec)]) if spec.data.recolor else None
+    common = dict(
+        num_ids=dataset.num_train_pids,
+        pid2clothes=dataset.pid2clothes,
+        palette_size=palette_size,
+        loss=spec.loss,
+        clothes_lr=spec.optim.clothes_lr,
+        weight_decay=spec.optim.weight_decay,
+    )
+    if spec.method in ("tad", "rlq"):
+        return TADMethod(spec.method, teacher=teacher, tad=spec.tad, height=spec.data.height, width=spec.data.width, **common)
+    return ReIDMethod(spec.method, **common)
+
+
+def _palette_name(spec: RunSpec) -> str:
+    return palette_for(spec.data.dataset) if spec.data.palette == "auto" else spec.data.palette
+
+
+def make_evaluator(dataset: Dataset, spec: RunSpec, device: torch.device, amp: str, cache: ImageCache | None = None):
+    """evaluator(model, epoch) -> (test results, val results or None), metrics as fractions (rank1, mAP, ...)."""
+    from ..evaluation.extract import extract_features
+    from ..evaluation.protocols import evaluate_protocol
+
+    amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+    def run(protocol: Protocol, model) -> dict:
+        feats = {}
+        for split in protocol.split_names:
+            samples = dataset.split(split)
+            f = extract_features(
+                model, [s.path for s in samples], spec.data.height, spec.data.width, device=device,
+                batch_size=spec.eval.batch_size, workers=spec.eval.workers, flip=spec.eval.flip, amp_dtype=amp_dtype,
+                progress=spec.train.progress, desc=f"extract {split}", cache=cache,
+            )
+            feats[split] = (f, samples)
+        res = evaluate_protocol(feats, protocol, max_rank=spec.eval.max_rank, chunk_size=spec.eval.chunk_size, device=device)
+        keep = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "num_valid_queries", "num_queries")
+        return {name: {k: float(r[k]) for k in keep if k in r} for name, r in res.items()}
+
+    def evaluator(model, epoch: int):
+        test = run(dataset.protocols["test"], model)
+        val = run(dataset.protocols["val"], model) if "val" in dataset.protocols else None
+        return test, val
+
+    return evaluator
+
+
+# -- the run ---------------------------------------------------------------------------------------------------
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _write_spec(spec: RunSpec, run_dir: Path, dist: DistInfo, extra: dict) -> None:
+    from ..config import run_metadata
+
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(dataclasses.asdict(spec), sort_keys=False))
+    atomic_write_json(run_dir / "meta.json", run_metadata({"seed": spec.train.seed, "world_size": dist.world_size,
+                                                           "batch_per_replica": spec.data.batch_size, **extra}))
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Fail before training when the output folder cannot be written (read-only, disk full)."""
+    import shutil
+    import tempfile
+
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-", delete=True) as f:
+            f.write(b"x" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise ConfigError(f"cannot write to the output folder {run_dir}: {e.strerror or e}; choose another `output=`") from None
+    free = shutil.disk_usage(run_dir).free
+    if free < 200 * 2**20:
+        raise ConfigError(f"only {free / 2**20:.0f} MiB free under {run_dir}; checkpoints need more space")
+
+
+def run_training(spec: RunSpec, *, resume: bool = False, role: str | None = None) -> dict:
+    """Train ``spec.method`` on ``spec.data``; returns the selection report written to ``results.json``."""
+    validate_spec(spec)
+    dist, device = init_distributed(spec.train.device)
+    try:
+        return _run(spec, dist, device, resume, role)
+    finally:
+        cleanup_distributed()
+
+
+def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, role: str | None) -> dict:
+    run_dir = Path(spec.output)
+    if dist.is_main:
+        _check_writable(run_dir)
+    if spec.train.num_threads > 0:
+        torch.set_num_threads(spec.train.num_threads)
+    if spec.train.deterministic:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    _seed_everything(spec.train.seed + dist.rank)  # §6: replica r uses s + r
+    amp = amp_mode(spec.train.amp, device)
+    channels_last = spec.train.channels_last == "on" or (spec.train.channels_last == "auto" and device.type == "cuda")
+
+    d = spec.data
+    dataset = load_dataset(d.dataset, d.root, **dataset_options(d.dataset, d.skip_bad, d.camera_rule))
+    defaults = default_side_paths(canonical_name(d.dataset), d.root)
+    need_pose, need_gender = spec.method in _POSE, spec.method in _GENDER
+    side = build_side_inputs(
+        dataset,
+        need_gender=need_gender,
+        need_pose=need_pose,
+        need_parsing=d.recolor,
+        gender_csv=d.gender_csv or defaults.get("gender_csv"),
+        gender_missing=d.gender_missing,
+        pose_csv=d.pose_csv or defaults.get("pose_csv"),
+        pose_column=d.pose_column,
+        pose_missing=d.pose_missing,
+        pose_clusters=spec.model.pose_clusters if need_pose else None,
+        parsing_root=d.parsing_root or defaults.get("parsing_root"),
+        parsing_missing=d.parsing_missing,
+        faulty_pant=d.faulty_pant,
+        faulty_shirt=d.faulty_shirt,
+    )
+    cache = ImageCache() if d.cache_images else None
+    if cache is not None:
+        cache.preload([s.path for s in dataset.train], progress=spec.train.progress and dist.is_main, desc="caching train images")
+    palette = PALETTES[_palette_name(spec)]
+    train_set = TrainSet(
+        dataset.train, d.height, d.width, gender=side.gender, pose=side.pose, recolor=d.recolor,
+        parsing_paths=side.parsing_paths, faulty=side.faulty, palette=palette,
+        num_real_clothes=dataset.num_train_clothes, cache=cache,
+    )
+    loaders = {
+        "target": LoaderSpec(
+            train_set,
+            PKSampler([s.pid for s in dataset.train], d.batch_size, d.num_instances, seed=spec.train.seed,
+                      world_size=dist.world_size, rank=dist.rank),
+            d.batch_size, d.workers,
+        )
+    }
+    teacher = None
+    if spec.method in ("tad", "rlq"):
+        loaders["external"] = _external_loader(spec, dataset, dist, cache)
+        if spec.tad.variant in ("tad", "ss_mse_tad"):
+            teacher = load_teacher(spec.tad.teacher, force=spec.tad.force_teacher, device=device)
+
+    m = spec.model
+    model = build_model(
+        method=spec.method, num_ids=dataset.num_train_pids, pose_clusters=m.pose_clusters if need_pose else None,
+        backbone=m.backbone, pretrained=m.pretrained, split=m.split, pose_split=m.pose_split, gender_on=m.gender_on,
+        cos_partner=m.cos_partner, seed=spec.train.seed,
+    )
+    if teacher is not None and teacher.feat_dim != model.feat_dim:
+        raise ConfigError(f"teacher features are {teacher.feat_dim}-d but the student's are {model.feat_dim}-d; use the same backbone")
+    method = build_method(spec, dataset, teacher)
+    selection_metric = dataset.protocols["test"].selection
+    run_role = role or spec.role
+    run_state = {
+        "method": spec.method,
+        "role": run_role,
+        "model_args": model.build_kwargs,
+        "dataset": canonical_name(d.dataset),
+        "input_size": [d.height, d.width],
+        "num_train_ids": dataset.num_train_pids,
+        "num_train_clothes": dataset.num_train_clothes,
+        "spec": dataclasses.asdict(spec),
+        "summary": {"method": spec.method, "dataset": canonical_name(d.dataset), "preset": spec.preset,
+                    "world_size": dist.world_size, "batch_per_replica": d.batch_size, "notes": side.notes},
+    }
+    if dist.is_main:
+        _write_spec(spec, run_dir, dist, {"role": run_role})
+    trainer = Trainer(
+        model=model, method=method, loaders=loaders, run_dir=run_dir, epochs=spec.train.epochs, device=device, dist=dist,
+        lr=spec.optim.lr, weight_decay=spec.optim.weight_decay, milestones=spec.optim.milestones, gamma=spec.optim.gamma,
+        warmup_epochs=spec.optim.warmup_epochs, warmup_factor=spec.optim.warmup_factor, amp=amp,
+        channels_last=channels_last, seed=spec.train.seed,
+        evaluator=make_evaluator(dataset, spec, device, amp, cache=None), selection_metric=selection_metric,
+        eval_every=spec.train.eval_every, eval_start=spec.train.eval_start, ckpt_every_epochs=spec.train.ckpt_every_epochs,
+        ckpt_every_steps=spec.train.ckpt_every_steps, keep_last=spec.train.keep_last, log_every=spec.train.log_every,
+        tensorboard=spec.train.tensorboard, progress=spec.train.progress, max_steps_per_epoch=spec.train.max_steps_per_epoch,
+        nonfinite=spec.train.nonfinite, run_state=run_state,
+    )
+    return trainer.fit(resume=resume)
+
+
+def _external_loader(spec: RunSpec, dataset: Dataset, dist: DistInfo, cache: ImageCache | None) -> LoaderSpec:
+    """The external HQ stream for TAD: Celeb-reID layout (or any supported dataset), or the target itself."""
+    from ..lq.mix import LQMix, draw_lq, mix_for_dataset
+
+    t = spec.tad
+    if t.variant == "target_pairs":
+        ext_samples = list(dataset.train)
+    else:
+        ext = load_dataset(t.external_dataset, t.external_root, **dataset_options(t.external_dataset, spec.data.skip_bad))
+        ext_samples = list(ext.train)
+        if cache is not None:
+            cache.preload([s.path for s in ext_samples], progress=spec.train.progress and dist.is_main, desc="caching external images")
+    mix_name = spec.data.dataset if t.lq_mix == "auto" else t.lq_mix
+    mix: LQMix = mix_for_dataset(mix_name)
+    ranges = t.lq_ranges
+    draw = _LQDraw(mix, ranges)
+    ds = ExternalSet(ext_samples, spec.data.height, spec.data.width, (t.source_height, t.source_width), draw,
+                     aligned=t.aligned, cache=cache)
+    sampler = PKSampler([s.pid for s in ext_samples], t.external_batch_size, t.external_num_instances, seed=spec.train.seed,
+                        world_size=dist.world_size, rank=dist.rank, reshuffle=t.reshuffle, fraction=t.fraction,
+                        fraction_mode=t.fraction_mode, reseed_aug_each_epoch=t.reseed_aug, stream=1)
+    return LoaderSpec(ds, sampler, t.external_batch_size, spec.data.workers)
+
+
+class _LQDraw:
+    """Picklable per-image LQ draw for loader workers."""
+
+    def __init__(self, mix, ranges: str) -> None:
+        self.mix, self.ranges = mix, ranges
+
+    def __call__(self, rng: np.random.Generator):
+        from ..lq.mix import draw_lq
+
+        return draw_lq(rng, self.mix, self.ranges)

@@ -1,0 +1,533 @@
+"""The one training loop (DESIGN.md boundary 4).
+
+The trainer owns device placement, AMP, DDP, the main optimizer and its schedule, checkpoints and
+exact resume, signal handling, logging and the evaluation cadence; a :class:`~rlq.methods.base.Method`
+contributes the phases of an epoch and turns batches into loss terms.
+
+Exact resume: every sample's augmentation is seeded by (seed, epoch, rank, position) (see
+:mod:`rlq.data.samplers`), the learning rate is a pure function of the epoch, and a checkpoint stores
+the model, both optimizers, the data position (epoch, phase, batch, external-stream position), the
+selection history and the RNG states, so a killed run continues bit-identically on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ..errors import CheckpointError, TrainingError
+from ..io import atomic_write_json
+from ..methods.base import Method, Phase, StepContext, StepOutput
+from .checkpoint import (
+    CheckpointManager,
+    capture_rng,
+    optimizer_state_from_flat,
+    optimizer_state_to_flat,
+    read_checkpoint,
+    restore_rng,
+)
+from .distributed import DistInfo, all_reduce_flags, barrier
+from .metrics_log import MetricsLogger
+
+__all__ = ["LoaderSpec", "Trainer", "TrainingInterrupted", "lr_at_epoch", "Selection"]
+
+log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(TrainingError):
+    """Raised after SIGTERM / Ctrl-C once a resumable checkpoint has been written."""
+
+
+def lr_at_epoch(epoch: int, base_lr: float, milestones: list[int], gamma: float, warmup_epochs: int = 0, warmup_factor: float = 0.1) -> float:
+    """MultiStep schedule stepped per epoch, with optional BoT-style linear warmup (METHOD.md §6, §10)."""
+    lr = base_lr * gamma ** sum(1 for m in milestones if epoch >= m)
+    if warmup_epochs > 0 and epoch < warmup_epochs:
+        alpha = epoch / warmup_epochs
+        lr *= warmup_factor * (1 - alpha) + alpha
+    return lr
+
+
+@dataclass
+class LoaderSpec:
+    """A dataset with its (PK) sampler; the trainer builds the DataLoader."""
+
+    dataset: torch.utils.data.Dataset
+    sampler: Any  # rlq.data.samplers.PKSampler
+    batch_size: int
+    workers: int = 0
+
+
+def _worker_init(_: int) -> None:
+    # Ctrl-C goes to the whole process group: workers ignore it so the main process can checkpoint.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+
+
+@dataclass
+class Selection:
+    """Model selection records (METHOD.md §7)."""
+
+    metric: str  # the protocol evaluation whose R1 selects (e.g. "cc")
+    best_test: dict | None = None  # {"epoch", "results"}
+    best_val: dict | None = None  # {"epoch", "results", "val"}
+    last: dict | None = None
+    max_map: float = -1.0  # official: reported mAP is the maximum over all evaluations
+    history: list[dict] = field(default_factory=list)
+
+    def update(self, epoch: int, test: Mapping[str, Mapping[str, float]], val: Mapping[str, Mapping[str, float]] | None) -> dict[str, bool]:
+        """Record one evaluation; returns which bests it improved."""
+        r1, m = test[self.metric]["rank1"], test[self.metric]["mAP"]
+        improved = {"test": False, "val": False}
+        self.history.append({"epoch": epoch, "test": dict(test), **({"val": dict(val)} if val else {})})
+        # A new best needs a higher R1; on an R1 tie it wins if its mAP beats the best mAP seen so far.
+        if self.best_test is None:
+            improved["test"] = True
+        else:
+            b = self.best_test["results"][self.metric]
+            improved["test"] = r1 > b["rank1"] or (r1 == b["rank1"] and m > self.max_map)
+        self.max_map = max(self.max_map, m if not math.isnan(m) else -1.0)
+        if improved["test"]:
+            self.best_test = {"epoch": epoch, "results": dict(test)}
+        if val:
+            vm = next(iter(val)) if self.metric not in val else self.metric
+            vr1, vmap = val[vm]["rank1"], val[vm]["mAP"]
+            if self.best_val is None:
+                improved["val"] = True
+            else:
+                bv = self.best_val["val"][vm]
+                improved["val"] = vr1 > bv["rank1"] or (vr1 == bv["rank1"] and vmap > bv["mAP"])
+            if improved["val"]:
+                self.best_val = {"epoch": epoch, "results": dict(test), "val": dict(val)}
+        self.last = {"epoch": epoch, "results": dict(test)}
+        return improved
+
+    def to_json(self) -> dict:
+        return {
+            "metric": self.metric, "best_test": self.best_test, "best_val": self.best_val, "last": self.last,
+            "max_map": self.max_map, "history": self.history,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping) -> "Selection":
+        return cls(metric=d["metric"], best_test=d.get("best_test"), best_val=d.get("best_val"), last=d.get("last"),
+                   max_map=d.get("max_map", -1.0), history=list(d.get("history", [])))
+
+    def report(self) -> dict:
+        """The three labelled results of the `default` preset plus the official best-on-test numbers."""
+        out: dict[str, Any] = {"selection_metric": self.metric}
+        if self.best_test:
+            out["test@best_test"] = {"epoch": self.best_test["epoch"], "selected_on": "test", "results": self.best_test["results"]}
+            r = self.best_test["results"][self.metric]
+            out["official"] = {"rank1": r["rank1"], "mAP_max_over_evaluations": self.max_map,
+                               "note": "selected on the test set (paper convention, METHOD.md §7)"}
+        if self.last:
+            out["test@last"] = {"epoch": self.last["epoch"], "results": self.last["results"]}
+        out["test@best_val"] = (
+            {"epoch": self.best_val["epoch"], "selected_on": "val", "results": self.best_val["results"], "val": self.best_val["val"]}
+            if self.best_val else None
+        )
+        return out
+
+
+class Trainer:
+    """Runs a method's phases epoch by epoch with checkpoints, evaluation and exact resume."""
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        method: Method,
+        loaders: Mapping[str, LoaderSpec],
+        run_dir: str | os.PathLike,
+        epochs: int,
+        device: torch.device,
+        dist: DistInfo = DistInfo(),
+        lr: float = 3.5e-4,
+        weight_decay: float = 5e-4,
+        milestones: list[int] | tuple[int, ...] = (20, 40),
+        gamma: float = 0.1,
+        warmup_epochs: int = 0,
+        warmup_factor: float = 0.1,
+        amp: str = "off",
+        channels_last: bool = False,
+        seed: int = 1,
+        evaluator: Callable[[nn.Module, int], tuple[dict, dict | None]] | None = None,
+        selection_metric: str = "general",
+        eval_every: int = 10,
+        eval_start: int = 0,
+        ckpt_every_epochs: int = 1,
+        ckpt_every_steps: int = 0,
+        keep_last: int = 2,
+        log_every: int = 20,
+        tensorboard: bool = True,
+        progress: bool = True,
+        max_steps_per_epoch: int = 0,
+        nonfinite: str = "error",
+        run_state: Mapping[str, Any] | None = None,
+    ) -> None:
+        if nonfinite not in ("error", "skip"):
+            raise ValueError(f"nonfinite must be 'error' or 'skip', got {nonfinite!r}")
+        self.raw_model = model.to(device)
+        self.method = method
+        self.loaders = dict(loaders)
+        self.run_dir = Path(run_dir)
+        self.epochs = epochs
+        self.device = device
+        self.dist = dist
+        self.lr, self.milestones, self.gamma = lr, list(milestones), gamma
+        self.warmup_epochs, self.warmup_factor = warmup_epochs, warmup_factor
+        self.seed = seed
+        self.evaluator = evaluator
+        self.eval_every, self.eval_start = eval_every, eval_start
+        self.ckpt_every_epochs, self.ckpt_every_steps = ckpt_every_epochs, ckpt_every_steps
+        self.log_every = log_every
+        self.progress = progress and dist.is_main
+        self.max_steps = max_steps_per_epoch
+        self.nonfinite = nonfinite
+        self.run_state = dict(run_state or {})
+        self.channels_last = channels_last
+        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        if self.amp_dtype is not None and device.type != "cuda":
+            log.warning("AMP on %s is slow on many CPUs; consider train.amp=off", device.type)
+        if channels_last:
+            self.raw_model = self.raw_model.to(memory_format=torch.channels_last)
+
+        def ddp_wrap(m: nn.Module) -> nn.Module:
+            if not dist.enabled:
+                return m
+            return nn.parallel.DistributedDataParallel(
+                m, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=getattr(method, "has_unused_parameters", False),
+            )
+
+        method.setup(self.raw_model, device, ddp_wrap)
+        self.model = ddp_wrap(self.raw_model)
+        self.optimizer = torch.optim.Adam(self.raw_model.parameters(), lr=lr, weight_decay=weight_decay)  # §6
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.ckpt = CheckpointManager(self.run_dir, keep_last=keep_last, create=dist.is_main)
+        self.selection = Selection(selection_metric)
+        self.pos = {"epoch": 0, "phase": 0, "batch": 0, "ext_epoch": 0, "ext_batch": 0}
+        self.global_step = 0
+        self.skipped_batches = 0
+        self.tensorboard = tensorboard
+        self._stop = False
+        self._dl_cache: dict[str, DataLoader] = {}
+
+    # -- helpers -----------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _loader(self, name: str) -> DataLoader:
+        if name not in self._dl_cache:
+            spec = self.loaders[name]
+            self._dl_cache[name] = DataLoader(
+                spec.dataset,
+                batch_size=spec.batch_size,
+                sampler=spec.sampler,
+                num_workers=spec.workers,
+                drop_last=True,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=spec.workers > 0,
+                worker_init_fn=_worker_init if spec.workers > 0 else None,
+                prefetch_factor=4 if spec.workers > 0 else None,
+            )
+        return self._dl_cache[name]
+
+    def _set_lr(self, epoch: int) -> float:
+        lr = lr_at_epoch(epoch, self.lr, self.milestones, self.gamma, self.warmup_epochs, self.warmup_factor)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        return lr
+
+    def _install_signals(self) -> Callable[[], None]:
+        if not self.dist.is_main and not self.dist.enabled:
+            return lambda: None
+        old = {}
+
+        def handler(signum, frame):  # noqa: ARG001
+            if self._stop:  # a second signal: give up immediately
+                raise KeyboardInterrupt
+            self._stop = True
+            log.warning("signal %d: finishing this step, then writing a resumable checkpoint", signum)
+
+        for s in (signal.SIGTERM, signal.SIGINT):
+            try:
+                old[s] = signal.signal(s, handler)
+            except ValueError:  # not in the main thread
+                pass
+
+        def restore() -> None:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+        return restore
+
+    # -- checkpointing -----------------------------------------------------------------------------
+    def _checkpoint_payload(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        tensors = {f"model.{k}": v for k, v in self.raw_model.state_dict().items()}
+        t, opt_meta = optimizer_state_to_flat(self.optimizer, "optim")
+        tensors.update(t)
+        mt, m_meta = self.method.state_tensors()
+        tensors.update(mt)
+        rt, r_meta = capture_rng()
+        tensors.update(rt)
+        state = {
+            **self.run_state,
+            "position": dict(self.pos),
+            "global_step": self.global_step,
+            "skipped_batches": self.skipped_batches,
+            "optimizer": opt_meta,
+            "method_state": m_meta,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": r_meta,
+            "selection": self.selection.to_json(),
+            "world_size": self.dist.world_size,
+        }
+        return tensors, state
+
+    def save_checkpoint(self, name: str | None = None) -> Path | None:
+        """Write a resumable checkpoint at the current position (rank 0 only)."""
+        path = None
+        if self.dist.is_main:
+            tensors, state = self._checkpoint_payload()
+            name = name or f"e{self.pos['epoch']:04d}-s{self.global_step:08d}"
+            path = self.ckpt.save(name, tensors, state)
+            log.debug("checkpoint %s", path)
+        barrier()
+        return path
+
+    def _save_weights(self, name: str, extra: dict) -> None:
+        if not self.dist.is_main:
+            return
+        tensors = {f"model.{k}": v for k, v in self.raw_model.state_dict().items()}
+        self.ckpt.save(name, tensors, {**self.run_state, **extra, "weights_only": True}, pointer=False)
+
+    def resume(self) -> bool:
+        """Continue from the newest good checkpoint in the run folder; False when there is none."""
+        good = self.ckpt.latest_good()
+        if good is None:
+            return False
+        tensors, state = read_checkpoint(good)
+        if state.get("method") and state["method"] != self.run_state.get("method"):
+            raise CheckpointError(f"{good} was written by method {state['method']!r}, this run is {self.run_state.get('method')!r}")
+        ws = state.get("world_size", 1)
+        if ws != self.dist.world_size:
+            log.warning("resuming a %d-replica checkpoint with %d replicas: the data order changes", ws, self.dist.world_size)
+        msd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        self.raw_model.load_state_dict(msd)
+        optimizer_state_from_flat(self.optimizer, "optim", tensors, state["optimizer"])
+        self.method.load_state_tensors(tensors, state.get("method_state", {}))
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        restore_rng(tensors, state.get("rng", {}))
+        self.pos = dict(state["position"])
+        self.global_step = int(state["global_step"])
+        self.skipped_batches = int(state.get("skipped_batches", 0))
+        self.selection = Selection.from_json(state["selection"])
+        log.info("resumed from %s (epoch %d, phase %d, batch %d)", good, self.pos["epoch"], self.pos["phase"], self.pos["batch"])
+        return True
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def _iterate_phase(self, phase: Phase, epoch: int) -> Iterator[tuple[str, Any, bool]]:
+        """Yield (kind, batch, advances_main) for one phase, starting at the saved batch position."""
+        spec = self.loaders[phase.loader]
+        spec.sampler.set_epoch(epoch, self.pos["batch"])
+        main_iter = iter(self._loader(phase.loader))
+        if phase.paired is None:
+            for batch in main_iter:
+                yield phase.kind, batch, True
+            return
+        p_loader, p_kind = phase.paired
+        pspec = self.loaders[p_loader]
+
+        def paired_stream() -> Iterator[Any]:
+            while True:
+                pspec.sampler.set_epoch(self.pos["ext_epoch"], self.pos["ext_batch"])
+                if pspec.sampler.num_batches() == 0:
+                    raise TrainingError(f"the {p_loader} loader has no full batch")
+                for b in self._loader(p_loader):
+                    yield b
+                self.pos["ext_epoch"] += 1
+                self.pos["ext_batch"] = 0
+
+        ext = paired_stream()
+        for batch in main_iter:
+            yield p_kind, next(ext), False
+            yield phase.kind, batch, True
+
+    def _step(self, kind: str, batch: Any, epoch: int) -> StepOutput | None:
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed((self.seed * 1_000_003 + epoch * 10_007 + self.dist.rank * 101 + self.global_step) % (2**62))
+        ctx = StepContext(
+            model=self.model, raw_model=self.raw_model, device=self.device, epoch=epoch, step=self.global_step,
+            generator=gen, autocast=self._autocast, channels_last=self.channels_last,
+        )
+        out = self.method.training_step(kind, batch, ctx)
+        total = torch.stack([v.float() for v in out.losses.values()]).sum()
+        bad_local = not bool(torch.isfinite(total))
+        bad_any, stop_any = all_reduce_flags([bad_local, self._stop], self.device)
+        self._stop = self._stop or stop_any
+        if bad_any:
+            if bad_local:
+                terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in out.losses.items())
+                msg = f"non-finite loss at epoch {epoch}, step {self.global_step} ({kind} step): {terms}"
+            else:
+                msg = f"non-finite loss on another replica at epoch {epoch}, step {self.global_step}"
+            if self.nonfinite == "skip":
+                self.skipped_batches += 1
+                log.warning("%s; skipping the batch (%d skipped so far)", msg, self.skipped_batches)
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
+            raise TrainingError(msg + ". The last good checkpoint is kept; lower the learning rate, check the data, "
+                                "or pass train.nonfinite=skip to skip such batches.")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            total.backward()
+            self.optimizer.step()
+        out.metrics["loss"] = float(total.detach())
+        return out
+
+    def _evaluate(self, epoch: int, logger: MetricsLogger) -> None:
+        if self.evaluator is None:
+            return
+        if self.dist.is_main:
+            t0 = time.time()
+            test, val = self.evaluator(self.raw_model, epoch)
+            improved = self.selection.update(epoch, test, val)
+            rec = {"type": "eval", "epoch": epoch, "step": self.global_step, "seconds": time.time() - t0}
+            for name, r in test.items():
+                rec.update({f"{name}_rank1": r["rank1"], f"{name}_mAP": r["mAP"]})
+            for name, r in (val or {}).items():
+                rec.update({f"val_{name}_rank1": r["rank1"], f"val_{name}_mAP": r["mAP"]})
+            logger.log(rec)
+            sel = test[self.selection.metric]
+            log.info("epoch %d: %s R1 %.1f mAP %.1f%s", epoch, self.selection.metric, 100 * sel["rank1"], 100 * sel["mAP"],
+                     " (new best on test)" if improved["test"] else "")
+            if improved["test"]:
+                self._save_weights("best", {"selected_on": "test", "epoch": epoch, "results": test})
+            if improved["val"]:
+                self._save_weights("best_val", {"selected_on": "val", "epoch": epoch, "results": test, "val": val})
+            atomic_write_json(self.run_dir / "results.json", {**self.run_state.get("summary", {}), **self.selection.report()})
+        barrier()
+        if self.dist.enabled:
+            from .distributed import broadcast_object
+
+            self.selection = broadcast_object(self.selection)
+
+    def fit(self, resume: bool = False) -> dict:
+        """Train to ``epochs``; returns the selection report (also written to ``results.json``)."""
+        if resume:
+            self.resume()
+        logger = MetricsLogger(self.run_dir, enabled=self.dist.is_main, tensorboard=self.tensorboard,
+                               resume_step=self.global_step if resume else None)
+        restore_signals = self._install_signals()
+        try:
+            while self.pos["epoch"] < self.epochs:
+                epoch = self.pos["epoch"]
+                lr = self._set_lr(epoch)
+                self.method.on_epoch_start(epoch)
+                self.raw_model.train()
+                for m in self.method.train_modules():
+                    m.train()
+                phases = self.method.phases(epoch)
+                while self.pos["phase"] < len(phases):
+                    phase = phases[self.pos["phase"]]
+                    self._run_phase(phase, epoch, lr, logger)
+                    self.pos["phase"] += 1
+                    self.pos["batch"] = 0
+                due = (epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs
+                if due and epoch >= self.eval_start:
+                    self._evaluate(epoch, logger)
+                self.pos = {**self.pos, "epoch": epoch + 1, "phase": 0, "batch": 0}
+                if (epoch + 1) % self.ckpt_every_epochs == 0 or epoch + 1 == self.epochs:
+                    self.save_checkpoint()
+        finally:
+            restore_signals()
+            logger.close()
+        report = self.selection.report()
+        report["skipped_batches"] = self.skipped_batches
+        if self.dist.is_main:
+            atomic_write_json(self.run_dir / "results.json", {**self.run_state.get("summary", {}), **report})
+        return report
+
+    def _run_phase(self, phase: Phase, epoch: int, lr: float, logger: MetricsLogger) -> None:
+        from tqdm.auto import tqdm
+
+        spec = self.loaders[phase.loader]
+        spec.sampler.set_epoch(epoch, 0)
+        total_batches = spec.sampler.num_batches()
+        if self.max_steps:
+            total_batches = min(total_batches, self.max_steps)
+        if total_batches == 0:
+            raise TrainingError(
+                f"the {phase.loader} loader yields no full batch (batch size {spec.batch_size}); use a smaller batch size "
+                "or more identities"
+            )
+        if self.pos["batch"] >= total_batches:
+            return
+        bar = tqdm(total=total_batches, initial=self.pos["batch"], desc=f"epoch {epoch} {phase.name}",
+                   disable=not self.progress, leave=False, dynamic_ncols=True)
+        t_data = time.perf_counter()
+        data_time = step_time = 0.0
+        images = 0
+        window_losses: dict[str, float] = {}
+        n_window = 0
+        try:
+            for kind, batch, advances in self._iterate_phase(phase, epoch):
+                t0 = time.perf_counter()
+                data_time += t0 - t_data
+                out = self._step(kind, batch, epoch)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                step_time += time.perf_counter() - t0
+                self.global_step += 1
+                if not advances:
+                    self.pos["ext_batch"] += 1
+                if out is not None:
+                    images += out.num_images
+                    for k, v in {**{kk: float(vv.detach()) for kk, vv in out.losses.items()}, **out.metrics}.items():
+                        window_losses[k] = window_losses.get(k, 0.0) + v
+                    n_window += 1
+                if advances:
+                    self.pos["batch"] += 1
+                    bar.update(1)
+                if self.global_step % self.log_every == 0 and n_window:
+                    avg = {k: v / n_window for k, v in window_losses.items()}
+                    ips = images / max(step_time + data_time, 1e-9)
+                    rec = {"type": "train", "epoch": epoch, "phase": phase.name, "step": self.global_step, "lr": lr,
+                           "img_per_s": ips, "data_s": data_time, "step_s": step_time, **avg}
+                    logger.log(rec)
+                    bar.set_postfix(loss=f"{avg.get('loss', float('nan')):.3f}", img_s=f"{ips:.0f}",
+                                    data=f"{data_time / max(data_time + step_time, 1e-9):.0%}")
+                    window_losses, n_window, images, data_time, step_time = {}, 0, 0, 0.0, 0.0
+                if self._stop:
+                    path = self.save_checkpoint()
+                    raise TrainingInterrupted(
+                        f"stopped by a signal at epoch {epoch}, step {self.global_step}; resumable checkpoint "
+                        f"{path or 'written by rank 0'}: continue with --resume"
+                    )
+                if self.ckpt_every_steps and self.global_step % self.ckpt_every_steps == 0 and advances:
+                    self.save_checkpoint()
+                if advances and self.max_steps and self.pos["batch"] >= self.max_steps:
+                    break
+                t_data = time.perf_counter()
+        finally:
+            bar.close()

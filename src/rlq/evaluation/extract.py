@@ -1,0 +1,82 @@
+"""Feature extraction with the §2.5 inference feature (flip-sum, one global L2 normalisation)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+__all__ = ["extract_features", "autocast_context"]
+
+
+def autocast_context(device: torch.device, amp_dtype: torch.dtype | None):
+    """torch.autocast on ``device`` for ``amp_dtype``, or a no-op."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module,
+    paths: Sequence[str],
+    height: int,
+    width: int,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 128,
+    workers: int = 2,
+    flip: bool = True,
+    amp_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    progress: bool = False,
+    desc: str = "extracting",
+    cache=None,
+    batch_transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> np.ndarray:
+    """L2-normalised float32 features (N, D) of the images at ``paths``, in order.
+
+    ``model`` must have ``embed(x, flip)`` taking 0-1 RGB (a ReIDModel); it is put in eval mode and
+    restored afterwards. ``batch_transform(images_uint8 (N,3,H,W), indices (N,)) -> uint8 images`` is
+    applied to each resized batch before the model (e.g. a seeded degradation for robustness analysis).
+    """
+    from tqdm.auto import tqdm
+
+    from ..data.loading import EvalSet
+
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    ds = EvalSet(paths, height, width, cache=cache)
+    loader = DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
+    out = np.zeros((len(ds), getattr(model, "embed_dim", 0) or 1), dtype=np.float32)
+    feats_list = []
+    try:
+        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
+            img = batch["img"]
+            if batch_transform is not None:
+                img = batch_transform(img, batch["index"])
+            x = img.to(device, non_blocking=True).float().div_(255.0)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast_context(device, amp_dtype):
+                f = model.embed(x, flip=flip)
+            feats_list.append(f.float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    if feats_list:
+        out = np.concatenate(feats_list, axis=0)
+    else:
+        out = out[:0]
+    return out

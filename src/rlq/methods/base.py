@@ -1,0 +1,82 @@
+"""The strategy interface between the one training loop and a training method (DESIGN.md boundary 4).
+
+The trainer owns the loop (device, AMP, DDP, optimizer steps, checkpoints, logging, evaluation); a
+method says which phases an epoch has and turns one batch into named loss terms.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, ContextManager, Mapping
+
+import torch
+from torch import nn
+
+__all__ = ["Phase", "StepContext", "StepOutput", "Method"]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A pass over one loader. With ``paired`` = (loader, kind), every batch of ``loader`` is preceded
+    by one step of ``kind`` on the next batch of the paired loader, which cycles (step-wise alternation)."""
+
+    name: str
+    loader: str
+    kind: str
+    paired: tuple[str, str] | None = None
+
+
+@dataclass
+class StepContext:
+    """What a training step may use; built by the trainer for every step."""
+
+    model: nn.Module  # the (possibly DDP-wrapped) model: call it
+    raw_model: nn.Module  # the underlying ReIDModel: read its attributes
+    device: torch.device
+    epoch: int
+    step: int
+    generator: torch.Generator  # device-side randomness of this step, seeded from (seed, epoch, rank, step)
+    autocast: Callable[[], ContextManager] = contextlib.nullcontext
+    channels_last: bool = False
+
+
+@dataclass
+class StepOutput:
+    """Loss terms to sum for the main optimizer step, plus scalars to log (not back-propagated)."""
+
+    losses: dict[str, torch.Tensor]
+    metrics: dict[str, float] = field(default_factory=dict)
+    num_images: int = 0
+
+
+class Method:
+    """Base class: subclasses implement :meth:`phases` and :meth:`training_step`."""
+
+    name = "method"
+    needs_external = False
+    #: some parameters are unused in some steps (pose branch in TAD steps): DDP must look for them.
+    has_unused_parameters = False
+
+    def setup(self, model: nn.Module, device: torch.device, ddp_wrap: Callable[[nn.Module], nn.Module]) -> None:
+        """Create method-owned modules and optimizers (e.g. the clothes classifier) on ``device``."""
+
+    def phases(self, epoch: int) -> list[Phase]:
+        raise NotImplementedError
+
+    def training_step(self, kind: str, batch: Mapping[str, Any], ctx: StepContext) -> StepOutput:
+        raise NotImplementedError
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Hook (e.g. to set per-epoch learning rates of method-owned optimizers)."""
+
+    # -- checkpointing of method-owned state --------------------------------------------------------
+    def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return {}, {}
+
+    def load_state_tensors(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+        pass
+
+    def train_modules(self) -> list[nn.Module]:
+        """Method-owned modules that follow the model's train/eval mode."""
+        return []

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Write the YAML presets under src/rlq/configs/ (the repository's configs/ points there).
+
+Layout: _base_/{official,paper,default}.yaml (METHOD.md §10 columns), datasets/*.yaml (§8 per-dataset
+numbers), methods/*.yaml, then one file per dataset x method x preset that only lists its bases, plus
+the teacher recipe (§9) and the Table 7 TAD ablations. Run after changing a number here; the tests
+load and validate every preset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1] / "src" / "rlq" / "configs"
+
+BASES = {
+    # METHOD.md §10, column `official` (the authors' code).
+    "official": {
+        "preset": "official",
+        "optim": {"warmup_epochs": 0},
+        "train": {"epochs": 200, "selection": "official", "amp": "off"},
+        "loss": {"kl_weighting": "official"},
+        "tad": {"alternation": "epoch", "reshuffle": False, "reseed_aug": False, "run_pose_branch": True,
+                "clothes_kl": False, "lq_ranges": "official"},
+        "data": {"camera_rule": "official"},
+    },
+    # column `paper` (the paper text).
+    "paper": {
+        "preset": "paper",
+        "optim": {"warmup_epochs": 10, "warmup_factor": 0.1},
+        "train": {"epochs": 200, "selection": "official"},
+        "loss": {"kl_weighting": "paper"},
+        "data": {"batch_size": 40},
+        "tad": {"alternation": "step", "reshuffle": True, "reseed_aug": True, "run_pose_branch": False,
+                "clothes_kl": True, "lq_ranges": "paper", "external_batch_size": 40},
+    },
+    # column `default` = official + the rows marked "fix".
+    "default": {
+        "preset": "default",
+        "optim": {"warmup_epochs": 0},
+        "train": {"epochs": 200, "selection": "default"},
+        "loss": {"kl_weighting": "official"},
+        "tad": {"alternation": "epoch", "reshuffle": True, "reseed_aug": True, "run_pose_branch": False,
+                "clothes_kl": False, "lq_ranges": "official"},
+        "data": {"camera_rule": "unique"},
+    },
+}
+
+# METHOD.md §8: per-replica batch (official), palette, side inputs. Paths are placeholders to override.
+DATASETS = {
+    "ltcc": {"data": {"dataset": "ltcc", "root": "data/LTCC_ReID", "batch_size": 32,
+                      "gender_csv": "annotations/LTCC_Gender.csv", "pose_csv": "annotations/LTCC_Pose_Cluster.csv",
+                      "parsing_root": "data/LTCC_ReID_parsing", "faulty_pant": "annotations/LTCC_Pant_faulty.csv",
+                      "faulty_shirt": "annotations/LTCC_Shirt_faulty.csv"}, "_replicas": 2},
+    "prcc": {"data": {"dataset": "prcc", "root": "data/prcc", "batch_size": 40,
+                      "gender_csv": "annotations/PRCC_Gender.csv", "pose_csv": "annotations/PRCC_Pose_Cluster.csv",
+                      "parsing_root": "data/prcc_parsing", "faulty_pant": "annotations/PRCC_Pant_faulty.csv",
+                      "faulty_shirt": "annotations/PRCC_Shirt_faulty.csv"}, "_replicas": 2},
+    "deepchange": {"data": {"dataset": "deepchange", "root": "data/DeepChangeDataset", "batch_size": 40,
+                            "gender_csv": "annotations/DeepChange_Gender.csv",
+                            "pose_csv": "annotations/DeepChange_Pose_Cluster.csv",
+                            "parsing_root": "data/DeepChange_parsing",
+                            "faulty_pant": "annotations/DeepChange_Pant_faulty.csv",
+                            "faulty_shirt": "annotations/DeepChange_Shirt_faulty.csv"}, "_replicas": 6},
+    "last": {"data": {"dataset": "last", "root": "data/last", "batch_size": 40, "palette": "last",
+                      "gender_csv": "annotations/LaST_Gender.csv", "pose_csv": "annotations/LaST_Pose_Cluster.csv",
+                      "parsing_root": "data/last_parsing", "faulty_pant": "annotations/LaST_Pant_faulty.csv",
+                      "faulty_shirt": "annotations/LaST_Shirt_faulty.csv"}, "_replicas": 4},
+}
+COMMON_TAD = {"tad": {"teacher": "runs/teacher-celeb", "external_dataset": "celebreid", "external_root": "data/Celeb-reID"}}
+
+METHODS = {
+    "cal": {"method": "cal"},
+    "bm": {"method": "bm"},
+    "bm_g": {"method": "bm+g"},
+    "bm_p": {"method": "bm+p"},
+    "cap": {"method": "cap"},
+    "tad": {"method": "tad", **COMMON_TAD},
+    "rlq": {"method": "rlq", **COMMON_TAD},
+}
+
+
+def dump(path: Path, data: dict, header: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(f"# {line}\n" for line in header.strip().splitlines()) + yaml.safe_dump(data, sort_keys=False)
+    path.write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    for name, data in BASES.items():
+        dump(ROOT / "_base_" / f"{name}.yaml", data, f"The `{name}` column of METHOD.md §10. Every key can be overridden.")
+    for name, data in DATASETS.items():
+        d = {k: v for k, v in data.items() if not k.startswith("_")}
+        dump(ROOT / "datasets" / f"{name}.yaml", d,
+             f"{name}: METHOD.md §8 numbers. Official runs used {data['_replicas']} replicas x data.batch_size per replica\n"
+             f"(torchrun --nproc_per_node {data['_replicas']}). Paths are placeholders: override data.root etc.")
+    for name, data in METHODS.items():
+        dump(ROOT / "methods" / f"{name}.yaml", data, f"Method {data['method']}.")
+    for ds, data in DATASETS.items():
+        for m in METHODS:
+            for preset in BASES:
+                extra: dict = {}
+                if ds == "last" and preset in ("paper", "default"):
+                    extra = {"train": {"epochs": 300}}  # METHOD.md §10 / §13.6: the paper says 300 for LaST
+                suffix = "" if preset == "default" else f"_{preset}"
+                body = {"_base_": [f"../datasets/{ds}.yaml", f"../_base_/{preset}.yaml", f"../methods/{m}.yaml"],
+                        "output": f"runs/{ds}-{m}{suffix}", **extra}
+                dump(ROOT / ds / f"{m}{suffix}.yaml", body,
+                     f"{METHODS[m]['method']} on {ds}, `{preset}` preset.\n"
+                     f"rlq train --config configs/{ds}/{m}{suffix}.yaml data.root=/path/to/{ds}")
+    # METHOD.md §9: the teacher = a Base Model trained on Celeb-reID, no recolouring, batch 40 x 2, seed 4, 200 epochs.
+    teacher = {"_base_": ["../_base_/official.yaml"], "method": "bm", "role": "teacher", "preset": "teacher",
+               "output": "runs/teacher-celeb",
+               "data": {"dataset": "celebreid", "root": "data/Celeb-reID", "batch_size": 40, "recolor": False,
+                        "camera_rule": "official"},
+               "train": {"seed": 4, "epochs": 200}}
+    dump(ROOT / "teacher" / "celeb.yaml", teacher,
+         "TAD teacher recipe (METHOD.md §9): Base Model on Celeb-reID with labels; keep the final (epoch-200) weights.\n"
+         "Official: 2 replicas x 40 (torchrun --nproc_per_node 2). TAD loads the newest checkpoint of this run.")
+    cap_teacher = dict(teacher, method="cap", output="runs/teacher-celeb-cap",
+                       data={**teacher["data"], "gender_csv": "annotations/Celeb-reID_Gender.csv",
+                             "pose_csv": "annotations/Celeb-reID_Pose_Cluster.csv"})
+    dump(ROOT / "teacher" / "celeb_cap.yaml", cap_teacher,
+         "\"CAP teacher\" variant (METHOD.md §5.3): Celeb-reID trained with CAP; TAD drops its pose branch.")
+    # Table 7 TAD ablations on LTCC (METHOD.md §12).
+    for variant in ("ss_mse_tad", "ss_mse_nt", "kl_only", "target_pairs"):
+        body = {"_base_": ["../ltcc/tad.yaml"], "output": f"runs/ltcc-tad-{variant}", "tad": {"variant": variant}}
+        dump(ROOT / "ablations" / f"ltcc_tad_{variant}.yaml", body, f"Table 7 ablation `{variant}` (METHOD.md §12) on LTCC.")
+    dump(ROOT / "ablations" / "ltcc_bm_lq_aug.yaml",
+         {"_base_": ["../ltcc/bm.yaml"], "output": "runs/ltcc-bm-lq-aug", "loss": {"lq_aug": True}},
+         "Table 7 `BM + LQ Aug.`: an extra LQ copy of each target image keeping its real clothes label.")
+    dump(ROOT / "ablations" / "ltcc_tad_fraction8.yaml",
+         {"_base_": ["../ltcc/tad.yaml"], "output": "runs/ltcc-tad-frac8", "tad": {"fraction": 0.08, "fraction_mode": "per_epoch"}},
+         "Fig. 6: ~8 % of the external data, a fresh subset each epoch.")
+
+
+if __name__ == "__main__":
+    main()
