@@ -16,6 +16,8 @@ from ._common import app, console
 # Command modules register themselves on `app` when imported.
 from . import data as _data  # noqa: F401,E402
 from . import train as _train  # noqa: F401,E402
+from . import attributes as _attributes  # noqa: F401,E402
+from . import demo as _demo  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 

@@ -33,19 +33,29 @@ class ImageCache:
 
     def __init__(self) -> None:
         self._images: dict[str, Image.Image] = {}
+        self._labels: dict[str, Image.Image] = {}
 
-    def preload(self, paths: Sequence[str], progress: bool = False, desc: str = "caching images") -> None:
+    def preload(self, paths: Sequence[str], progress: bool = False, desc: str = "caching images",
+                parsing_paths: Sequence[str | None] | None = None) -> None:
+        """Decode ``paths`` (and the matching parsing maps, when given) into memory."""
         from tqdm.auto import tqdm
 
-        for p in tqdm(paths, desc=desc, disable=not progress, leave=False):
+        parsing = parsing_paths if parsing_paths is not None else [None] * len(paths)
+        for p, lp in tqdm(list(zip(paths, parsing)), desc=desc, disable=not progress, leave=False):
             if p not in self._images:
                 img = read_image(p)
                 img.load()
                 self._images[p] = img
+            if lp is not None and lp not in self._labels:
+                self._labels[lp] = _read_labels(lp, self._images[p].size)
 
     def get(self, path: str) -> Image.Image:
         img = self._images.get(path)
         return img if img is not None else read_image(path)
+
+    def get_labels(self, path: str, size: tuple[int, int]) -> Image.Image:
+        lab = self._labels.get(path)
+        return lab if lab is not None else _read_labels(path, size)
 
 
 def _read_labels(path: str, size: tuple[int, int]) -> Image.Image:
@@ -120,8 +130,8 @@ class TrainSet(TorchDataset):
             cgeo = draw_geo_params(rng, self.h, self.w)
             ppath = self.parsing_paths[idx]
             if ppath is not None:
-                labels = _read_labels(ppath, img.size)
-                out["copy_labels"] = np.asarray(apply_geo(labels, self.h, self.w, cgeo, Image.NEAREST), np.uint8)
+                labels = self.cache.get_labels(ppath, img.size)
+                out["copy_labels"] = np.array(apply_geo(labels, self.h, self.w, cgeo, Image.NEAREST), np.uint8)
             else:  # lenient mode: an unmodified copy keeping the real clothes label (§3.3 options)
                 out["copy_labels"] = np.zeros((self.h, self.w), np.uint8)
             faulty = bool(self.faulty[idx])

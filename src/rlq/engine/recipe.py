@@ -289,7 +289,8 @@ def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, role
     )
     cache = ImageCache() if d.cache_images else None
     if cache is not None:
-        cache.preload([s.path for s in dataset.train], progress=spec.train.progress and dist.is_main, desc="caching train images")
+        cache.preload([s.path for s in dataset.train], progress=spec.train.progress and dist.is_main, desc="caching train images",
+                      parsing_paths=side.parsing_paths)
     palette = PALETTES[_palette_name(spec)]
     train_set = TrainSet(
         dataset.train, d.height, d.width, gender=side.gender, pose=side.pose, recolor=d.recolor,

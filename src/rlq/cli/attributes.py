@@ -1,0 +1,142 @@
+"""CAP side-input commands: `rlq poses cluster|sweep|sheet`, `rlq gender sheet`, and `rlq lq preview`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._common import console, gender_app, lq_app, out, poses_app
+
+
+def _train(name: str, root: Path, split: str):
+    from ..data.datasets import load_dataset
+
+    ds = load_dataset(name, root)
+    return ds, ds.split(split)
+
+
+@poses_app.command("cluster")
+def poses_cluster(
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name (ltcc, prcc, last, deepchange, celebreid, synthcc, ...)."),
+    root: Path = typer.Option(..., "--root", "-r", help="Dataset root."),
+    keypoints: Path = typer.Option(..., "--keypoints", "-k", help="AlphaPose results: a tree mirroring the dataset "
+                                   "(<dir>/<leaf folder>/alphapose-results.json), one JSON, or COCO keypoint annotations."),
+    out_csv: Path = typer.Option(Path("pose_clusters.csv"), "--out", "-o", help="CSV in the authors' layout."),
+    k: str = typer.Option("15", "--k", help="K, or a comma list (e.g. 5,10,15,...,40 for every column the authors ship)."),
+    kinds: str = typer.Option("R_LA", help="Vector kinds: R_LA (paper), R_A, R_LAC; comma list."),
+    split: str = typer.Option("train", help="Split to cluster (fit on train only for training labels, METHOD.md §3.4)."),
+    seed: int = typer.Option(0, help="K-means random_state (§3.4: 0)."),
+    score_threshold: Optional[float] = typer.Option(None, help="Treat detections below this score as no pose (default: none, as the spec)."),
+) -> None:
+    """Pose clusters from keypoints: 13 body lines -> R_LA vectors -> K-means (K=15, n_init=10) -> labels 1..K, 0 = no pose."""
+    from ..attributes.pose_io import cluster_dataset_poses
+
+    ds, samples = _train(dataset, root, split)
+    hist = cluster_dataset_poses(root, samples, keypoints, out_csv, ks=[int(x) for x in k.split(",")],
+                                 kinds=kinds.split(","), seed=seed, score_threshold=score_threshold, category=split)
+    for col, h in hist.items():
+        out.print(f"{col}: " + ", ".join(f"{lab}: {n}" for lab, n in sorted(h.items())))
+    out.print(f"wrote {out_csv} ({len(samples)} images; train with data.pose_csv={out_csv})")
+
+
+@poses_app.command("sweep")
+def poses_sweep(
+    dataset: str = typer.Option(..., "--dataset", "-d"),
+    root: Path = typer.Option(..., "--root", "-r"),
+    keypoints: Path = typer.Option(..., "--keypoints", "-k", help="AlphaPose tree / JSON, or COCO keypoints."),
+    out_dir: Path = typer.Option(Path("pose_sweep"), "--out", "-o"),
+    ks: str = typer.Option("5,10,15,20,25,30,35,40", help="K values to try (the paper sweeps 5..40)."),
+    kind: str = typer.Option("R_LA"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Cluster quality (silhouette, Calinski-Harabasz, inertia) for K in 5..40, as JSON and a plot."""
+    from ..attributes.pose import detection_vectors, plot_sweep, sweep_k
+    from ..attributes.pose_io import image_sizes, sample_detections
+    from ..io import atomic_write_json
+
+    ds, samples = _train(dataset, root, "train")
+    dets = sample_detections(root, samples, keypoints)
+    vecs, _ = detection_vectors(dets, image_sizes(samples), [s.key for s in samples], kind=kind)
+    res = sweep_k(vecs, ks=[int(x) for x in ks.split(",")], seed=seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "sweep.json", res)
+    plot_sweep(res, out_dir / "sweep.png")
+    for r in res:
+        out.print(f"K={r['k']:>2}: silhouette {r['silhouette']:.3f}  CH {r['calinski_harabasz']:.0f}  inertia {r['inertia']:.3g}")
+    out.print(f"wrote {out_dir / 'sweep.json'} and {out_dir / 'sweep.png'}")
+
+
+@poses_app.command("sheet")
+def poses_sheet(
+    dataset: str = typer.Option(..., "--dataset", "-d"),
+    root: Path = typer.Option(..., "--root", "-r"),
+    clusters: Path = typer.Option(..., "--clusters", "-c", help="Pose-cluster CSV (ours or the authors')."),
+    column: str = typer.Option("R_LA_15", help="Label column."),
+    out_png: Path = typer.Option(Path("pose_clusters.png"), "--out", "-o"),
+    per_cluster: int = typer.Option(8, help="Images per cluster row."),
+    keypoints: Optional[Path] = typer.Option(None, help="Draw the skeleton from these keypoints (AlphaPose tree / JSON)."),
+    split: str = typer.Option("train"),
+    seed: int = typer.Option(0),
+) -> None:
+    """A contact sheet of images per pose cluster (paper Figures 16-18), one row per cluster."""
+    from ..attributes.pose_io import sample_detections
+    from ..attributes.sheets import cluster_contact_sheet
+    from ..data.sidecars import read_pose_clusters
+
+    ds, samples = _train(dataset, root, split)
+    labels = read_pose_clusters(clusters, column=column)
+    by_cluster: dict[int, list[str]] = {}
+    for s in samples:
+        if s.key in labels:
+            by_cluster.setdefault(labels[s.key], []).append(s.path)
+    kp = None
+    if keypoints is not None:
+        dets = sample_detections(root, samples, keypoints)
+        kp = {s.path: dets[s.key].keypoints for s in samples if dets.get(s.key) is not None}
+    cluster_contact_sheet(by_cluster, out_png, per_cluster=per_cluster, seed=seed, keypoints=kp)
+    out.print(f"wrote {out_png} ({len(by_cluster)} clusters)")
+
+
+@gender_app.command("sheet")
+def gender_sheet_cmd(
+    dataset: str = typer.Option(..., "--dataset", "-d"),
+    root: Path = typer.Option(..., "--root", "-r"),
+    out_dir: Path = typer.Option(Path("gender_sheet"), "--out", "-o"),
+    split: str = typer.Option("train", help="Split whose identities to label."),
+    per_id: int = typer.Option(6, help="Thumbnails per identity."),
+    ids_per_page: int = typer.Option(20),
+    existing: Optional[Path] = typer.Option(None, help="Prefill from an existing gender CSV."),
+) -> None:
+    """HTML pages of identities to label by hand, plus a CSV template `Category,ID,Gender` to fill in."""
+    from ..attributes.gender import gender_sheet
+    from ..data.sidecars import read_gender_csv
+
+    _, samples = _train(dataset, root, split)
+    table = read_gender_csv(existing) if existing else None
+    index = gender_sheet(samples, out_dir, per_id=per_id, ids_per_page=ids_per_page, existing=table, category=split)
+    out.print(f"open {index}; fill in {out_dir / 'gender_template.csv'} and train with data.gender_csv=...")
+
+
+@lq_app.command("preview")
+def lq_preview(
+    images: Path = typer.Option(..., "--images", "-i", help="A folder of person images (searched recursively)."),
+    out_png: Path = typer.Option(Path("lq_preview.png"), "--out", "-o"),
+    n: int = typer.Option(4, help="How many images (rows)."),
+    levels: str = typer.Option("1,2,3,4", help="Severity levels to show."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Each artifact (pixelation, out-of-focus, motion blur, JPEG) at several severities (paper Figure 14)."""
+    import random
+
+    from ..data.images import read_image
+    from ..lq.preview import lq_preview_sheet
+
+    exts = {".jpg", ".jpeg", ".png", ".bmp"}
+    paths = sorted(p for p in images.rglob("*") if p.suffix.lower() in exts)
+    if not paths:
+        raise typer.BadParameter(f"no images under {images}")
+    pick = random.Random(seed).sample(paths, min(n, len(paths)))
+    lq_preview_sheet([read_image(p) for p in pick], out_png, levels=[int(x) for x in levels.split(",")], seed=seed)
+    out.print(f"wrote {out_png}")
