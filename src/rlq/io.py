@@ -13,6 +13,13 @@ from typing import IO, Any, Iterator
 __all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file"]
 
 
+def _umask_mode() -> int:
+    """0o666 minus the process umask (what open() would give a new file; mkstemp gives 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -36,6 +43,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", *, fsync: bool = True
             f.flush()
             if fsync:
                 os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
         if fsync:
             _fsync_dir(path.parent)
