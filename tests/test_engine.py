@@ -245,3 +245,22 @@ def test_teacher_without_recipe_metadata_refused(synthcc_tiny, tmp_path):
     spec = tiny_spec(synthcc_tiny, tmp_path / "tad", method="tad", epochs=1, tad__teacher=str(tmp_path / "plain"))
     with pytest.raises(CheckpointError, match="teacher recipe"):
         run_training(spec)
+
+
+def test_identity_holdout_gives_val_selection(synthcc_tiny, tmp_path):
+    from rlq.data.datasets import load_dataset
+    from rlq.data.holdout import identity_holdout
+
+    ds = load_dataset("synthcc", synthcc_tiny)
+    h = identity_holdout(ds, 2, seed=0)
+    held = set(h.info["val_holdout"]["held_out"])
+    assert len(held) == 2 and h.num_train_pids == ds.num_train_pids - 2
+    assert {s.pid for s in h.train} == set(range(h.num_train_pids))
+    assert h.pid2clothes.sum() == sum(1 for _ in {(s.pid, s.clothes_id) for s in h.train})
+    val = h.split("val_query") + h.split("val_gallery")
+    assert {s.pid for s in val} == held and len(val) + len(h.train) == len(ds.train)
+    for p in held:  # one query per camera
+        cams = [s.camid for s in h.split("val_query") if s.pid == p]
+        assert len(cams) == len(set(cams))
+    rep = run_training(tiny_spec(synthcc_tiny, tmp_path / "val", epochs=2, data__val_holdout_ids=2))
+    assert rep["test@best_val"]["selected_on"] == "val" and "cc" in rep["test@best_val"]["val"]

@@ -269,6 +269,10 @@ def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, role
 
     d = spec.data
     dataset = load_dataset(d.dataset, d.root, **dataset_options(d.dataset, d.skip_bad, d.camera_rule))
+    if d.val_holdout_ids:
+        from ..data.holdout import identity_holdout
+
+        dataset = identity_holdout(dataset, d.val_holdout_ids, seed=spec.train.seed)
     defaults = default_side_paths(canonical_name(d.dataset), d.root)
     need_pose, need_gender = spec.method in _POSE, spec.method in _GENDER
     side = build_side_inputs(
