@@ -264,3 +264,22 @@ def test_identity_holdout_gives_val_selection(synthcc_tiny, tmp_path):
         assert len(cams) == len(set(cams))
     rep = run_training(tiny_spec(synthcc_tiny, tmp_path / "val", epochs=2, data__val_holdout_ids=2))
     assert rep["test@best_val"]["selected_on"] == "val" and "cc" in rep["test@best_val"]["val"]
+
+
+def test_bm_lq_aug_appends_lq_views_with_real_clothes(synthcc_tiny, tmp_path, monkeypatch):
+    """Table 7 "BM + LQ Aug.": the forwarded batch is [orig, copy]*B + B LQ views keeping the real labels."""
+    from rlq.methods import reid
+
+    seen = {}
+    orig = reid.assemble_target_batch
+
+    def spy(batch, ctx, recolor):
+        x, y = orig(batch, ctx, recolor)
+        seen.update(n=batch["img"].shape[0], x=x.shape[0], clothes=y["clothes"], real=batch["clothes"])
+        return x, y
+
+    monkeypatch.setattr(reid, "assemble_target_batch", spy)
+    run_training(tiny_spec(synthcc_tiny, tmp_path / "lqaug", epochs=1, steps=1, loss__lq_aug=True))
+    n = seen["n"]
+    assert seen["x"] == 3 * n
+    assert torch.equal(seen["clothes"][2 * n:], seen["real"].long())

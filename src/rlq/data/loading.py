@@ -65,6 +65,34 @@ def _read_labels(path: str, size: tuple[int, int]) -> Image.Image:
     return Image.fromarray(arr, mode="L")
 
 
+def _lq_ingredients(
+    rng: np.random.Generator,
+    img: Image.Image,
+    height: int,
+    width: int,
+    source_size: tuple[int, int],
+    draw_lq: Callable[[np.random.Generator], tuple[int, np.ndarray]],
+    geo=None,
+    erase: np.ndarray | None = None,
+) -> dict[str, np.ndarray | int | bool]:
+    """What the device needs to make one LQ view: the source image at a fixed size, the LQ draw, and the
+    view's own geometry and erase box (drawn here unless shared, e.g. the `aligned` ablation)."""
+    if geo is None:
+        geo = draw_geo_params(rng, height, width)
+        erase = np.asarray(draw_erase_box(rng, height, width), np.int64)
+    art, params = draw_lq(rng)
+    src_h, src_w = source_size
+    src = img if img.size == (src_w, src_h) else img.resize((src_w, src_h), Image.BILINEAR)
+    return {
+        "lq_src": to_chw_uint8(src),
+        "lq_crop": np.asarray(geo.crop if geo.crop is not None else (-1, -1), np.int64),
+        "lq_flip": geo.flip,
+        "lq_erase": erase,
+        "lq_artifact": int(art),
+        "lq_params": np.asarray(params, np.float32),
+    }
+
+
 class TrainSet(TorchDataset):
     """Target-dataset train items: the augmented original plus (optionally) its recolour ingredients.
 
@@ -88,9 +116,12 @@ class TrainSet(TorchDataset):
         palette: Sequence[tuple[int, int, int]] = (),
         num_real_clothes: int = 0,
         cache: ImageCache | None = None,
+        lq_draw: Callable[[np.random.Generator], tuple[int, np.ndarray]] | None = None,
+        lq_source_size: tuple[int, int] = (256, 128),
     ) -> None:
         self.samples = list(samples)
         self.h, self.w = height, width
+        self.lq_draw, self.lq_source_size = lq_draw, lq_source_size
         n = len(self.samples)
         self.gender = np.full(n, -1, np.int64) if gender is None else np.asarray(gender, np.int64)
         self.pose = np.zeros(n, np.int64) if pose is None else np.asarray(pose, np.int64)
@@ -147,6 +178,8 @@ class TrainSet(TorchDataset):
                 if ppath is not None
                 else s.clothes_id
             )
+        if self.lq_draw is not None:  # Table 7 "BM + LQ Aug.": an extra LQ view with the real clothes label
+            out.update(_lq_ingredients(rng, img, self.h, self.w, self.lq_source_size, self.lq_draw))
         return out
 
 
@@ -209,22 +242,11 @@ class ExternalSet(TorchDataset):
         img = self.cache.get(s.path)
         geo = draw_geo_params(rng, self.h, self.w)
         hq_erase = np.asarray(draw_erase_box(rng, self.h, self.w), np.int64)
-        if self.aligned:
-            lgeo, lq_erase = geo, hq_erase
-        else:
-            lgeo = draw_geo_params(rng, self.h, self.w)
-            lq_erase = np.asarray(draw_erase_box(rng, self.h, self.w), np.int64)
-        art, params = self.draw_lq(rng)
-        src = img if img.size == (self.src_w, self.src_h) else img.resize((self.src_w, self.src_h), Image.BILINEAR)
+        shared = (geo, hq_erase) if self.aligned else (None, None)
         return {
             "hq": to_chw_uint8(apply_geo(img, self.h, self.w, geo)),
             "hq_erase": hq_erase,
-            "lq_src": to_chw_uint8(src),
-            "lq_crop": np.asarray(lgeo.crop if lgeo.crop is not None else (-1, -1), np.int64),
-            "lq_flip": lgeo.flip,
-            "lq_erase": lq_erase,
-            "lq_artifact": int(art),
-            "lq_params": np.asarray(params, np.float32),
+            **_lq_ingredients(rng, img, self.h, self.w, (self.src_h, self.src_w), self.draw_lq, *shared),
             "pid": s.pid,
             "index": idx,
         }

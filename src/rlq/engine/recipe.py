@@ -296,10 +296,12 @@ def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, role
         cache.preload([s.path for s in dataset.train], progress=spec.train.progress and dist.is_main, desc="caching train images",
                       parsing_paths=side.parsing_paths)
     palette = PALETTES[_palette_name(spec)]
+    lq_draw = _lq_draw(spec) if spec.loss.lq_aug else None
     train_set = TrainSet(
         dataset.train, d.height, d.width, gender=side.gender, pose=side.pose, recolor=d.recolor,
         parsing_paths=side.parsing_paths, faulty=side.faulty, palette=palette,
-        num_real_clothes=dataset.num_train_clothes, cache=cache,
+        num_real_clothes=dataset.num_train_clothes, cache=cache, lq_draw=lq_draw,
+        lq_source_size=(spec.tad.source_height, spec.tad.source_width),
     )
     loaders = {
         "target": LoaderSpec(
@@ -356,8 +358,6 @@ def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, role
 
 def _external_loader(spec: RunSpec, dataset: Dataset, dist: DistInfo, cache: ImageCache | None) -> LoaderSpec:
     """The external HQ stream for TAD: Celeb-reID layout (or any supported dataset), or the target itself."""
-    from ..lq.mix import LQMix, draw_lq, mix_for_dataset
-
     t = spec.tad
     if t.variant == "target_pairs":
         ext_samples = list(dataset.train)
@@ -366,16 +366,21 @@ def _external_loader(spec: RunSpec, dataset: Dataset, dist: DistInfo, cache: Ima
         ext_samples = list(ext.train)
         if cache is not None:
             cache.preload([s.path for s in ext_samples], progress=spec.train.progress and dist.is_main, desc="caching external images")
-    mix_name = spec.data.dataset if t.lq_mix == "auto" else t.lq_mix
-    mix: LQMix = mix_for_dataset(mix_name)
-    ranges = t.lq_ranges
-    draw = _LQDraw(mix, ranges)
+    draw = _lq_draw(spec)
     ds = ExternalSet(ext_samples, spec.data.height, spec.data.width, (t.source_height, t.source_width), draw,
                      aligned=t.aligned, cache=cache)
     sampler = PKSampler([s.pid for s in ext_samples], t.external_batch_size, t.external_num_instances, seed=spec.train.seed,
                         world_size=dist.world_size, rank=dist.rank, reshuffle=t.reshuffle, fraction=t.fraction,
                         fraction_mode=t.fraction_mode, reseed_aug_each_epoch=t.reseed_aug, stream=1)
     return LoaderSpec(ds, sampler, t.external_batch_size, spec.data.workers)
+
+
+def _lq_draw(spec: RunSpec) -> "_LQDraw":
+    """The per-image LQ draw of the target dataset's mix (METHOD.md §5.2) with the spec's ranges."""
+    from ..lq.mix import mix_for_dataset
+
+    t = spec.tad
+    return _LQDraw(mix_for_dataset(spec.data.dataset if t.lq_mix == "auto" else t.lq_mix), t.lq_ranges)
 
 
 class _LQDraw:

@@ -27,7 +27,19 @@ from ..losses import (
 from ..models import build_clothes_classifier
 from .base import Method, Phase, StepContext, StepOutput
 
-__all__ = ["ReIDMethod", "assemble_target_batch"]
+__all__ = ["ReIDMethod", "assemble_target_batch", "lq_views"]
+
+
+def lq_views(batch: Mapping[str, Any], ctx: StepContext, height: int, width: int) -> torch.Tensor:
+    """Synthesize a batch's LQ views on the device, then give them their own §3.1 geometry and erasing."""
+    from ..data.batch_ops import geo_batch
+    from ..lq.batched import synthesize_batch
+
+    dev = ctx.device
+    lq = synthesize_batch(batch["lq_src"].to(dev, non_blocking=True), batch["lq_artifact"].to(dev),
+                          batch["lq_params"].to(dev), (height, width))
+    lq = geo_batch(lq, height, width, batch["lq_crop"], batch["lq_flip"])
+    return apply_erasing(lq, batch["lq_erase"])
 
 
 def assemble_target_batch(batch: Mapping[str, Any], ctx: StepContext, recolor: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -49,6 +61,10 @@ def assemble_target_batch(batch: Mapping[str, Any], ctx: StepContext, recolor: b
         copy_clothes = batch["copy_clothes"].to(dev).long()
         labels = {k: v.repeat_interleave(2) for k, v in labels.items()}
         labels["clothes"] = torch.stack([batch["clothes"].to(dev).long(), copy_clothes], dim=1).flatten()
+    if "lq_src" in batch:  # Table 7 "BM + LQ Aug.": append LQ views that keep the real clothes labels
+        base = {k: batch[k].to(dev, non_blocking=True).long() for k in ("pid", "clothes", "gender", "pose", "camid")}
+        x = torch.cat([x, lq_views(batch, ctx, x.shape[2], x.shape[3])])
+        labels = {k: torch.cat([v, base[k]]) for k, v in labels.items()}
     if ctx.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     return x, labels

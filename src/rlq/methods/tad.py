@@ -14,12 +14,11 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..data.batch_ops import apply_erasing, geo_batch, to_float
+from ..data.batch_ops import apply_erasing, to_float
 from ..engine.spec import TADSpec
 from ..losses import kl_divergence, ss_mse, tad_distillation
-from ..lq.batched import synthesize_batch
 from .base import Phase, StepContext, StepOutput
-from .reid import ReIDMethod
+from .reid import ReIDMethod, lq_views
 
 __all__ = ["TADMethod", "TAD_VARIANTS"]
 
@@ -79,23 +78,11 @@ class TADMethod(ReIDMethod):
             return self.tad_step(batch, ctx)
         return super().training_step(kind, batch, ctx)
 
-    def make_lq(self, batch: Mapping[str, Any], ctx: StepContext) -> torch.Tensor:
-        """Synthesize the LQ views on the device, then give them their own §3.1 geometry and erasing."""
-        dev = ctx.device
-        lq = synthesize_batch(
-            batch["lq_src"].to(dev, non_blocking=True),
-            batch["lq_artifact"].to(dev),
-            batch["lq_params"].to(dev),
-            (self.h, self.w),
-        )
-        lq = geo_batch(lq, self.h, self.w, batch["lq_crop"], batch["lq_flip"])
-        return apply_erasing(lq, batch["lq_erase"])
-
     def tad_step(self, batch: Mapping[str, Any], ctx: StepContext) -> StepOutput:
         t = self.tad
         kw = dict(tau=self.loss.kl_tau, weighting=self.loss.kl_weighting)
         hq = apply_erasing(to_float(batch["hq"].to(ctx.device, non_blocking=True)), batch["hq_erase"])
-        lq = self.make_lq(batch, ctx)
+        lq = lq_views(batch, ctx, self.h, self.w)
         b = hq.shape[0]
         x = torch.cat([hq, lq])
         if ctx.channels_last:
