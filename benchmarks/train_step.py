@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Base Model training step vs a plain torchvision ResNet-50 step on the same batch, side by side.
+
+The Base Model (METHOD.md §2: shared stem..layer2, two layer3+layer4 branches, Max-Avg pooling,
+BN-necks, heads, recolouring, CAL adversarial loss with its own clothes-head update, triplet, KL) does
+about 1.7x the arithmetic of one ResNet-50; target: its full engine step (``Trainer._step`` with the
+ReID strategy, epoch >= 25 so every loss term and the clothes-head update run) costs at most 1.9x a
+plain ResNet-50 + linear classifier + CE step on the same 2B images. Data loading is measured
+separately: the real TrainSet on SynthCC through a DataLoader. Writes benchmarks/results/train_step.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _training import reid_method, stepper, target_batch  # noqa: E402
+from _util import add_common_args, env_info, write_json  # noqa: E402
+
+from rlq.models import build_model  # noqa: E402
+
+
+def _time(fn, warmup: int, repeats: int, device: torch.device) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def bench_device(device: torch.device, b: int, h: int, w: int, backbone: str, repeats: int, amp: str) -> dict:
+    num_ids, num_clothes = 77, 256  # LTCC
+    batch = target_batch(b, h, w, num_ids, num_clothes)
+    model = build_model(method="bm", num_ids=num_ids, backbone=backbone)
+    method = reid_method("bm", num_ids, num_clothes)
+    channels_last = device.type == "cuda"
+    tr = stepper(model, method, device, amp=amp, channels_last=channels_last)
+    bm_times = _time(lambda: tr._step("reid", batch, epoch=30), 2, repeats, device)
+
+    # plain torchvision ResNet-50 (last stride as torchvision ships it) + linear classifier + CE on 2B images
+    net = getattr(torchvision.models, backbone if backbone.startswith("resnet") else "resnet50")(num_classes=num_ids).to(device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(net.parameters(), lr=3.5e-4, weight_decay=5e-4)
+    x2 = torch.cat([batch["img"], batch["copy_img"]]).to(device)
+    y2 = torch.cat([batch["pid"], batch["pid"]]).to(device)
+    dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+    def plain_step() -> None:
+        x = x2.float().div(255)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = torch.nn.functional.cross_entropy(net(x).float(), y2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    plain_times = _time(plain_step, 2, repeats, device)
+    bm, plain = statistics.median(bm_times), statistics.median(plain_times)
+    return {
+        "device": str(device), "backbone": backbone, "input_hw": [h, w], "sampled_per_step": b, "forwarded_per_step": 2 * b,
+        "amp": amp, "channels_last": channels_last,
+        "bm_step_s": bm, "resnet50_step_s": plain, "ratio": bm / plain, "target_ratio_max": 1.9,
+        "meets_target": bm / plain <= 1.9,
+        "bm_img_per_s": 2 * b / bm, "resnet50_img_per_s": 2 * b / plain,
+        "bm_step_runs": bm_times, "resnet50_step_runs": plain_times,
+    }
+
+
+def bench_data(h: int, w: int, b: int, workers: int, batches: int) -> dict:
+    """Real TrainSet (PIL geometry + recolour ingredients) on SynthCC through a DataLoader."""
+    from torch.utils.data import DataLoader
+
+    from rlq.attributes.recolor import PALETTES
+    from rlq.data.datasets import load_dataset
+    from rlq.data.loading import TrainSet
+    from rlq.data.samplers import PKSampler
+    from rlq.data.side_tables import build_side_inputs
+    from rlq.data.synth import generate_synthcc
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "synthcc"
+        generate_synthcc(root, preset="small", seed=0, workers=0)
+        ds = load_dataset("synthcc", root)
+        side = build_side_inputs(ds, need_parsing=True, parsing_root=str(root / "parsing"))
+        ts = TrainSet(ds.train, h, w, recolor=True, parsing_paths=side.parsing_paths, faulty=side.faulty,
+                      palette=PALETTES["default"], num_real_clothes=ds.num_train_clothes)
+        sampler = PKSampler([s.pid for s in ds.train], b, 4, seed=0)
+        loader = DataLoader(ts, batch_size=b, sampler=sampler, num_workers=workers, drop_last=True)
+        it = iter(loader)
+        next(it)
+        t = time.perf_counter()
+        n = 0
+        for _ in range(batches):
+            try:
+                next(it)
+            except StopIteration:
+                break
+            n += 1
+        dt = time.perf_counter() - t
+    return {"input_hw": [h, w], "batch": b, "workers": workers, "batches": n, "seconds": dt,
+            "sampled_img_per_s": n * b / dt, "forwarded_img_per_s": 2 * n * b / dt,
+            "note": "decode + resize + 1.125x crop + flip for the original and its recoloured copy, plus the parsing map"}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(p, "benchmarks/results/train_step.json")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = p.parse_args(argv)
+    devices = [torch.device("cpu")] if args.device == "cpu" else []
+    if args.device in ("auto", "cuda") and torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    if args.device == "auto":
+        devices.insert(0, torch.device("cpu"))
+    out = {"env": env_info(), "quick": args.quick, "steps": [], "data": None}
+    for dev in devices:
+        if dev.type == "cpu":
+            # 2 sampled x 2 (recolour) images at 384x192 keeps a CPU run to a few minutes.
+            cfg = dict(b=4, h=256, w=128, repeats=2) if args.quick else dict(b=4, h=384, w=192, repeats=3)
+            amp = "off"
+        else:
+            cfg = dict(b=32, h=384, w=192, repeats=10)
+            amp = "bf16"
+        r = bench_device(dev, cfg["b"], cfg["h"], cfg["w"], "resnet50", cfg["repeats"], amp)
+        out["steps"].append(r)
+        print(f"{dev}: BM step {r['bm_step_s'] * 1000:.0f} ms ({r['bm_img_per_s']:.1f} img/s) vs ResNet-50 "
+              f"{r['resnet50_step_s'] * 1000:.0f} ms ({r['resnet50_img_per_s']:.1f} img/s): ratio {r['ratio']:.2f} "
+              f"(target <= 1.9)")
+    out["data"] = bench_data(384, 192, 32, workers=2, batches=4 if args.quick else 12)
+    d = out["data"]
+    print(f"data loading: {d['forwarded_img_per_s']:.0f} forwarded img/s with {d['workers']} workers at 384x192")
+    write_json(args.out, out)
+    print(f"wrote {args.out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
