@@ -67,6 +67,16 @@ def validate_spec(spec: RunSpec) -> None:
                               "trained on the external data: `rlq train --config configs/teacher/celeb.yaml`)")
         if t.variant != "target_pairs" and not t.external_root:
             raise ConfigError(f"method {spec.method!r} needs tad.external_root (the external HQ images, e.g. Celeb-reID)")
+    auto_side = canonical_name(d.dataset) == "synthcc"  # SynthCC carries its own side inputs
+    if spec.method in _POSE and not d.pose_csv and not auto_side:
+        raise ConfigError(f"method {spec.method!r} has a pose branch but data.pose_csv is not set; make one with "
+                          "`rlq poses cluster` (or use the authors' LTCC_Pose_Cluster.csv)")
+    if spec.method in _GENDER and not d.gender_csv and not auto_side:
+        raise ConfigError(f"method {spec.method!r} has a gender head but data.gender_csv is not set "
+                          "(`rlq gender sheet` makes a template for a new dataset)")
+    if d.recolor and not d.parsing_root and not auto_side and canonical_name(d.dataset) != "manifest":
+        raise ConfigError("clothes recolouring (data.recolor=true) needs data.parsing_root (SCHP LIP maps, or "
+                          "`rlq parse estimate`); or set data.recolor=false")
     if spec.data.height <= 0 or spec.data.width <= 0:
         raise ConfigError("data.height and data.width must be positive")
     if spec.train.amp not in ("auto", "off", "bf16", "fp16"):

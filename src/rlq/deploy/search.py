@@ -1,0 +1,419 @@
+"""Gallery search: an exact (torch) or faiss inner-product index over L2-normalised features, saved as a folder.
+
+Scores are inner products; for rlq features (L2-normalised, METHOD.md §2.5 step 4) they are cosine
+similarities. Both backends are exact (no approximation):
+
+* ``exact``: chunked ``queries @ gallery.T`` in torch and ``torch.topk``; equal scores are ordered by gallery
+  index, lower first (including which tied items make the cut at rank k), like the evaluation's stable order.
+* ``faiss``: ``faiss.IndexFlatIP`` (brute-force inner product, BLAS); the order of exactly equal scores is
+  faiss's own. Install with ``pip install 'rlq[faiss]'``.
+
+A saved index is a folder: ``features.npy`` (float32 N x D, loaded with ``allow_pickle=False``),
+``index.json`` (format, version, backend, keys, paths, meta) and, for faiss, ``faiss.index``. The folder is
+built next to the target and renamed into place, so a reader never sees a half-written index.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import logging
+import os
+import shutil
+import urllib.parse
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError, RlqError
+from ..io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
+
+__all__ = [
+    "BACKENDS",
+    "GalleryIndex",
+    "topk_exact",
+    "image_files",
+    "IMAGE_EXTENSIONS",
+    "write_search_html",
+    "checkpoint_mismatch",
+]
+
+log = logging.getLogger(__name__)
+
+BACKENDS: tuple[str, ...] = ("exact", "faiss")
+INDEX_FORMAT = "rlq-gallery-index"
+INDEX_VERSION = 1
+FEATURES_FILE = "features.npy"
+INDEX_FILE = "index.json"
+FAISS_FILE = "faiss.index"
+#: The image files `rlq extract --images` and `rlq search --query DIR` read (searched recursively).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+_SCORE_BUDGET_BYTES = 256 * 2**20  # one chunk's query x gallery score block
+
+
+def image_files(folder: str | os.PathLike) -> list[str]:
+    """The image files under ``folder`` (recursive), sorted by path."""
+    return sorted(str(p) for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def _import_faiss():
+    try:
+        import faiss  # noqa: PLC0415
+    except ImportError as e:
+        raise RlqError(
+            f"backend 'faiss' needs the faiss package, which is not installed ({e}); install the extra with "
+            "`pip install 'rlq[faiss]'` (faiss-cpu) or use backend 'exact'"
+        ) from None
+    return faiss
+
+
+def _as_float32_2d(x: Any, what: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    a = np.asarray(x)
+    if a.ndim != 2 or a.dtype.kind != "f":
+        raise RlqError(f"{what} must be a 2-D float array (rows x dims), got {a.dtype} {a.shape}")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.isfinite(a).all():
+        bad = int(np.flatnonzero(~np.isfinite(a).all(axis=1))[0])
+        raise RlqError(f"{what} has NaN or infinite values (first in row {bad})")
+    return a
+
+
+@torch.no_grad()
+def topk_exact(queries: torch.Tensor, gallery: torch.Tensor, k: int, chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k inner products of each query row against the gallery rows; ties go to the lower gallery index."""
+    nq, n = queries.shape[0], gallery.shape[0]
+    k = min(k, n)
+    if chunk_size is None:
+        chunk_size = max(1, _SCORE_BUDGET_BYTES // max(1, 4 * n))
+    scores_out = torch.empty((nq, k), dtype=torch.float32)
+    index_out = torch.empty((nq, k), dtype=torch.int64)
+    for a in range(0, nq, chunk_size):
+        s = queries[a : a + chunk_size] @ gallery.T
+        vals, idx = torch.topk(s, k, dim=1, largest=True, sorted=True)
+        # Rows where more than k scores reach the k-th score: the cut at rank k is a tie, which topk resolves
+        # arbitrarily. Redo those rows with a full stable sort (lower index first among equal scores).
+        ambiguous = (s >= vals[:, -1:]).sum(dim=1) > k
+        if bool(ambiguous.any()):
+            rows = ambiguous.nonzero().squeeze(1)
+            sv, si = torch.sort(s[rows], dim=1, descending=True, stable=True)
+            vals[rows], idx[rows] = sv[:, :k], si[:, :k]
+        # Inside the top k, order equal scores by index: sort by index, then stably by score.
+        idx, perm = torch.sort(idx, dim=1)
+        vals = vals.gather(1, perm)
+        vals, perm = torch.sort(vals, dim=1, descending=True, stable=True)
+        idx = idx.gather(1, perm)
+        scores_out[a : a + chunk_size] = vals.float().cpu()
+        index_out[a : a + chunk_size] = idx.cpu()
+    return scores_out, index_out
+
+
+class GalleryIndex:
+    """Gallery features (N x D float32) with their keys, paths and meta; searched exactly (torch) or with faiss."""
+
+    def __init__(
+        self,
+        features: Any,
+        keys: Sequence[str] | np.ndarray,
+        *,
+        paths: Sequence[str] | np.ndarray | None = None,
+        meta: Mapping[str, Any] | None = None,
+        backend: str = "exact",
+        _faiss_index: Any = None,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise RlqError(f"unknown search backend {backend!r}; choose one of {list(BACKENDS)}")
+        self.features = _as_float32_2d(features, "gallery features")
+        n = self.features.shape[0]
+        self.keys = np.asarray([str(k) for k in keys], dtype=np.str_) if len(keys) else np.zeros(0, np.str_)
+        if self.keys.shape != (n,):
+            raise RlqError(f"gallery has {n} feature rows but {len(self.keys)} keys")
+        self.paths = None if paths is None else np.asarray([str(p) for p in paths], dtype=np.str_).reshape(-1)
+        if self.paths is not None and self.paths.shape != (n,):
+            raise RlqError(f"gallery has {n} feature rows but {len(self.paths)} paths")
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.backend = backend
+        if n:
+            norms = np.linalg.norm(self.features, axis=1)
+            if np.abs(norms - 1.0).max() > 1e-3:
+                log.warning("gallery features are not L2-normalised (norms %.4g..%.4g): scores are inner products, "
+                            "not cosine similarities", norms.min(), norms.max())
+        self._faiss = None
+        if backend == "faiss":
+            self._faiss = _faiss_index if _faiss_index is not None else self._build_faiss()
+        self._torch_cache: tuple[torch.device, torch.Tensor] | None = None
+
+    @classmethod
+    def build(
+        cls,
+        features: Any,
+        keys: Sequence[str] | np.ndarray,
+        backend: str = "exact",
+        *,
+        paths: Sequence[str] | np.ndarray | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> "GalleryIndex":
+        """An index over ``features`` (rows in the order of ``keys``) with the given backend."""
+        return cls(features, keys, paths=paths, meta=meta, backend=backend)
+
+    @classmethod
+    def from_features_file(cls, path: str | os.PathLike, *, split: str | None = None, backend: str = "exact") -> "GalleryIndex":
+        """An index over one split of an rlq features file (``rlq extract``); the file's meta travels along."""
+        from ..evaluation.protocols import features_meta, load_features
+
+        feats, labels = load_features(path)
+        if split is None:
+            if len(feats) == 1:
+                split = next(iter(feats))
+            elif "gallery" in feats:
+                split = "gallery"
+            else:
+                raise RlqError(f"features file {os.fspath(path)} has splits {sorted(feats)}; choose one (--split NAME)")
+        if split not in feats:
+            raise RlqError(f"features file {os.fspath(path)} has no split {split!r}; it has {sorted(feats)}")
+        lab = labels.get(split)
+        n = feats[split].shape[0]
+        keys = lab.keys if lab is not None else np.array([str(i) for i in range(n)])
+        paths = lab.paths if lab is not None else None
+        extra = dict(features_meta(path).get("extra") or {})
+        meta = {**extra, "features_file": os.path.abspath(path), "split": split}
+        return cls(feats[split], keys, paths=paths, meta=meta, backend=backend)
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension D."""
+        return int(self.features.shape[1])
+
+    def __repr__(self) -> str:
+        return f"GalleryIndex(n={len(self)}, dim={self.dim}, backend={self.backend!r})"
+
+    def _build_faiss(self):
+        faiss = _import_faiss()
+        index = faiss.IndexFlatIP(self.dim)
+        if len(self):
+            index.add(self.features)
+        return index
+
+    def search(self, queries: Any, k: int = 10, *, device: str | torch.device | None = None,
+               chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores float32 Q x k', gallery indices int64 Q x k'), best first, k' = min(k, len(gallery))."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise RlqError(f"k must be a positive integer, got {k!r}")
+        q = _as_float32_2d(queries, "queries")
+        if q.shape[1] != self.dim:
+            raise RlqError(f"queries are {q.shape[1]}-d but the gallery features are {self.dim}-d; extract both with "
+                           "the same checkpoint")
+        k = min(k, len(self))
+        if k == 0 or q.shape[0] == 0:
+            return np.zeros((q.shape[0], k), np.float32), np.zeros((q.shape[0], k), np.int64)
+        if self.backend == "faiss":
+            scores, idx = self._faiss.search(q, k)
+            return np.asarray(scores, np.float32), np.asarray(idx, np.int64)
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        if self._torch_cache is None or self._torch_cache[0] != dev:
+            g = torch.from_numpy(self.features)
+            self._torch_cache = (dev, g.to(dev) if dev.type != "cpu" else g)
+        s, i = topk_exact(torch.from_numpy(q).to(dev), self._torch_cache[1], k, chunk_size)
+        return s.numpy(), i.numpy()
+
+    # -- persistence ------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the index folder (features.npy, index.json[, faiss.index]); replaces an existing index folder."""
+        final = Path(path)
+        if final.exists() and not (final.is_dir() and ((final / INDEX_FILE).is_file() or not any(final.iterdir()))):
+            raise RlqError(f"{final} exists and is not a gallery index folder; choose another path or remove it")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            with atomic_open(tmp / FEATURES_FILE, "wb") as fh:
+                np.save(fh, self.features, allow_pickle=False)
+            if self._faiss is not None:
+                # written straight into the temporary folder, which is renamed into place only when complete
+                _import_faiss().write_index(self._faiss, str(tmp / FAISS_FILE))
+            atomic_write_json(tmp / INDEX_FILE, {
+                "format": INDEX_FORMAT, "version": INDEX_VERSION, "backend": self.backend, "num": len(self),
+                "dim": self.dim, "keys": self.keys.tolist(),
+                "paths": None if self.paths is None else self.paths.tolist(), "meta": self.meta,
+            })
+            if final.exists():
+                old = final.parent / f".{final.name}.old-{os.getpid()}"
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, backend: str | None = None, mmap: bool = False) -> "GalleryIndex":
+        """Read an index folder written by :meth:`save`; ``backend`` None keeps the saved one."""
+        p = Path(path)
+        info_path = p / INDEX_FILE
+        if not info_path.is_file():
+            raise CheckpointError(f"{p} is not a gallery index folder (no {INDEX_FILE}); build one with "
+                                  "`rlq search ... --save-index DIR` or GalleryIndex.save")
+        try:
+            info = json.loads(info_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"cannot read {info_path}: {e}") from None
+        if not isinstance(info, dict) or info.get("format") != INDEX_FORMAT or info.get("version") != INDEX_VERSION:
+            raise CheckpointError(f"{info_path} is not an rlq gallery index (format {INDEX_FORMAT!r} version {INDEX_VERSION})")
+        try:
+            feats = np.load(p / FEATURES_FILE, allow_pickle=False, mmap_mode="r" if mmap else None)
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"cannot read {p / FEATURES_FILE}: {e}") from None
+        if feats.ndim != 2 or feats.shape != (info.get("num"), info.get("dim")):
+            raise CheckpointError(f"{p / FEATURES_FILE} has shape {feats.shape}, {INDEX_FILE} says "
+                                  f"({info.get('num')}, {info.get('dim')})")
+        saved = info.get("backend", "exact")
+        backend = backend or saved
+        fidx = None
+        if backend == "faiss" and saved == "faiss" and (p / FAISS_FILE).is_file():
+            faiss = _import_faiss()
+            try:
+                fidx = faiss.read_index(str(p / FAISS_FILE))
+            except RuntimeError as e:
+                raise CheckpointError(f"cannot read {p / FAISS_FILE}: {e}") from None
+            if fidx.ntotal != feats.shape[0] or fidx.d != feats.shape[1]:
+                raise CheckpointError(f"{p / FAISS_FILE} holds {fidx.ntotal} x {fidx.d}, features are {feats.shape}")
+        return cls(feats, info.get("keys") or [], paths=info.get("paths"), meta=info.get("meta") or {},
+                   backend=backend, _faiss_index=fidx)
+
+
+# -- checkpoint identity --------------------------------------------------------------------------------
+def _weights_sha(ck: Path) -> str | None:
+    try:
+        mf = json.loads((ck / "MANIFEST.json").read_text(encoding="utf-8"))
+        return mf["files"]["weights.safetensors"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def checkpoint_mismatch(recorded: str | None, given: str | os.PathLike) -> str | None:
+    """None when the checkpoint ``given`` is the one ``recorded`` in a gallery's meta, else the reason.
+
+    The same folder, or a folder whose weights have the same SHA-256 (from its manifest), is the same
+    checkpoint. A gallery that records no checkpoint cannot be checked and is reported as such.
+    """
+    from ..engine.checkpoint import resolve_checkpoint
+
+    if not recorded:
+        return "the gallery does not record which checkpoint extracted it"
+    g = resolve_checkpoint(given).resolve()
+    r = Path(recorded)
+    if r.exists():
+        r = r.resolve()
+        if r == g:
+            return None
+        a, b = _weights_sha(r), _weights_sha(g)
+        if a is not None and a == b:
+            return None
+        return f"the gallery was extracted with {r}, not {g} (different weights)"
+    return f"the gallery was extracted with {recorded}, which no longer exists, not {g}"
+
+
+# -- HTML report --------------------------------------------------------------------------------------------
+def _thumbnail(path: str | None, height: int) -> bytes | None:
+    """JPEG bytes of the image scaled to ``height`` (aspect kept), or None when it cannot be read."""
+    from PIL import Image
+
+    from ..data.images import read_image
+
+    if not path:
+        return None
+    try:
+        img = read_image(path)
+    except RlqError:
+        return None
+    w = max(1, round(img.width * height / img.height))
+    buf = io.BytesIO()
+    img.resize((w, height), Image.BILINEAR).save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def _gallery_path(index: GalleryIndex, i: int) -> str | None:
+    p = str(index.paths[i]) if index.paths is not None else None
+    if p and os.path.isfile(p):
+        return p
+    root = index.meta.get("images_root")
+    if root and os.path.isfile(os.path.join(root, str(index.keys[i]))):
+        return os.path.join(root, str(index.keys[i]))
+    return p
+
+
+_CSS = """body{font-family:sans-serif;margin:1em;background:#fafafa}
+.q{display:flex;align-items:flex-start;gap:8px;margin:12px 0;padding:8px;background:#fff;border:1px solid #ddd}
+.c{text-align:center;font-size:11px;max-width:140px;word-break:break-all}
+.c img{height:%dpx;display:block;margin:0 auto 2px}.query{border-right:2px solid #333;padding-right:8px}
+.missing{height:%dpx;width:64px;background:#eee;display:flex;align-items:center;justify-content:center}
+.meta{color:#555;font-size:12px}"""
+
+
+def write_search_html(
+    out_html: str | os.PathLike,
+    query_keys: Sequence[str],
+    query_paths: Sequence[str],
+    scores: np.ndarray,
+    indices: np.ndarray,
+    index: GalleryIndex,
+    *,
+    title: str = "rlq search",
+    info: Mapping[str, Any] | None = None,
+    thumb_height: int = 128,
+) -> Path:
+    """A static HTML page of each query and its top-k gallery images; thumbnails go to ``<name>_files/``.
+
+    Every key, path and meta value in the page goes through ``html.escape``; links are relative. Returns
+    the thumbnails folder.
+    """
+    out = Path(out_html)
+    thumbs = out.parent / f"{out.stem}_files"
+    thumbs.mkdir(parents=True, exist_ok=True)
+    base = urllib.parse.quote(thumbs.name)
+    e = html.escape
+
+    def cell(src_name: str | None, label_lines: Sequence[str], tip: str, cls: str = "c") -> str:
+        img = (f'<img src="{e(base + "/" + src_name)}" alt="{e(label_lines[-1])}" title="{e(tip)}">' if src_name
+               else f'<div class="missing" title="{e(tip)}">no image</div>')
+        return f'<div class="{cls}">{img}' + "".join(f"<div>{e(s)}</div>" for s in label_lines) + "</div>"
+
+    done: dict[int, str | None] = {}
+    parts = [f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{e(title)}</title>",
+             f"<style>{_CSS % (thumb_height, thumb_height)}</style></head><body>", f"<h1>{e(title)}</h1>"]
+    for k, v in (info or {}).items():
+        parts.append(f'<div class="meta"><b>{e(str(k))}</b>: {e(str(v))}</div>')
+    parts.append('<div class="meta">Scores are cosine similarities (dot products of L2-normalised features).</div>')
+    for qi, (qk, qp) in enumerate(zip(query_keys, query_paths)):
+        name = f"q{qi:05d}.jpg"
+        data = _thumbnail(qp, thumb_height)
+        if data is not None:
+            atomic_write_bytes(thumbs / name, data, fsync=False)
+        row = [cell(name if data is not None else None, ["query", str(qk)], str(qp), "c query")]
+        for r, (s, gi) in enumerate(zip(scores[qi], indices[qi])):
+            gi = int(gi)
+            if gi < 0:  # faiss pads with -1 when the gallery is smaller than k
+                continue
+            if gi not in done:
+                gname = f"g{gi:07d}.jpg"
+                gdata = _thumbnail(_gallery_path(index, gi), thumb_height)
+                if gdata is not None:
+                    atomic_write_bytes(thumbs / gname, gdata, fsync=False)
+                done[gi] = gname if gdata is not None else None
+            gp = _gallery_path(index, gi) or ""
+            row.append(cell(done[gi], [f"#{r + 1}  {float(s):.4f}", str(index.keys[gi])], gp))
+        parts.append('<div class="q">' + "".join(row) + "</div>")
+    parts.append("</body></html>\n")
+    atomic_write_text(out, "\n".join(parts))
+    return thumbs
