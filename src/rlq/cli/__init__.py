@@ -9,6 +9,7 @@ import logging
 import sys
 
 import typer
+from rich.markup import escape
 
 from ..errors import RlqError
 from ._common import app, console
@@ -18,6 +19,7 @@ from . import data as _data  # noqa: F401,E402
 from . import train as _train  # noqa: F401,E402
 from . import attributes as _attributes  # noqa: F401,E402
 from . import demo as _demo  # noqa: F401,E402
+from . import estimate as _estimate  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 
@@ -27,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="rlq")
     except RlqError as e:
-        console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")

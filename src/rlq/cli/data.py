@@ -86,7 +86,7 @@ def presets(filter_: Optional[str] = typer.Argument(None, metavar="FILTER", help
 
     for p in sorted(PACKAGE_CONFIGS.rglob("*.yaml")):
         rel = p.relative_to(PACKAGE_CONFIGS).as_posix()
-        if rel.startswith("_base_/") or (filter_ and filter_ not in rel):
+        if p.name.startswith("_") or rel.startswith(("_base_/", "datasets/", "methods/")) or (filter_ and filter_ not in rel):
             continue
         first = p.read_text(encoding="utf-8").splitlines()[0].lstrip("# ")
-        out.print(f"configs/{rel:40s} {first}", highlight=False, markup=False)
+        out.print(f"configs/{rel:38s} {first}", highlight=False, markup=False, soft_wrap=True)

@@ -10,10 +10,18 @@ from typing import Optional
 
 import typer
 
-from ._common import out, parse_app, poses_app
+from ._common import console, out, parse_app, poses_app
 
 _NEEDS = ("Needs the pose extra in its own environment (mediapipe needs numpy<2): "
           "python -m venv venv-pose && venv-pose/bin/pip install 'rlq\\[pose]'.")
+
+
+def _fail(e: Exception) -> None:
+    # The install hint contains 'rlq[pose]': print it without rich markup, which would eat "[pose]".
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
 
 
 @poses_app.command("estimate", help=(
@@ -33,10 +41,14 @@ def poses_estimate(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     from ..attributes.estimators import estimate_poses_tree
+    from ..errors import RlqError
 
-    written = estimate_poses_tree(images, out_path, recursive=recursive, dataset_root=root,
-                                  model_complexity=model_complexity,
-                                  min_confidence=min_confidence, min_height=min_height, pad=pad, progress=progress)
+    try:
+        written = estimate_poses_tree(images, out_path, recursive=recursive, dataset_root=root,
+                                      model_complexity=model_complexity, min_confidence=min_confidence,
+                                      min_height=min_height, pad=pad, progress=progress)
+    except RlqError as e:
+        _fail(e)
     n = sum(v[0] for v in written.values())
     found = sum(v[1] for v in written.values())
     out.print(f"wrote {len(written)} file(s) under {out_path}: a person in {found} of {n} images "
@@ -62,15 +74,19 @@ def parse_estimate(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     from ..attributes.estimators import estimate_parsing, list_images, require_mediapipe
-    from ..errors import SideInputError
+    from ..errors import RlqError, SideInputError
 
-    require_mediapipe()
-    paths = list_images(images, recursive=recursive, exclude=[out_dir])
-    if not paths:
-        raise SideInputError(f"no images (.jpg, .jpeg, .png, .bmp) in {images}")
-    how = estimate_parsing(paths, out_dir, root if root is not None else images, model_complexity=model_complexity, min_confidence=min_confidence,
-                           min_height=min_height, pad=pad, conf_threshold=conf_threshold, skip_existing=skip_existing,
-                           progress=progress)
+    try:
+        require_mediapipe()
+        paths = list_images(images, recursive=recursive, exclude=[out_dir])
+        if not paths:
+            raise SideInputError(f"no images (.jpg, .jpeg, .png, .bmp) in {images}")
+        how = estimate_parsing(paths, out_dir, root if root is not None else images,
+                               model_complexity=model_complexity, min_confidence=min_confidence,
+                               min_height=min_height, pad=pad, conf_threshold=conf_threshold,
+                               skip_existing=skip_existing, progress=progress)
+    except RlqError as e:
+        _fail(e)
     counts = {k: sum(1 for v in how.values() if v == k) for k in ("pose", "none", "skipped")}
     out.print(f"wrote parsing maps under {out_dir}: {counts['pose']} split from a person, {counts['none']} all "
               f"background (no person found), {counts['skipped']} kept (use data.parsing_root={out_dir})")

@@ -1,0 +1,382 @@
+"""Analysis commands: `rlq analyze robustness|lq-clusters|gender|buckets` and `rlq visualize`.
+
+Each writes its numbers (`<command>.json`), its picture(s), and `report.md` + `analysis.json` into `--out`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from ._common import analyze_app, app, console, out
+
+_DATASET_HELP = "Dataset name (ltcc, prcc, last, deepchange, celebreid, vcclothes, synthcc, manifest)."
+_CKPT_HELP = "Checkpoint folder, or a run folder (uses checkpoints/<prefer>, else the newest)."
+
+
+def _opt_dataset() -> Any:
+    return typer.Option(..., "--dataset", "-d", help=_DATASET_HELP)
+
+
+def _opt_root() -> Any:
+    return typer.Option(..., "--root", "-r", help="Dataset root (for `manifest`: the CSV file).")
+
+
+def _opt_out() -> Any:
+    return typer.Option(..., "--out", "-o", help="Output folder (JSON, PNG, report.md).")
+
+
+def _have_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        console.print("[yellow]matplotlib is not installed (the 'viz' extra): writing numbers without plots[/yellow]")
+        return False
+    return True
+
+
+def _setup(checkpoint: Path, dataset: str, root: Path, device: str, prefer: str, height: Optional[int],
+           width: Optional[int], protocol: str = "test"):
+    """(model, state, (h, w), dataset, protocol, device, amp dtype)."""
+    import torch
+
+    from ..data.datasets import load_dataset
+    from ..engine.distributed import resolve_device
+    from ..engine.recipe import dataset_options, load_model_checkpoint
+
+    dev = resolve_device(device)
+    model, state = load_model_checkpoint(checkpoint, device=dev, prefer=prefer)
+    h, w = state.get("input_size", [384, 192])
+    ds = load_dataset(dataset, root, **dataset_options(dataset))
+    if protocol not in ds.protocols:
+        raise typer.BadParameter(f"dataset {dataset} has no {protocol!r} protocol; it has {sorted(ds.protocols)}")
+    amp = torch.bfloat16 if dev.type == "cuda" else None
+    return model, state, (int(height or h), int(width or w)), ds, ds.protocols[protocol], dev, amp
+
+
+def _extract(model, ds, splits, hw, dev, amp, batch_size: int, workers: int) -> dict:
+    from ..evaluation.extract import extract_features
+
+    feats = {}
+    for name in splits:
+        samples = ds.split(name)
+        f = extract_features(model, [s.path for s in samples], hw[0], hw[1], device=dev, batch_size=batch_size,
+                             workers=workers, amp_dtype=amp, progress=True, desc=f"extract {name}")
+        feats[name] = (f, samples)
+    return feats
+
+
+def _ints(text: str, what: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{what} must be a comma list of integers, got {text!r}") from None
+
+
+def _names(paths: List[Path]) -> list[str]:
+    """Short unique labels for checkpoints (folder name, else the path as given)."""
+    names = [p.name or str(p) for p in paths]
+    if len(set(names)) < len(names):
+        names = [str(p) for p in paths]
+    if len(set(names)) < len(names):
+        names = [f"{i}: {n}" for i, n in enumerate(names)]
+    return names
+
+
+def _ckpt_info(state: dict) -> dict:
+    return {"checkpoint": state.get("checkpoint"), "method": state.get("method")}
+
+
+def _done(out_dir: Path, files: list[Path]) -> None:
+    console.print(f"wrote {', '.join(str(f.relative_to(out_dir)) if f.is_relative_to(out_dir) else str(f) for f in files)} "
+                  f"in {out_dir}")
+
+
+@analyze_app.command("robustness")
+def robustness_cmd(
+    checkpoints: List[Path] = typer.Argument(..., help=f"{_CKPT_HELP} Several give one curve each."),
+    dataset: str = _opt_dataset(),
+    root: Path = _opt_root(),
+    out_dir: Path = _opt_out(),
+    artifacts: str = typer.Option("pixelation,defocus,motion,jpeg", help="Comma list of artifacts (rlq.lq.severity)."),
+    levels: str = typer.Option("0,1,2,3,4", help="Comma list of severity levels (0 = clean ... 4)."),
+    apply_to: str = typer.Option("query", help="query (METHOD.md §12) or both (query and gallery)."),
+    seed: int = typer.Option(0, help="Seed of the motion-blur angles."),
+    protocol: str = typer.Option("test", help="Which protocol: test or val."),
+    metric: str = typer.Option("rank1", help="Metric plotted first (rank1 and mAP are always plotted)."),
+    evaluation: Optional[str] = typer.Option(None, help="Evaluation plotted (default: the protocol's selection, e.g. cc)."),
+    height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
+    width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
+    batch_size: int = typer.Option(64, help="Extraction batch size."),
+    workers: int = typer.Option(2, help="Loader workers."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+    cache_images: bool = typer.Option(False, "--cache-images", help="Decode the test images once into memory (small datasets)."),
+) -> None:
+    """Metrics per artifact and severity level (paper Fig. 8 left; rlq's own protocol, METHOD.md §12), one curve per checkpoint."""
+    from ..analysis.report import write_report
+    from ..analysis.robustness import ROBUSTNESS_PROTOCOL, plot_robustness, robustness_markdown, robustness_sweep
+    from ..io import atomic_write_json
+
+    arts = [a.strip() for a in artifacts.split(",") if a.strip()]
+    lv = _ints(levels, "--levels")
+    results, infos = {}, {}
+    for name, ck in zip(_names(checkpoints), checkpoints):
+        model, state, hw, ds, _, dev, amp = _setup(ck, dataset, root, device, prefer, height, width, protocol)
+        cache = None
+        if cache_images:
+            from ..data.loading import ImageCache
+
+            cache = ImageCache()
+            cache.preload([s.path for n in ds.protocols[protocol].split_names for s in ds.split(n)], progress=True)
+        console.print(f"robustness of {name} ({state.get('method')}, input {hw[0]}x{hw[1]}) ...")
+        results[name] = robustness_sweep(model, ds, artifacts=arts, levels=lv, apply_to=apply_to, seed=seed, height=hw[0],
+                                         width=hw[1], device=dev, batch_size=batch_size, workers=workers, protocol=protocol,
+                                         amp_dtype=amp, cache=cache, progress=True)
+        infos[name] = _ckpt_info(state)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"protocol_label": ROBUSTNESS_PROTOCOL, "models": {n: {**infos[n], **r} for n, r in results.items()}}
+    atomic_write_json(out_dir / "robustness.json", payload)
+    files, images = [out_dir / "robustness.json"], {}
+    if _have_matplotlib():
+        for m in dict.fromkeys([metric, "rank1", "mAP"]):
+            png = plot_robustness(results, out_dir / f"robustness_{m}.png", metric=m, evaluation=evaluation)
+            images[f"robustness ({m})"] = png
+            files.append(png)
+    md = robustness_markdown(results, evaluation)
+    out.print(md)
+    files.append(write_report(out_dir, {"Robustness per artifact": md}, images, title="rlq analysis: robustness",
+                              numbers={"robustness": payload}))
+    _done(out_dir, files)
+
+
+def _parse_mix(mix: Optional[str], dataset: str):
+    if mix is None:
+        return dataset
+    if ":" in mix:
+        art, _, lv = mix.partition(":")
+        try:
+            return (art.strip(), int(lv))
+        except ValueError:
+            raise typer.BadParameter(f"--mix {mix!r}: expected a dataset mix name (ltcc, prcc, ...) or ARTIFACT:LEVEL") from None
+    return mix
+
+
+@analyze_app.command("lq-clusters")
+def lq_clusters_cmd(
+    checkpoint: Path = typer.Argument(..., help=_CKPT_HELP),
+    dataset: str = _opt_dataset(),
+    root: Path = _opt_root(),
+    out_dir: Path = _opt_out(),
+    split: str = typer.Option("gallery", help="Split whose images are compared clean vs degraded."),
+    max_images: int = typer.Option(1000, help="At most this many images (a seeded random subset)."),
+    mix: Optional[str] = typer.Option(None, help="LQ source: a dataset's training mix (ltcc, prcc, ...; default: "
+                                      "--dataset's) or ARTIFACT:LEVEL of the severity grid (e.g. motion:3)."),
+    ranges: str = typer.Option("official", help="Training-mix parameter ranges: official or paper (METHOD.md §5.2)."),
+    seed: int = typer.Option(0, help="Seed of the LQ draws, the subset, the probe folds and t-SNE."),
+    tsne: bool = typer.Option(True, "--tsne/--no-tsne", help="Draw the t-SNE picture (paper Fig. 7)."),
+    tsne_points: int = typer.Option(1000, help="At most this many points in the t-SNE picture."),
+    height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
+    width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
+    batch_size: int = typer.Option(64),
+    workers: int = typer.Option(2),
+    device: str = typer.Option("auto"),
+    prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+) -> None:
+    """Do LQ images cluster regardless of identity? Nearest-neighbour rates, HQ/LQ probe, silhouette, t-SNE (paper Fig. 7)."""
+    import numpy as np
+
+    from ..analysis.lq_clusters import lq_cluster_diagnostics, lq_clusters_markdown
+    from ..analysis.report import write_report
+    from ..io import atomic_write_json
+
+    model, state, hw, ds, _, dev, amp = _setup(checkpoint, dataset, root, device, prefer, height, width)
+    samples = list(ds.split(split))
+    if max_images < 2:
+        raise typer.BadParameter("--max-images must be >= 2")
+    if len(samples) > max_images:
+        keep = np.sort(np.random.default_rng(seed).choice(len(samples), size=max_images, replace=False))
+        samples = [samples[i] for i in keep]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = out_dir / "lq_tsne.png" if (tsne and _have_matplotlib()) else None
+    res = lq_cluster_diagnostics(model, [s.path for s in samples], [s.pid for s in samples],
+                                 artifact_mix=_parse_mix(mix, dataset), seed=seed, height=hw[0], width=hw[1], device=dev,
+                                 batch_size=batch_size, workers=workers, ranges=ranges, amp_dtype=amp, tsne=png is not None,
+                                 out_png=png, max_tsne_points=tsne_points, progress=True)
+    res = {**_ckpt_info(state), "dataset": dataset, "split": split, **res}
+    atomic_write_json(out_dir / "lq_clusters.json", res)
+    md = lq_clusters_markdown({Path(checkpoint).name or str(checkpoint): res})
+    out.print(md)
+    images = {"t-SNE of HQ and LQ features": png} if png is not None else {}
+    report = write_report(out_dir, {"LQ clustering": md}, images, title="rlq analysis: LQ clusters",
+                          numbers={"lq_clusters": res})
+    _done(out_dir, [out_dir / "lq_clusters.json", *images.values(), report])
+
+
+@analyze_app.command("gender")
+def gender_cmd(
+    checkpoint: Path = typer.Argument(..., help=_CKPT_HELP),
+    dataset: str = _opt_dataset(),
+    root: Path = _opt_root(),
+    gender_csv: Path = typer.Option(..., "--gender-csv", help="Test gender CSV in the authors' format "
+                                    "(Category,ID,Gender; e.g. LTCC_test_Gender.csv)."),
+    out_dir: Path = _opt_out(),
+    categories: Optional[str] = typer.Option(None, help="Only rows of these categories (comma list; default: all)."),
+    keep_junk: bool = typer.Option(False, "--keep-junk", help="Take the top-1 over the whole gallery (default: delete "
+                                   "the query's junk first, as the evaluation does)."),
+    protocol: str = typer.Option("test", help="Which protocol: test or val."),
+    height: Optional[int] = typer.Option(None),
+    width: Optional[int] = typer.Option(None),
+    batch_size: int = typer.Option(64),
+    workers: int = typer.Option(2),
+    device: str = typer.Option("auto"),
+    prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+) -> None:
+    """Gender awareness: F1 of the female class among top-1 mistakes, per evaluation (paper Fig. 8 right)."""
+    from ..analysis.ranklist import gender_awareness, gender_markdown, load_test_gender, plot_gender
+    from ..analysis.report import write_report
+    from ..io import atomic_write_json
+
+    model, state, hw, ds, proto, dev, amp = _setup(checkpoint, dataset, root, device, prefer, height, width, protocol)
+    feats = _extract(model, ds, proto.split_names, hw, dev, amp, batch_size, workers)
+    cats = [c.strip() for c in categories.split(",")] if categories else None
+    all_samples = [s for n in proto.split_names for s in ds.split(n)]
+    gmap, cover = load_test_gender(gender_csv, all_samples, cats)
+    res = {}
+    for spec in proto.specs:
+        (qf, qs), (gf, gs) = feats[spec.query], feats[spec.gallery]
+        junk = {} if keep_junk else dict(q_camids=[s.camid for s in qs], g_camids=[s.camid for s in gs],
+                                         q_clothes_ids=[s.clothes_id for s in qs], g_clothes_ids=[s.clothes_id for s in gs],
+                                         mode=spec.mode)
+        res[spec.name] = gender_awareness(qf, gf, [s.pid for s in qs], [s.pid for s in gs], gmap, **junk)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {**_ckpt_info(state), "dataset": dataset, "gender_csv": str(gender_csv), "coverage": cover, "results": res}
+    atomic_write_json(out_dir / "gender.json", payload)
+    images = {}
+    if _have_matplotlib():
+        images["gender of top-1 mistakes"] = plot_gender(res, out_dir / "gender.png")
+    md = gender_markdown(res) + f"\n\nGender known for {cover['num_with_gender']} of {cover['num_ids']} test identities."
+    out.print(md)
+    report = write_report(out_dir, {"Gender awareness": md}, images, title="rlq analysis: gender of mistakes",
+                          numbers={"gender": payload})
+    _done(out_dir, [out_dir / "gender.json", *images.values(), report])
+
+
+@analyze_app.command("buckets")
+def buckets_cmd(
+    checkpoint: Path = typer.Argument(..., help=_CKPT_HELP),
+    dataset: str = _opt_dataset(),
+    root: Path = _opt_root(),
+    out_dir: Path = _opt_out(),
+    size_csv: Optional[Path] = typer.Option(None, "--size-csv", help="The authors' size table (LTCC_Size.csv / PRCC_Size.csv)."),
+    quality_csv: Optional[Path] = typer.Option(None, "--quality-csv", help="SynthCC's quality.csv (artifact + severity buckets)."),
+    protocol: str = typer.Option("test", help="Which protocol: test or val."),
+    height: Optional[int] = typer.Option(None),
+    width: Optional[int] = typer.Option(None),
+    batch_size: int = typer.Option(64),
+    workers: int = typer.Option(2),
+    device: str = typer.Option("auto"),
+    prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+) -> None:
+    """Metrics per query-quality bucket against the full gallery (paper Table 10 style).
+
+    Buckets: rlq's own size buckets from the image height (default), the authors' size CSV, or SynthCC's quality CSV.
+    """
+    from ..analysis.buckets import (SIZE_BUCKETS, buckets_markdown, plot_buckets, protocol_bucket_metrics, quality_buckets,
+                                    quality_order, size_buckets, size_csv_buckets)
+    from ..analysis.report import write_report
+    from ..data.sidecars import read_quality_csv, read_size_csv
+    from ..io import atomic_write_json
+
+    if size_csv is not None and quality_csv is not None:
+        raise typer.BadParameter("give at most one of --size-csv and --quality-csv")
+    model, state, hw, ds, proto, dev, amp = _setup(checkpoint, dataset, root, device, prefer, height, width, protocol)
+    queries = [s for n in dict.fromkeys(sp.query for sp in proto.specs) for s in ds.split(n)]
+    tables: dict[str, tuple[dict, list]] = {}
+    if quality_csv is not None:
+        table = read_quality_csv(quality_csv)
+        for coarse in (False, True):
+            b = quality_buckets(queries, table, coarse=coarse, source=f"quality CSV {quality_csv}")
+            tables["quality, clean vs LQ" if coarse else "quality, artifact and severity"] = (b, quality_order(b.values()))
+    elif size_csv is not None:
+        b = size_csv_buckets(queries, read_size_csv(size_csv), source=f"size CSV {size_csv}")
+        tables["size (authors' CSV)"] = (b, list(SIZE_BUCKETS))
+    else:
+        tables["size (rlq's edges on the image height)"] = (size_buckets(queries), list(SIZE_BUCKETS))
+    feats = _extract(model, ds, proto.split_names, hw, dev, amp, batch_size, workers)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {name: protocol_bucket_metrics(feats, proto, b, order=order, device=dev) for name, (b, order) in tables.items()}
+    payload = {**_ckpt_info(state), "dataset": dataset, "source": str(quality_csv or size_csv or "image height"),
+               "results": results}
+    atomic_write_json(out_dir / "buckets.json", payload)
+    sections, images = {}, {}
+    plots = _have_matplotlib()
+    for i, (name, r) in enumerate(results.items()):
+        sections[f"Buckets: {name}"] = buckets_markdown(r)
+        out.print(sections[f"Buckets: {name}"])
+        if plots:
+            images[f"buckets: {name}"] = plot_buckets(r, out_dir / f"buckets_{i}.png", title=f"query buckets: {name}")
+    report = write_report(out_dir, sections, images, title="rlq analysis: query buckets", numbers={"buckets": payload})
+    _done(out_dir, [out_dir / "buckets.json", *images.values(), report])
+
+
+@app.command("visualize")
+def visualize_cmd(
+    checkpoint: Path = typer.Argument(..., help=_CKPT_HELP),
+    dataset: str = _opt_dataset(),
+    root: Path = _opt_root(),
+    out_dir: Path = _opt_out(),
+    mode: Optional[str] = typer.Option(None, help="An evaluation name of the protocol (e.g. cc, sc, general), or a rule "
+                                       "(general / cc / sc) applied to the selection's splits. Default: the selection."),
+    queries: str = typer.Option("worst", help="worst (lowest AP first), random (seeded), or a comma list of query keys."),
+    num_queries: int = typer.Option(8, help="Rows (queries) to draw."),
+    top_k: int = typer.Option(10, help="Gallery images per row."),
+    show_junk: bool = typer.Option(False, "--show-junk", help="Keep junk in the list (grey); default: removed as in the evaluation."),
+    seed: int = typer.Option(0, help="Seed for --queries random."),
+    protocol: str = typer.Option("test", help="Which protocol: test or val."),
+    height: Optional[int] = typer.Option(None),
+    width: Optional[int] = typer.Option(None),
+    batch_size: int = typer.Option(64),
+    workers: int = typer.Option(2),
+    device: str = typer.Option("auto"),
+    prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+) -> None:
+    """Ranked results (paper Fig. 9): each query with its top-k gallery images, as a PNG and a static HTML page."""
+    from ..analysis.ranklist import rank_list_figure
+    from ..analysis.report import write_report
+    from ..data.records import MODES
+    from ..io import atomic_write_json
+
+    model, state, hw, ds, proto, dev, amp = _setup(checkpoint, dataset, root, device, prefer, height, width, protocol)
+    names = [s.name for s in proto.specs]
+    if mode is None or mode in names:
+        spec = proto.spec(mode or proto.selection)
+        rule, label = spec.mode, spec.name
+    elif mode in MODES:
+        spec = proto.spec(proto.selection)
+        rule, label = mode, f"{mode} rule on {spec.query} -> {spec.gallery}"
+    else:
+        raise typer.BadParameter(f"--mode {mode!r} is neither an evaluation of this protocol {names} nor a rule {MODES}")
+    feats = _extract(model, ds, dict.fromkeys([spec.query, spec.gallery]), hw, dev, amp, batch_size, workers)
+    (qf, qs), (gf, gs) = feats[spec.query], feats[spec.gallery]
+    order, idx = queries, None
+    if queries not in ("worst", "random"):
+        pos = {s.key: i for i, s in enumerate(qs)}
+        keys = [k.strip() for k in queries.split(",") if k.strip()]
+        unknown = [k for k in keys if k not in pos]
+        if unknown or not keys:
+            raise typer.BadParameter(f"--queries: unknown query key(s) {unknown[:5]} in split {spec.query!r} "
+                                     f"(keys look like {qs[0].key!r}); or use worst / random")
+        order, idx = "given", [pos[k] for k in keys]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    res = rank_list_figure(qs, gs, query_feats=qf, gallery_feats=gf, mode=rule, order=order, query_indices=idx,
+                           num_queries=num_queries, top_k=top_k, show_junk=show_junk, seed=seed,
+                           out_png=out_dir / "ranked.png", out_html=out_dir / "ranked.html", label=label)
+    payload = {**_ckpt_info(state), "dataset": dataset, "evaluation": label, **res}
+    atomic_write_json(out_dir / "ranked.json", payload)
+    md = (f"{res['order_text']}; {res['legend']}. Static page with the file names: [ranked.html](ranked.html).")
+    report = write_report(out_dir, {"Ranked results": md}, {"ranked results": out_dir / "ranked.png"},
+                          title="rlq: ranked results", numbers={"ranked": payload})
+    _done(out_dir, [out_dir / "ranked.png", out_dir / "ranked.html", out_dir / "ranked.json", report])

@@ -1,0 +1,155 @@
+"""Deployment commands: `rlq search` (query a gallery, HTML page) and `rlq export` (ONNX + parity check + card)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import RlqError
+from ._common import app, console, out
+
+
+def _load_gallery(gallery: Path, backend: Optional[str], split: Optional[str]):
+    from ..deploy.search import INDEX_FILE, GalleryIndex
+
+    if gallery.is_dir():
+        if not (gallery / INDEX_FILE).is_file():
+            raise RlqError(f"{gallery} is a folder but not a gallery index (no {INDEX_FILE}); pass a features file "
+                           "from `rlq extract` or a folder written by `rlq search --save-index`")
+        return GalleryIndex.load(gallery, backend=backend)
+    if not gallery.is_file():
+        raise RlqError(f"gallery {gallery} does not exist; make one with `rlq extract CHECKPOINT --images DIR --out F.npz`")
+    return GalleryIndex.from_features_file(gallery, split=split, backend=backend or "exact")
+
+
+@app.command("search")
+def search_cmd(
+    gallery: Path = typer.Option(..., "--gallery", "-g", help="Gallery: a features file (.npz from `rlq extract`) or an index folder (--save-index)."),
+    query: Path = typer.Option(..., "--query", "-q", help="A query image, or a folder of query images (searched recursively)."),
+    out_html: Path = typer.Option(..., "--out", "-o", help="HTML page to write; thumbnails go to <name>_files/ next to it."),
+    top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="Gallery images to show per query."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint for the queries (default: the one recorded with the gallery)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="exact (torch) or faiss (needs the [faiss] extra); default: exact, or the saved index's."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of a multi-split features file (default: its only split, or 'gallery')."),
+    save_index: Optional[Path] = typer.Option(None, "--save-index", help="Also save the gallery index to this folder for reuse."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON."),
+    force: bool = typer.Option(False, "--force", help="Search even if the gallery was extracted with another checkpoint."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(64, min=1),
+) -> None:
+    """Find the gallery images most similar to each query image (cosine similarity of §2.5 features).
+
+    Person re-identification: use it only where the people pictured consented and a legal basis exists
+    (see the README's Responsible use section).
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    from ..deploy import FeatureExtractor
+    from ..deploy.search import BACKENDS, checkpoint_mismatch, image_files, write_search_html
+    from ..io import atomic_write_json
+
+    if backend is not None and backend not in BACKENDS:
+        raise typer.BadParameter(f"--backend must be one of {list(BACKENDS)}, got {backend!r}")
+    index = _load_gallery(gallery, backend, split)
+    recorded = index.meta.get("checkpoint")
+    if checkpoint is None:
+        if not recorded:
+            raise RlqError(f"gallery {gallery} does not record its checkpoint; pass --checkpoint CKPT (the one that extracted it)")
+        if not Path(recorded).exists():
+            raise RlqError(f"gallery {gallery} was extracted with {recorded}, which no longer exists; pass --checkpoint CKPT "
+                           "(with --force if it is not the same weights)")
+        ck: str = str(recorded)
+    else:
+        ck = str(checkpoint)
+        reason = checkpoint_mismatch(recorded, checkpoint)
+        if reason is not None:
+            if not force:
+                raise RlqError(f"{reason}. Features of different checkpoints are not comparable: re-extract the gallery "
+                               f"(`rlq extract {checkpoint} --images DIR --out F.npz`) or pass --force")
+            console.print(f"warning: {reason}; searching anyway (--force)", highlight=False, markup=False)
+
+    if query.is_dir():
+        qpaths = image_files(query)
+        qkeys = [str(Path(p).relative_to(query)) for p in qpaths]
+    elif query.is_file():
+        qpaths, qkeys = [str(query)], [query.name]
+    else:
+        raise RlqError(f"query {query} does not exist")
+    if not qpaths:
+        raise RlqError(f"no images under {query} (looked for .jpg, .jpeg, .png, .bmp, .webp)")
+
+    fe = FeatureExtractor(ck, device=None if device == "auto" else device, batch_size=batch_size)
+    size = index.meta.get("input_size")
+    if size is not None and list(size) != list(fe.input_size):
+        msg = f"the gallery was extracted at input size {list(size)}, the checkpoint uses {list(fe.input_size)}"
+        if not force:
+            raise RlqError(msg + "; re-extract the gallery or pass --force")
+        console.print(f"warning: {msg} (--force)", highlight=False, markup=False)
+    qfeats = fe(qpaths)
+    scores, idx = index.search(qfeats.numpy(), top_k)
+
+    info = {"gallery": f"{gallery} ({len(index)} images)", "checkpoint": ck, "backend": index.backend, "top-k": top_k}
+    thumbs = write_search_html(out_html, qkeys, qpaths, scores, idx, index, info=info)
+    table = Table(title=f"top-{min(top_k, len(index))} of {len(index)} gallery images")
+    for col in ("query", "rank", "score", "gallery key"):
+        table.add_column(col)
+    results = []
+    for qi, (qk, qp) in enumerate(zip(qkeys, qpaths)):
+        hits = []
+        for r, (s, gi) in enumerate(zip(scores[qi], idx[qi])):
+            gi = int(gi)
+            if gi < 0:
+                continue
+            key = str(index.keys[gi])
+            table.add_row(Text(qk if r == 0 else ""), str(r + 1), f"{float(s):.4f}", Text(key))
+            hits.append({"rank": r + 1, "index": gi, "key": key, "score": float(s),
+                         "path": None if index.paths is None else str(index.paths[gi])})
+        results.append({"key": qk, "path": qp, "results": hits})
+    out.print(table)
+    if json_out:
+        atomic_write_json(json_out, {"gallery": str(gallery), "checkpoint": ck, "backend": index.backend, "top_k": top_k,
+                                     "num_gallery": len(index), "queries": results})
+    if save_index:
+        index.save(save_index)
+        console.print(f"saved the gallery index to {save_index}", highlight=False, markup=False)
+    console.print(f"wrote {out_html} (thumbnails in {thumbs})", highlight=False, markup=False)
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint folder or run folder."),
+    onnx_path: Path = typer.Option(..., "--onnx", help="Output ONNX file; the model card goes to <file>.model-card.md."),
+    check_images: Optional[Path] = typer.Option(None, "--check-images", help="Image or folder of images for the parity check (default: synthetic images)."),
+    max_check_images: int = typer.Option(8, min=1, help="Use at most this many images from --check-images (sorted)."),
+    opset: int = typer.Option(17, help="ONNX opset."),
+    no_flip: bool = typer.Option(False, "--no-flip", help="Export without the flip-sum (METHOD.md §2.5 uses it)."),
+    atol: float = typer.Option(1e-4, help="Parity tolerance: max L2 distance between ONNX and PyTorch features."),
+    prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the export summary as JSON."),
+) -> None:
+    """Export the inference feature to ONNX, check it against PyTorch, and write a model card next to it."""
+    from ..deploy.search import image_files
+    from ..export.onnx import export_onnx
+    from ..io import atomic_write_json
+
+    images = None
+    if check_images is not None:
+        if check_images.is_dir():
+            images = image_files(check_images)[:max_check_images]
+        elif check_images.is_file():
+            images = [str(check_images)]
+        if not images:
+            raise RlqError(f"no images at {check_images} (looked for .jpg, .jpeg, .png, .bmp, .webp)")
+    res = export_onnx(checkpoint, onnx_path, opset=opset, flip=not no_flip, check_images=images, atol=atol, prefer=prefer)
+    p = res["parity"]
+    out.print(f"parity ({p['images']}, {p['num_images']} images, batch sizes {p['batch_sizes']}): "
+              f"max |diff| {p['max_abs_diff']:.3g}, max L2 {p['max_l2_diff']:.3g}, min cosine {p['min_cosine']:.9f} "
+              f"(criterion: max L2 <= {p['atol']:g}) -> passed", highlight=False, markup=False)
+    out.print(f"model: {res['onnx']} ({res['method']}, {res['backbone']}, input {res['input_size'][0]}x{res['input_size'][1]}, "
+              f"{res['embed_dim']}-d, sha256 {res['sha256'][:16]}...)", highlight=False, markup=False)
+    out.print(f"model card: {res['model_card']}", highlight=False, markup=False)
+    if json_out:
+        atomic_write_json(json_out, res)
