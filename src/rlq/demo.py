@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .engine.spec import DataSpec, EvalSpec_, LossSpec, ModelSpec, OptimSpec, RunSpec, TADSpec, TrainSpec
+from .engine.spec import RunSpec
 from .io import atomic_write_json, atomic_write_text
 
 __all__ = ["DemoSettings", "run_demo", "chance_rank1", "DEMO_METHODS"]
@@ -33,27 +33,19 @@ DEMO_METHODS = ("cal", "bm", "cap", "tad", "rlq")
 
 @dataclass
 class DemoSettings:
-    """What the demo trains; the defaults fit 15 minutes on 2 CPU cores."""
+    """What the demo runs. Training settings come from the shipped presets ``configs/synthcc/<method>.yaml``
+    and ``configs/teacher/synthcc.yaml`` (the tiny backbone at 128x64, a 12-epoch schedule), so
+    ``rlq train --config configs/synthcc/rlq.yaml`` reproduces a demo row; the fields below override them."""
 
     synth_preset: str = "default"
     seed: int = 0
-    backbone: str = "tiny"
-    height: int = 128
-    width: int = 64
-    batch_size: int = 32
-    epochs: int = 12
-    teacher_epochs: int = 16
-    # METHOD.md §6 scaled to the short schedule: decay after ~60 % and ~85 % of training; the clothes
-    # head and L_CAL start after a third (the paper: 25 of 200 epochs, after the first decay at 20).
-    milestones: tuple[int, ...] = (7, 10)
-    start_epoch_adv: int = 4
-    lr: float = 1e-3  # tiny randomly initialised nets on a short schedule want a larger step than 3.5e-4
     methods: tuple[str, ...] = DEMO_METHODS
-    threads: int = 0  # 0: all cores
-    workers: int = 0  # the loader is cheap with cached images; compute gets the cores
-    eval_every: int = 4
+    epochs: int | None = None  # None: the presets' (12; teacher 16)
+    batch_size: int | None = None  # None: the presets' (32)
+    threads: int = 0  # torch CPU threads (0: all cores)
     analysis: bool = True
     max_steps_per_epoch: int = 0
+    overrides: tuple[str, ...] = ()  # extra key=value overrides for every run
 
 
 def chance_rank1(q_pids, g_pids, q_camids, g_camids, q_clothes=None, g_clothes=None, mode: str = "general") -> float:
@@ -78,28 +70,25 @@ def chance_rank1(q_pids, g_pids, q_camids, g_camids, q_clothes=None, g_clothes=N
     return float(np.mean(vals)) if vals else float("nan")
 
 
-def _spec(s: DemoSettings, method: str, root: Path, run_dir: Path, **over: Any) -> RunSpec:
-    data = DataSpec(dataset="synthcc", root=str(root), height=s.height, width=s.width, batch_size=s.batch_size,
-                    workers=s.workers, cache_images=True, recolor=True)
-    tad = TADSpec(teacher=str(run_dir.parent / "teacher"), external_dataset="celebreid", external_root=str(root / "external"),
-                  external_batch_size=s.batch_size, source_height=2 * s.height, source_width=2 * s.width)
-    spec = RunSpec(
-        method=method, preset="demo", output=str(run_dir), data=data,
-        model=ModelSpec(backbone=s.backbone, pretrained="none"),
-        loss=LossSpec(start_epoch_cc=s.start_epoch_adv, start_epoch_adv=s.start_epoch_adv),
-        optim=OptimSpec(lr=s.lr, clothes_lr=s.lr, milestones=list(s.milestones)),
-        train=TrainSpec(epochs=s.epochs, eval_every=s.eval_every, seed=s.seed + 1, num_threads=s.threads,
-                        log_every=10, max_steps_per_epoch=s.max_steps_per_epoch, ckpt_every_epochs=max(1, s.epochs // 3)),
-        tad=tad,
-        eval=EvalSpec_(batch_size=128, workers=0),
-    )
-    for k, v in over.items():
-        section, _, key = k.partition(".")
-        if key:
-            setattr(getattr(spec, section), key, v)
-        else:
-            setattr(spec, section, v)
-    return spec
+def _spec(s: DemoSettings, preset: str, root: Path, run_dir: Path, teacher: bool = False) -> RunSpec:
+    """A RunSpec from a shipped SynthCC preset with the demo's paths and overrides."""
+    from omegaconf import OmegaConf
+
+    from .config import load_config
+
+    ov = [f"output={run_dir}", f"tad.teacher={run_dir.parent / 'teacher'}", f"tad.external_root={root / 'external'}",
+          f"data.root={root / 'external' if teacher else root}", f"train.seed={s.seed + 1}", f"train.num_threads={s.threads}",
+          f"train.max_steps_per_epoch={s.max_steps_per_epoch}", "train.tensorboard=false"]
+    if s.batch_size:
+        ov += [f"data.batch_size={s.batch_size}", f"tad.external_batch_size={s.batch_size}"]
+    if s.epochs:
+        e = s.epochs
+        adv = e if teacher else max(1, e // 3)
+        ov += [f"train.epochs={e}", f"train.eval_every={e if teacher else max(1, e // 3)}",
+               f"optim.milestones=[{max(1, int(e * 0.6))},{max(1, int(e * 0.85))}]",
+               f"loss.start_epoch_cc={adv}", f"loss.start_epoch_adv={adv}"]
+    cfg = load_config(preset, [*ov, *s.overrides], schema=RunSpec)
+    return OmegaConf.to_object(cfg)
 
 
 def _finished(run_dir: Path, epochs: int) -> dict | None:
@@ -126,10 +115,12 @@ def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_all = time.time()
-    say(f"rlq demo: backbone `{s.backbone}` at {s.height}x{s.width}, {s.epochs} epochs per method, on SynthCC "
-        f"`{s.synth_preset}` (the paper: ResNet-50 at 384x192 for 200 epochs; these settings fit 2 CPU cores)")
-
     root = out / "synthcc"
+    probe = _spec(s, "configs/synthcc/bm.yaml", root, out / "bm")
+    say(f"rlq demo: backbone `{probe.model.backbone}` at {probe.data.height}x{probe.data.width}, {probe.train.epochs} epochs "
+        f"per method, on SynthCC `{s.synth_preset}` (the paper: ResNet-50 at 384x192 for 200 epochs; these settings "
+        "fit 2 CPU cores); presets configs/synthcc/*.yaml")
+
     t0 = time.time()
     if not is_synthcc_root(root):
         say(f"generating SynthCC `{s.synth_preset}` into {root} ...")
@@ -154,27 +145,22 @@ def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None
     if needs_teacher:
         t0 = time.time()
         tdir = out / "teacher"
-        if _finished(tdir, s.teacher_epochs) is None:
-            say(f"training the teacher (Base Model, METHOD.md §9) on the clean external split for {s.teacher_epochs} epochs ...")
-            tspec = _spec(s, "bm", root, tdir, role="teacher")
-            tspec.data = dataclasses.replace(tspec.data, dataset="celebreid", root=str(root / "external"), recolor=False)
-            tspec.train = dataclasses.replace(tspec.train, epochs=s.teacher_epochs, eval_every=s.teacher_epochs,
-                                              ckpt_every_epochs=s.teacher_epochs)
-            tspec.optim = dataclasses.replace(tspec.optim, milestones=[int(s.teacher_epochs * 0.6), int(s.teacher_epochs * 0.85)])
-            tspec.loss = dataclasses.replace(tspec.loss, start_epoch_cc=s.teacher_epochs, start_epoch_adv=s.teacher_epochs)
+        tspec = _spec(s, "configs/teacher/synthcc.yaml", root, tdir, teacher=True)
+        rep = _finished(tdir, tspec.train.epochs)
+        if rep is None:
+            say(f"training the teacher (Base Model, METHOD.md §9) on the clean external split for {tspec.train.epochs} epochs ...")
             rep = run_training(tspec)
-        else:
-            rep = _finished(tdir, s.teacher_epochs)
         timings["teacher"] = time.time() - t0
         results["teacher"] = {"external": _short(rep)}
 
     for m in s.methods:
         t0 = time.time()
         rdir = out / m
-        rep = _finished(rdir, s.epochs)
+        spec = _spec(s, f"configs/synthcc/{m.replace('+', '_')}.yaml", root, rdir)
+        rep = _finished(rdir, spec.train.epochs)
         if rep is None:
             say(f"training `{m}` ...")
-            rep = run_training(_spec(s, m, root, rdir))
+            rep = run_training(spec)
         timings[m] = time.time() - t0
         results[m] = _short(rep)
         r = results[m]
@@ -185,12 +171,14 @@ def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None
     if s.analysis:
         t0 = time.time()
         try:
-            analysis = _analysis(out, root, ds, s, say)
+            analysis = _analysis(out, root, ds, s, probe, say)
         except ImportError as e:  # matplotlib missing (the [viz] extra): numbers still written
             say(f"analysis skipped: {e}")
         timings["analysis"] = time.time() - t0
     timings["total"] = time.time() - t_all
     meta = {"settings": dataclasses.asdict(s), "seconds": timings,
+            "run": {"backbone": probe.model.backbone, "height": probe.data.height, "width": probe.data.width,
+                    "epochs": probe.train.epochs, "batch_size": probe.data.batch_size, "presets": "configs/synthcc/*.yaml"},
             "selection": "test@last: the weights after the last epoch (no selection on the test set)"}
     payload = {**results, "_meta": meta}
     if analysis:
@@ -207,7 +195,7 @@ def _short(rep: dict) -> dict:
     return {name: {"rank1": r["rank1"], "mAP": r["mAP"]} for name, r in res.items()}
 
 
-def _analysis(out: Path, root: Path, ds, s: DemoSettings, say) -> dict:
+def _analysis(out: Path, root: Path, ds, s: DemoSettings, probe: RunSpec, say) -> dict:
     """Pictures and numbers for the report: pose clusters, ranked results, robustness, LQ clusters, quality buckets."""
     from .attributes.sheets import cluster_contact_sheet
     from .data.sidecars import read_pose_clusters
@@ -227,7 +215,7 @@ def _analysis(out: Path, root: Path, ds, s: DemoSettings, say) -> dict:
         from .analysis import demo_analysis  # issue 6 analyses, when installed
     except ImportError:
         return info
-    info.update(demo_analysis(out, root, ds, [m for m in s.methods], height=s.height, width=s.width, say=say))
+    info.update(demo_analysis(out, root, ds, list(s.methods), height=probe.data.height, width=probe.data.width, say=say))
     return info
 
 
@@ -236,7 +224,7 @@ def _pct(x: float) -> str:
 
 
 def _report(results: dict, analysis: dict, meta: dict, out: Path) -> str:
-    s = meta["settings"]
+    s = {**meta["settings"], **meta["run"]}
     lines = [
         "# rlq demo on SynthCC",
         "",

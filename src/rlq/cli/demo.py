@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -14,13 +14,14 @@ from ._common import app, console, out
 def demo(
     out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder (re-running skips finished runs)."),
     synth_preset: str = typer.Option("default", help="SynthCC preset: tiny, small or default."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs per method (default 12)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs per method (default: the presets', 12; teacher 16)."),
     methods: str = typer.Option("cal,bm,cap,tad,rlq", help="Which methods to train, comma-separated."),
     seed: int = typer.Option(0, help="SynthCC and training seed."),
     threads: int = typer.Option(0, help="torch CPU threads (0: all cores)."),
     no_analysis: bool = typer.Option(False, "--no-analysis", help="Skip the robustness / LQ-cluster / ranked-result analyses."),
     max_steps: int = typer.Option(0, help="Cut each epoch after this many steps (smoke tests)."),
     batch_size: Optional[int] = typer.Option(None, help="Sampled images per step (default 32; 8 for the tiny preset)."),
+    overrides: List[str] = typer.Argument(None, help="key=value overrides for every run, e.g. model.backbone=narrow"),
 ) -> None:
     """Generate SynthCC, cluster poses, train a teacher and CAL / BM / CAP / TAD / RLQ on a CPU, and report.
 
@@ -30,13 +31,6 @@ def demo(
     from ..demo import DemoSettings, run_demo
 
     s = DemoSettings(synth_preset=synth_preset, seed=seed, methods=tuple(m for m in methods.split(",") if m),
-                     threads=threads, analysis=not no_analysis, max_steps_per_epoch=max_steps)
-    if batch_size is not None or synth_preset == "tiny":
-        s.batch_size = batch_size or 8
-    if epochs is not None:
-        s.epochs = epochs
-        s.teacher_epochs = max(2, epochs)
-        s.milestones = (max(1, int(epochs * 0.6)), max(1, int(epochs * 0.85)))
-        s.start_epoch_adv = max(1, epochs // 3)
-        s.eval_every = max(1, epochs // 3)
+                     threads=threads, analysis=not no_analysis, max_steps_per_epoch=max_steps, epochs=epochs,
+                     batch_size=batch_size or (8 if synth_preset == "tiny" else None), overrides=tuple(overrides or ()))
     run_demo(out_dir, s, say=lambda m: console.print(m, highlight=False, markup=False))

@@ -138,6 +138,7 @@ class Selection:
             {"epoch": self.best_val["epoch"], "selected_on": "val", "results": self.best_val["results"], "val": self.best_val["val"]}
             if self.best_val else None
         )
+        out["history"] = self.history
         return out
 
 
