@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .engine.spec import RunSpec
+from .errors import RlqError
 from .io import atomic_write_json, atomic_write_text
 
 __all__ = ["DemoSettings", "run_demo", "chance_rank1", "DEMO_METHODS"]
@@ -172,7 +173,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None
         t0 = time.time()
         try:
             analysis = _analysis(out, root, ds, s, probe, say)
-        except ImportError as e:  # matplotlib missing (the [viz] extra): numbers still written
+        except (ImportError, RlqError) as e:  # e.g. matplotlib missing (the [viz] extra): numbers still written
             say(f"analysis skipped: {e}")
         timings["analysis"] = time.time() - t0
     timings["total"] = time.time() - t_all
@@ -215,7 +216,10 @@ def _analysis(out: Path, root: Path, ds, s: DemoSettings, probe: RunSpec, say) -
         from .analysis import demo_analysis  # issue 6 analyses, when installed
     except ImportError:
         return info
-    info.update(demo_analysis(out, root, ds, list(s.methods), height=probe.data.height, width=probe.data.width, say=say))
+    extra = demo_analysis(out, root, ds, list(s.methods), height=probe.data.height, width=probe.data.width, say=say)
+    figures = {**info["figures"], **extra.pop("figures", {})}
+    info.update(extra)
+    info["figures"] = figures
     return info
 
 

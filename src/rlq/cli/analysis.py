@@ -180,9 +180,9 @@ def lq_clusters_cmd(
     tsne_points: int = typer.Option(1000, help="At most this many points in the t-SNE picture."),
     height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
     width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
-    batch_size: int = typer.Option(64),
-    workers: int = typer.Option(2),
-    device: str = typer.Option("auto"),
+    batch_size: int = typer.Option(64, help="Extraction batch size."),
+    workers: int = typer.Option(2, help="Loader workers."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
 ) -> None:
     """Do LQ images cluster regardless of identity? Nearest-neighbour rates, HQ/LQ probe, silhouette, t-SNE (paper Fig. 7)."""
@@ -227,11 +227,11 @@ def gender_cmd(
     keep_junk: bool = typer.Option(False, "--keep-junk", help="Take the top-1 over the whole gallery (default: delete "
                                    "the query's junk first, as the evaluation does)."),
     protocol: str = typer.Option("test", help="Which protocol: test or val."),
-    height: Optional[int] = typer.Option(None),
-    width: Optional[int] = typer.Option(None),
-    batch_size: int = typer.Option(64),
-    workers: int = typer.Option(2),
-    device: str = typer.Option("auto"),
+    height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
+    width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
+    batch_size: int = typer.Option(64, help="Extraction batch size."),
+    workers: int = typer.Option(2, help="Loader workers."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
 ) -> None:
     """Gender awareness: F1 of the female class among top-1 mistakes, per evaluation (paper Fig. 8 right)."""
@@ -273,11 +273,11 @@ def buckets_cmd(
     size_csv: Optional[Path] = typer.Option(None, "--size-csv", help="The authors' size table (LTCC_Size.csv / PRCC_Size.csv)."),
     quality_csv: Optional[Path] = typer.Option(None, "--quality-csv", help="SynthCC's quality.csv (artifact + severity buckets)."),
     protocol: str = typer.Option("test", help="Which protocol: test or val."),
-    height: Optional[int] = typer.Option(None),
-    width: Optional[int] = typer.Option(None),
-    batch_size: int = typer.Option(64),
-    workers: int = typer.Option(2),
-    device: str = typer.Option("auto"),
+    height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
+    width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
+    batch_size: int = typer.Option(64, help="Extraction batch size."),
+    workers: int = typer.Option(2, help="Loader workers."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
 ) -> None:
     """Metrics per query-quality bucket against the full gallery (paper Table 10 style).
@@ -336,11 +336,11 @@ def visualize_cmd(
     show_junk: bool = typer.Option(False, "--show-junk", help="Keep junk in the list (grey); default: removed as in the evaluation."),
     seed: int = typer.Option(0, help="Seed for --queries random."),
     protocol: str = typer.Option("test", help="Which protocol: test or val."),
-    height: Optional[int] = typer.Option(None),
-    width: Optional[int] = typer.Option(None),
-    batch_size: int = typer.Option(64),
-    workers: int = typer.Option(2),
-    device: str = typer.Option("auto"),
+    height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
+    width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
+    batch_size: int = typer.Option(64, help="Extraction batch size."),
+    workers: int = typer.Option(2, help="Loader workers."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
 ) -> None:
     """Ranked results (paper Fig. 9): each query with its top-k gallery images, as a PNG and a static HTML page."""
