@@ -9,6 +9,12 @@ _LAZY = {
     "load_dataset": ("rlq.data.datasets", "load_dataset"),
     "evaluate": ("rlq.evaluation.ranking", "evaluate"),
     "evaluate_features": ("rlq.evaluation.ranking", "evaluate_features"),
+    "build_model": ("rlq.models", "build_model"),
+    "FeatureExtractor": ("rlq.deploy", "FeatureExtractor"),
+    "GalleryIndex": ("rlq.deploy", "GalleryIndex"),
+    "export_onnx": ("rlq.export.onnx", "export_onnx"),
+    "run_training": ("rlq.engine.recipe", "run_training"),
+    "RunSpec": ("rlq.engine.spec", "RunSpec"),
 }
 
 

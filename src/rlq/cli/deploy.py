@@ -31,7 +31,7 @@ def search_cmd(
     out_html: Path = typer.Option(..., "--out", "-o", help="HTML page to write; thumbnails go to <name>_files/ next to it."),
     top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="Gallery images to show per query."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint for the queries (default: the one recorded with the gallery)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="exact (torch) or faiss (needs the [faiss] extra); default: exact, or the saved index's."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="exact (torch) or faiss (needs faiss-cpu, the faiss extra); default: exact, or the saved index's."),
     split: Optional[str] = typer.Option(None, "--split", help="Split of a multi-split features file (default: its only split, or 'gallery')."),
     save_index: Optional[Path] = typer.Option(None, "--save-index", help="Also save the gallery index to this folder for reuse."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON."),

@@ -146,7 +146,7 @@ def extract_cmd(
     model, state = load_model_checkpoint(checkpoint, device=dev, prefer=prefer)
     h, w = state.get("input_size", [384, 192])
     amp = torch.bfloat16 if dev.type == "cuda" else None
-    meta = {"checkpoint": state["checkpoint"], "method": state.get("method"), "input_size": [h, w]}
+    meta = {"checkpoint": str(Path(state["checkpoint"]).resolve()), "method": state.get("method"), "input_size": [h, w]}
     if images is not None:
         from ..data.records import Sample
 
@@ -156,7 +156,7 @@ def extract_cmd(
         f = extract_features(model, paths, h, w, device=dev, batch_size=batch_size, workers=workers, amp_dtype=amp,
                              progress=True, desc="extract images")
         samples = [Sample(p, -1, -1, -1, str(Path(p).relative_to(images))) for p in paths]
-        save_features(out_path, {"images": f}, {"images": samples}, {**meta, "images_root": str(images)})
+        save_features(out_path, {"images": f}, {"images": samples}, {**meta, "images_root": str(Path(images).resolve())})
     else:
         from ..data.datasets import load_dataset
 

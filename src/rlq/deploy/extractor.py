@@ -164,7 +164,13 @@ class FeatureExtractor:
 
     ``checkpoint_or_model`` is a checkpoint folder / run folder (its recorded input size is used) or a model
     with ``embed(x, flip)`` such as :class:`rlq.models.ReIDModel` (``input_size`` then defaults to 384 x 192).
-    A model passed in is moved to ``device``; its train/eval mode is restored after each call.
+    A model passed in is moved to ``device``; it runs in eval mode and its train/eval mode is restored after
+    each call.
+
+    Inputs: a path, a PIL image, a uint8 RGB array H x W x 3 (or N x H x W x 3), a tensor 3 x H x W or
+    N x 3 x H x W, or a list of one of these kinds (images may differ in size). Tensor values are told apart
+    by dtype: ``torch.uint8`` means 0-255, floating point means 0-1 (checked: values outside [0, 1] are an
+    error, not silently rescaled); other dtypes are refused. OpenCV arrays are BGR: convert them first.
     """
 
     def __init__(

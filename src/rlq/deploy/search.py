@@ -52,6 +52,7 @@ FAISS_FILE = "faiss.index"
 #: The image files `rlq extract --images` and `rlq search --query DIR` read (searched recursively).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 _SCORE_BUDGET_BYTES = 256 * 2**20  # one chunk's query x gallery score block
+_CHECK_ROWS = 16384  # rows per block when validating features
 
 
 def image_files(folder: str | os.PathLike) -> list[str]:
@@ -77,10 +78,22 @@ def _as_float32_2d(x: Any, what: str) -> np.ndarray:
     if a.ndim != 2 or a.dtype.kind != "f":
         raise RlqError(f"{what} must be a 2-D float array (rows x dims), got {a.dtype} {a.shape}")
     a = np.ascontiguousarray(a, dtype=np.float32)
-    if not np.isfinite(a).all():
-        bad = int(np.flatnonzero(~np.isfinite(a).all(axis=1))[0])
-        raise RlqError(f"{what} has NaN or infinite values (first in row {bad})")
+    for start in range(0, a.shape[0], _CHECK_ROWS):  # blocks: no full-size temporaries for multi-GB galleries
+        block = a[start : start + _CHECK_ROWS]
+        if not np.isfinite(block).all():
+            bad = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
+            raise RlqError(f"{what} has NaN or infinite values (first in row {bad})")
     return a
+
+
+def _norm_range(a: np.ndarray) -> tuple[float, float]:
+    """(min, max) row L2 norm, computed block by block."""
+    lo, hi = np.inf, -np.inf
+    for start in range(0, a.shape[0], _CHECK_ROWS):
+        block = a[start : start + _CHECK_ROWS]
+        n = np.sqrt(np.einsum("ij,ij->i", block, block))
+        lo, hi = min(lo, float(n.min())), max(hi, float(n.max()))
+    return lo, hi
 
 
 @torch.no_grad()
@@ -92,12 +105,16 @@ def topk_exact(queries: torch.Tensor, gallery: torch.Tensor, k: int, chunk_size:
         chunk_size = max(1, _SCORE_BUDGET_BYTES // max(1, 4 * n))
     scores_out = torch.empty((nq, k), dtype=torch.float32)
     index_out = torch.empty((nq, k), dtype=torch.int64)
+    if k <= 0:
+        return scores_out, index_out
     for a in range(0, nq, chunk_size):
         s = queries[a : a + chunk_size] @ gallery.T
-        vals, idx = torch.topk(s, k, dim=1, largest=True, sorted=True)
-        # Rows where more than k scores reach the k-th score: the cut at rank k is a tie, which topk resolves
+        extra = 1 if k < n else 0
+        vals, idx = torch.topk(s, k + extra, dim=1, largest=True, sorted=True)
+        # Where the (k+1)-th score equals the k-th, the cut at rank k is a tie, which topk resolves
         # arbitrarily. Redo those rows with a full stable sort (lower index first among equal scores).
-        ambiguous = (s >= vals[:, -1:]).sum(dim=1) > k
+        ambiguous = vals[:, k] == vals[:, k - 1] if extra else torch.zeros(len(vals), dtype=torch.bool, device=vals.device)
+        vals, idx = vals[:, :k], idx[:, :k]
         if bool(ambiguous.any()):
             rows = ambiguous.nonzero().squeeze(1)
             sv, si = torch.sort(s[rows], dim=1, descending=True, stable=True)
@@ -138,10 +155,10 @@ class GalleryIndex:
         self.meta: dict[str, Any] = dict(meta or {})
         self.backend = backend
         if n:
-            norms = np.linalg.norm(self.features, axis=1)
-            if np.abs(norms - 1.0).max() > 1e-3:
+            lo, hi = _norm_range(self.features)
+            if lo < 1 - 1e-3 or hi > 1 + 1e-3:
                 log.warning("gallery features are not L2-normalised (norms %.4g..%.4g): scores are inner products, "
-                            "not cosine similarities", norms.min(), norms.max())
+                            "not cosine similarities", lo, hi)
         self._faiss = None
         if backend == "faiss":
             self._faiss = _faiss_index if _faiss_index is not None else self._build_faiss()

@@ -60,8 +60,8 @@ and a legal basis exists (e.g. studies approved by an ethics board).
 - Any decision with legal or similarly significant effects on a person (policing, immigration,
   employment, access to services) based on model scores.
 
-**Bias and limitations.** The training datasets were recorded on a few campuses, streets and indoor
-sites; they under-represent many ages, body types, skin tones, clothing styles and camera conditions, and
+**Bias and limitations.** The training datasets come from a few specific sources (a handful of indoor
+and campus camera networks, movie frames, web photos of celebrities); they under-represent many ages, body types, skin tones, clothing styles and camera conditions, and
 their identity and gender balance is uneven. Accuracy is far from perfect even on the test sets (the paper's
 best model reaches about 46 % rank-1 on LTCC's clothes-changing protocol) and drops further on images
 unlike the training data; errors are not evenly distributed across groups of people. Similarity scores are not
@@ -91,8 +91,8 @@ Exported by rlq $rlq_version (torch $torch_version) from `$checkpoint`.
 | Method | $method_name (`$method`) |
 | Backbone | $backbone |
 | Input | `images`: float32 RGB in [0, 1], N x 3 x $height x $width (batch axis dynamic) |
-| Output | `features`: float32 N x $embed_dim, L2-normalised |
-| Feature | [f_CAL, f_BOT] post-BN-neck features$flip_text, one global L2 normalisation (METHOD.md §2.5) |
+| Output | `features`: float32 N x $embed_dim, L2-normalised: compare two features with their dot product (cosine similarity) |
+| Feature | $feature_parts post-BN-neck features$flip_text, one global L2 normalisation (METHOD.md §2.5) |
 | Normalisation | ImageNet mean/std, applied **inside** the model (feed raw 0-1 RGB) |
 | ONNX | `$onnx_file`, opset $opset, SHA-256 `$sha256` |
 
@@ -284,6 +284,7 @@ def build_model_card(
         height=h,
         width=w,
         embed_dim=embed_dim,
+        feature_parts="f_CAL" if method == "cal" else "[f_CAL, f_BOT]",
         flip_text=", summed over the image and its horizontal flip" if flip else " (no flip)",
         onnx_file=onnx_file,
         opset=opset,
