@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-__all__ = ["atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file"]
+__all__ = ["replace_dir", "atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file"]
 
 
 def _umask_mode() -> int:
@@ -85,6 +85,22 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None =
     """Write `obj` as JSON to `path` atomically (NumPy scalars and arrays allowed)."""
     text = json.dumps(obj, indent=indent, default=_json_default, allow_nan=True)
     atomic_write_text(path, text + "\n", fsync=fsync)
+
+
+def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Move the complete folder ``tmp`` to ``final``, replacing an existing ``final`` (the old one is removed
+    only after the new one is in place)."""
+    import shutil
+
+    tmp, final = Path(tmp), Path(final)
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(final.parent)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, RlqError
-from ..io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text, replace_dir
 
 __all__ = [
     "BACKENDS",
@@ -261,13 +261,7 @@ class GalleryIndex:
                 "dim": self.dim, "keys": self.keys.tolist(),
                 "paths": None if self.paths is None else self.paths.tolist(), "meta": self.meta,
             })
-            if final.exists():
-                old = final.parent / f".{final.name}.old-{os.getpid()}"
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
+            replace_dir(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -25,7 +25,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ..errors import CheckpointError
-from ..io import atomic_write_bytes, atomic_write_json, sha256_file
+from ..io import atomic_write_bytes, atomic_write_json, replace_dir, sha256_file
 
 __all__ = [
     "CheckpointManager",
@@ -153,13 +153,7 @@ class CheckpointManager:
             files = {f: {"sha256": sha256_file(tmp / f), "size": (tmp / f).stat().st_size} for f in (WEIGHTS, STATE)}
             atomic_write_json(tmp / MANIFEST, {"files": files})
             _fsync_tree(tmp)
-            if final.exists():
-                old = final.parent / f".{name}.old-{os.getpid()}"
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
+            replace_dir(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
