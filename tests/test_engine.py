@@ -283,3 +283,13 @@ def test_bm_lq_aug_appends_lq_views_with_real_clothes(synthcc_tiny, tmp_path, mo
     n = seen["n"]
     assert seen["x"] == 3 * n
     assert torch.equal(seen["clothes"][2 * n:], seen["real"].long())
+
+
+def test_tad_external_stream_from_an_unlabeled_folder(synthcc_tiny, tmp_path):
+    """TAD with any folder of person crops as the external stream (Table 7 `kl_only`: no teacher needed)."""
+    spec = tiny_spec(synthcc_tiny, tmp_path / "folder", method="tad", epochs=1, tad__external_dataset="folder",
+                     tad__external_root=str(synthcc_tiny / "external" / "train"), tad__variant="kl_only")
+    rep = run_training(spec)
+    steps = [json.loads(line) for line in (tmp_path / "folder" / "metrics.jsonl").read_text().splitlines()]
+    assert {r.get("phase") for r in steps if r["type"] == "train"} == {"tad", "reid"}
+    assert "ss_kl" in next(r for r in steps if r.get("phase") == "tad") and rep["test@last"]

@@ -112,3 +112,14 @@ def test_aug_seed_depends_on_every_component():
     assert aug_seed(1, 2, 0, 5) == base
     assert len({base, aug_seed(2, 2, 0, 5), aug_seed(1, 3, 0, 5), aug_seed(1, 2, 1, 5), aug_seed(1, 2, 0, 6),
                 aug_seed(1, None, 0, 5), aug_seed(1, 2, 0, 5, stream=1)}) == 7
+
+
+def test_fraction_by_image_and_unlabeled_stream():
+    pids = list(range(50))  # an unlabeled folder: every image its own identity
+    s = PKSampler(pids, batch_size=5, num_instances=1, seed=0, fraction=0.2, fraction_by="image")
+    s.set_epoch(0)
+    got = [i for i, _ in s]
+    assert len(got) == 10 and len(set(got)) == 10  # floor(50 * 0.2) distinct images, no resampling
+    full = PKSampler(pids, batch_size=5, num_instances=1, seed=0)
+    full.set_epoch(0)
+    assert sorted(i for i, _ in full) == pids

@@ -35,13 +35,13 @@ DEMO_METHODS = ("cal", "bm", "cap", "tad", "rlq")
 @dataclass
 class DemoSettings:
     """What the demo runs. Training settings come from the shipped presets ``configs/synthcc/<method>.yaml``
-    and ``configs/teacher/synthcc.yaml`` (the tiny backbone at 128x64, a 12-epoch schedule), so
+    and ``configs/teacher/synthcc.yaml`` (the tiny backbone at 128x64, a 10-epoch schedule), so
     ``rlq train --config configs/synthcc/rlq.yaml`` reproduces a demo row; the fields below override them."""
 
     synth_preset: str = "default"
     seed: int = 0
     methods: tuple[str, ...] = DEMO_METHODS
-    epochs: int | None = None  # None: the presets' (12; teacher 16)
+    epochs: int | None = None  # None: the presets' (10; teacher 12)
     batch_size: int | None = None  # None: the presets' (32)
     threads: int = 0  # torch CPU threads (0: all cores)
     analysis: bool = True

@@ -14,7 +14,7 @@ from ._common import app, console, out
 def demo(
     out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder (re-running skips finished runs)."),
     synth_preset: str = typer.Option("default", help="SynthCC preset: tiny, small or default."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs per method (default: the presets', 12; teacher 16)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs per method (default: the presets', 10; teacher 12)."),
     methods: str = typer.Option("cal,bm,cap,tad,rlq", help="Which methods to train, comma-separated."),
     seed: int = typer.Option(0, help="SynthCC and training seed."),
     threads: int = typer.Option(0, help="torch CPU threads (0: all cores)."),

@@ -213,3 +213,19 @@ def model_info(
             t.add_row(k, f"{v:,}")
     out.print(t)
     out.print(f"Table 9 count: {rep['table9_params'] / 1e6:.1f}M; inference network: {rep['inference_params']:,}")
+
+
+@app.command("train-teacher")
+def train_teacher(
+    overrides: List[str] = typer.Argument(None, help="key=value overrides, e.g. data.root=/data/Celeb-reID"),
+    config: str = typer.Option("configs/teacher/celeb.yaml", "--config", "-c", help="Teacher recipe preset."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run from its newest good checkpoint."),
+) -> None:
+    """Train the TAD teacher (METHOD.md §9): a Base Model on Celeb-reID with labels, no recolouring, seed 4,
+    200 epochs; its checkpoints carry the teacher-recipe metadata that TAD requires (tad.teacher=RUN)."""
+    from ..engine.recipe import run_training
+
+    spec = load_run_spec(config, overrides or [])
+    report = run_training(spec, resume=resume, role="teacher")
+    _print_report(report)
+    console.print(f"teacher run: {spec.output} (use tad.teacher={spec.output})")

@@ -52,7 +52,8 @@ class PKSampler:
     multiple of B (``drop_last``). ``set_epoch(e, start_batch)`` skips batches already consumed
     (exact resume). For an external stream (METHOD.md §5.1): ``reshuffle=False`` reproduces the
     `official` order that never changes across epochs; ``fraction`` < 1 keeps ⌊n_id·p⌋ images per
-    identity, ``fixed`` for the whole run or drawn ``per_epoch``.
+    identity (or ⌊n·p⌋ of all images with ``fraction_by="image"``), ``fixed`` for the whole run or drawn
+    ``per_epoch``. For an unlabeled stream give every image its own id and ``num_instances=1``.
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class PKSampler:
         fraction_mode: str = "fixed",
         reseed_aug_each_epoch: bool = True,
         stream: int = 0,
+        fraction_by: str = "identity",
     ) -> None:
         if batch_size <= 0 or batch_size % num_instances:
             raise ValueError(f"batch size {batch_size} is not a positive multiple of instances per identity {num_instances}")
@@ -77,6 +79,9 @@ class PKSampler:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         if fraction_mode not in ("fixed", "per_epoch"):
             raise ValueError(f"fraction_mode must be 'fixed' or 'per_epoch', got {fraction_mode!r}")
+        if fraction_by not in ("identity", "image"):
+            raise ValueError(f"fraction_by must be 'identity' or 'image', got {fraction_by!r}")
+        self.fraction_by = fraction_by
         self.pids = [int(p) for p in pids]
         self.batch_size = batch_size
         self.num_instances = num_instances
@@ -99,6 +104,8 @@ class PKSampler:
         if self.fraction >= 1.0:
             return list(range(len(self.pids)))
         rng = random.Random(self.seed if self.fraction_mode == "fixed" else self.seed + self.epoch)
+        if self.fraction_by == "image":
+            return sorted(rng.sample(range(len(self.pids)), int(len(self.pids) * self.fraction)))
         by_pid: dict[int, list[int]] = {}
         for i, p in enumerate(self.pids):
             by_pid.setdefault(p, []).append(i)

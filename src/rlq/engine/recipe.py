@@ -58,7 +58,7 @@ def validate_spec(spec: RunSpec) -> None:
     if d.batch_size % d.num_instances:
         raise ConfigError(f"data.batch_size={d.batch_size} is not divisible by data.num_instances={d.num_instances}")
     if spec.method in ("tad", "rlq"):
-        if t.external_batch_size % t.external_num_instances:
+        if t.external_dataset != "folder" and t.external_batch_size % t.external_num_instances:
             raise ConfigError(
                 f"tad.external_batch_size={t.external_batch_size} is not divisible by tad.external_num_instances={t.external_num_instances}"
             )
@@ -371,6 +371,10 @@ def _external_loader(spec: RunSpec, dataset: Dataset, dist: DistInfo, cache: Ima
     t = spec.tad
     if t.variant == "target_pairs":
         ext_samples = list(dataset.train)
+    elif t.external_dataset == "folder":
+        ext_samples = folder_samples(t.external_root)
+        if cache is not None:
+            cache.preload([s.path for s in ext_samples], progress=spec.train.progress and dist.is_main, desc="caching external images")
     else:
         ext = load_dataset(t.external_dataset, t.external_root, **dataset_options(t.external_dataset, spec.data.skip_bad))
         ext_samples = list(ext.train)
@@ -379,10 +383,27 @@ def _external_loader(spec: RunSpec, dataset: Dataset, dist: DistInfo, cache: Ima
     draw = _lq_draw(spec)
     ds = ExternalSet(ext_samples, spec.data.height, spec.data.width, (t.source_height, t.source_width), draw,
                      aligned=t.aligned, cache=cache)
-    sampler = PKSampler([s.pid for s in ext_samples], t.external_batch_size, t.external_num_instances, seed=spec.train.seed,
+    # An unlabeled folder: every image is its own "identity", so the PK sampler degenerates to a shuffle.
+    k = 1 if t.external_dataset == "folder" else t.external_num_instances
+    sampler = PKSampler([s.pid for s in ext_samples], t.external_batch_size, k, seed=spec.train.seed,
                         world_size=dist.world_size, rank=dist.rank, reshuffle=t.reshuffle, fraction=t.fraction,
-                        fraction_mode=t.fraction_mode, reseed_aug_each_epoch=t.reseed_aug, stream=1)
+                        fraction_mode=t.fraction_mode, reseed_aug_each_epoch=t.reseed_aug, stream=1,
+                        fraction_by="image" if t.external_dataset == "folder" else t.fraction_by)
     return LoaderSpec(ds, sampler, t.external_batch_size, spec.data.workers)
+
+
+def folder_samples(root: str | os.PathLike) -> list:
+    """Every image under ``root`` (recursive, sorted) as an unlabeled sample (its own pid) for the TAD stream."""
+    from ..data.records import Sample
+
+    exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+    r = Path(root)
+    if not r.is_dir():
+        raise ConfigError(f"tad.external_root {root} is not a folder of images")
+    paths = sorted(p for p in r.rglob("*") if p.suffix.lower() in exts and p.is_file())
+    if not paths:
+        raise ConfigError(f"no images (.jpg/.png/.bmp/.webp) under tad.external_root={root}")
+    return [Sample(str(p), i, 0, i, p.relative_to(r).with_suffix("").as_posix()) for i, p in enumerate(paths)]
 
 
 def _lq_draw(spec: RunSpec) -> "_LQDraw":

@@ -94,12 +94,13 @@ class OptimSpec:
 class TADSpec:
     teacher: Optional[str] = None  # checkpoint of a Base Model trained on the external data (§5.3, §9)
     force_teacher: bool = False  # accept a teacher checkpoint without recipe metadata
-    external_dataset: str = "celebreid"
+    external_dataset: str = "celebreid"  # any dataset name, or "folder" (any folder of person crops, unlabeled)
     external_root: Optional[str] = None
     external_batch_size: int = 32  # B per replica for the external stream
     external_num_instances: int = 4
     fraction: float = 1.0  # §5.1 amount (Fig. 6 ablation: ~0.08)
     fraction_mode: str = "fixed"  # fixed | per_epoch
+    fraction_by: str = "identity"  # identity (⌊n_id·p⌋ per identity) | image (⌊n·p⌋ of all images)
     reshuffle: bool = True  # `official`: False (same order every epoch); `default`/`paper`: True (fix)
     source_height: int = 256  # LQ synthesis source size (Celeb-reID images are 128x256)
     source_width: int = 128
