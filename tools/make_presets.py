@@ -129,14 +129,14 @@ def main() -> None:
             "data": {"dataset": "synthcc", "root": "data/synthcc", "height": 128, "width": 64, "batch_size": 32,
                      "workers": 0, "cache_images": True},
             "model": {"backbone": "tiny", "pretrained": "none"},
-            "loss": {"start_epoch_cc": 4, "start_epoch_adv": 4},
-            "optim": {"lr": 1.0e-3, "clothes_lr": 1.0e-3, "milestones": [7, 10]},
-            "train": {"epochs": 12, "eval_every": 4, "seed": 1},
+            "loss": {"start_epoch_cc": 3, "start_epoch_adv": 3},
+            "optim": {"lr": 1.0e-3, "clothes_lr": 1.0e-3, "milestones": [6, 8]},
+            "train": {"epochs": 10, "eval_every": 5, "seed": 1},
             "eval": {"workers": 0},
             "tad": {"teacher": "runs/synthcc-teacher", "external_dataset": "celebreid", "external_root": "data/synthcc/external",
                     "external_batch_size": 32, "source_height": 256, "source_width": 128}}
     dump(ROOT / "synthcc" / "_demo.yaml", demo,
-         "SynthCC settings of `rlq demo`: the tiny backbone at 128x64 and a 12-epoch schedule (fits 2 CPU cores).\n"
+         "SynthCC settings of `rlq demo`: the tiny backbone at 128x64 and a 10-epoch schedule (fits 2 CPU cores).\n"
          "SynthCC's own side inputs (gender CSV, parsing maps, pose_clusters.csv) are found automatically.")
     for m in METHODS:
         body = {"_base_": ["_demo.yaml", f"../methods/{m}.yaml"], "output": f"runs/synthcc-{m}"}
@@ -148,8 +148,8 @@ def main() -> None:
          {"_base_": ["../synthcc/_demo.yaml", "../methods/bm.yaml"], "role": "teacher", "preset": "teacher",
           "output": "runs/synthcc-teacher",
           "data": {"dataset": "celebreid", "root": "data/synthcc/external", "recolor": False},
-          "loss": {"start_epoch_cc": 16, "start_epoch_adv": 16},
-          "optim": {"milestones": [9, 13]}, "train": {"epochs": 16, "eval_every": 16}},
+          "loss": {"start_epoch_cc": 12, "start_epoch_adv": 12},
+          "optim": {"milestones": [7, 10]}, "train": {"epochs": 12, "eval_every": 12}},
          "A small TAD teacher on SynthCC's clean external split (the demo's).")
     # Table 7 TAD ablations on LTCC (METHOD.md §12).
     for variant in ("ss_mse_tad", "ss_mse_nt", "kl_only", "target_pairs"):
