@@ -162,7 +162,6 @@ def main(argv=None) -> dict:
     add_common_args(p, "benchmarks/results/reliability.json")
     p.add_argument("--kills", type=int, default=4)
     args = p.parse_args(argv)
-    from rlq.attributes.pose_io import cluster_dataset_poses  # noqa: F401
     from rlq.data.synth import generate_synthcc
 
     report: dict = {"env": env_info()}

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import io
-import json
 import pickle
 import shutil
-import zipfile
 from pathlib import Path
 
 import numpy as np

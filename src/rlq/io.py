@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-__all__ = ["replace_dir", "atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file"]
+__all__ = ["save_figure", "replace_dir", "atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file"]
 
 
 def _umask_mode() -> int:
@@ -101,6 +101,16 @@ def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
     else:
         os.replace(tmp, final)
     _fsync_dir(final.parent)
+
+
+def save_figure(fig: Any, path: str | os.PathLike) -> Path:
+    """Render a matplotlib Figure to PNG and write it atomically; returns the path."""
+    import io as _io
+
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -8,7 +8,6 @@ and are averaged per bucket, which equals evaluating each subset on its own (que
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from pathlib import Path, PurePath
@@ -20,7 +19,7 @@ from rlq.data.records import Protocol, Sample
 from rlq.data.sidecars import SIZE_BUCKETS, size_bucket
 from rlq.errors import ConfigError, DatasetError, SideInputError
 from rlq.evaluation.ranking import evaluate_features
-from rlq.io import atomic_write_bytes
+from rlq.io import save_figure
 
 __all__ = [
     "image_heights",
@@ -231,11 +230,7 @@ def plot_buckets(results: Mapping[str, Mapping[str, Any]], out_png: str | os.Pat
         fig.tight_layout(rect=(0, 0, 1, 0.92))
     else:
         fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    out = Path(out_png)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
+    return save_figure(fig, out_png)
 
 
 def buckets_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:

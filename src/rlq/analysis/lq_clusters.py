@@ -9,7 +9,6 @@ to the test-resized images.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from pathlib import Path
@@ -21,7 +20,7 @@ from torch import nn
 
 from rlq.errors import ConfigError
 from rlq.evaluation.extract import extract_features
-from rlq.io import atomic_write_bytes
+from rlq.io import save_figure
 from rlq.lq.batched import synthesize_batch
 from rlq.lq.mix import ARTIFACT_NAMES, LQMix, draw_lq, mix_for_dataset
 from rlq.lq.severity import SEVERITY_ARTIFACTS, SEVERITY_GRID
@@ -231,11 +230,7 @@ def plot_tsne(
     ax.legend(fontsize=8, loc="best")
     ax.set_title(title or f"t-SNE of HQ and LQ features (seed {seed})", fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    out = Path(out_png)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
+    return save_figure(fig, out_png)
 
 
 def lq_clusters_markdown(results: dict[str, Any]) -> str:

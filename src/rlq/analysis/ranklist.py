@@ -26,7 +26,7 @@ from rlq.data.records import MODES, Sample, canonical_id
 from rlq.data.sidecars import read_gender_csv
 from rlq.errors import ConfigError
 from rlq.evaluation.ranking import evaluate, evaluate_features
-from rlq.io import atomic_write_bytes, atomic_write_text
+from rlq.io import atomic_write_bytes, atomic_write_text, save_figure
 
 __all__ = [
     "STATUS_COLORS",
@@ -407,8 +407,4 @@ def plot_gender(results: Mapping[str, Mapping[str, Any]], out_png: str | os.Path
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    out = Path(out_png)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
+    return save_figure(fig, out_png)

@@ -8,7 +8,6 @@ degrades the gallery). The degradation runs at the evaluation resolution, after 
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
@@ -24,7 +23,7 @@ from rlq.data.records import Dataset, Protocol
 from rlq.errors import ConfigError
 from rlq.evaluation.extract import extract_features
 from rlq.evaluation.protocols import evaluate_protocol, summarize
-from rlq.io import atomic_write_bytes
+from rlq.io import save_figure
 from rlq.lq.severity import MAX_LEVEL, SEVERITY_ARTIFACTS, SEVERITY_GRID, degrade_batch
 
 __all__ = [
@@ -256,11 +255,7 @@ def plot_robustness(
     if handles:
         fig.axes[-1].legend(handles, labels, fontsize=7, loc="best")
     fig.tight_layout(rect=(0, 0, 1, 0.93))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    out = Path(out_png)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
+    return save_figure(fig, out_png)
 
 
 def robustness_markdown(results_by_model: Mapping[str, Mapping[str, Any]], evaluation: str | None = None) -> str:

@@ -8,7 +8,6 @@ body-line vector (:func:`pose_vector`), cluster the train split's vectors with K
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from rlq.errors import ConfigError, SideInputError
-from rlq.io import atomic_write_bytes
+from rlq.io import save_figure
 
 if TYPE_CHECKING:  # sklearn is imported lazily: it is heavy and only the clustering needs it
     from sklearn.cluster import KMeans
@@ -333,8 +332,4 @@ def plot_sweep(results: Sequence[Mapping[str, Any]], out_png: str | os.PathLike)
         ax.set_xticks(ks)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    out = Path(out_png)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
+    return save_figure(fig, out_png)

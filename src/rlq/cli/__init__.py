@@ -5,10 +5,8 @@ Each area registers its commands in its own module (``rlq.cli.<area>``); this mo
 
 from __future__ import annotations
 
-import logging
 import sys
 
-import typer
 from rich.markup import escape
 
 from ..errors import RlqError

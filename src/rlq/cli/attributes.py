@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ._common import console, gender_app, lq_app, out, poses_app
+from ._common import gender_app, lq_app, out, poses_app
 
 
 def _train(name: str, root: Path, split: str):

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ._common import app, console, out
+from ._common import app, console
 
 
 @app.command("demo")

@@ -11,7 +11,6 @@ import logging
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 from torch.utils.data import Dataset as TorchDataset
 
