@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 import subprocess
 import sys
@@ -86,17 +87,30 @@ def test_config_errors_are_clear(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo(synthcc_tiny, tmp_path):
-    """2-process DDP on CPU (gloo) over SynthCC tiny writes one checkpoint (only rank 0 writes)."""
-    run = tmp_path / "ddp"
+    """2-process DDP on CPU (gloo) over SynthCC tiny: the Base Model with the clothes-head update and L_CAL
+    (epoch 1), then TAD with idle pose/gender parameters (find_unused_parameters); only rank 0 writes."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "rlq.cli",
-           "train", "method=bm", "data.dataset=synthcc", f"data.root={synthcc_tiny}", f"output={run}",
-           *[t for t in TINY if not t.startswith("train.epochs")], "train.epochs=1", "data.batch_size=4"]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-3000:]
+
+    def torchrun(run: Path, *extra: str) -> None:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "rlq.cli",
+               "train", "data.dataset=synthcc", f"data.root={synthcc_tiny}", f"output={run}",
+               *[t for t in TINY if not t.startswith("train.epochs")], "data.batch_size=4", "train.log_every=1", *extra]
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+
+    run = tmp_path / "ddp"
+    torchrun(run, "method=bm", "train.epochs=2", "train.keep_last=1")
     ckpts = [c for c in (run / "checkpoints").iterdir() if c.name.startswith("e")]
     assert len(ckpts) == 1
     state = json.loads((ckpts[0] / "state.json").read_text())
-    assert state["world_size"] == 2 and state["position"]["epoch"] == 1
+    assert state["world_size"] == 2 and state["position"]["epoch"] == 2
     meta = json.loads((run / "meta.json").read_text())
     assert meta["world_size"] == 2 and meta["batch_per_replica"] == 4
+    steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any("cal" in r and "clothes_ce" in r for r in steps if r["type"] == "train")  # CAL ran under DDP
+    run2 = tmp_path / "ddp_tad"
+    torchrun(run2, "method=rlq", "train.epochs=1", "tad.variant=kl_only", "tad.external_dataset=folder",
+             f"tad.external_root={synthcc_tiny / 'external' / 'train'}", "tad.external_batch_size=4",
+             "tad.source_height=64", "tad.source_width=32")
+    phases = {json.loads(x).get("phase") for x in (run2 / "metrics.jsonl").read_text().splitlines()}
+    assert {"tad", "reid"} <= phases

@@ -20,7 +20,7 @@ BASES = {
     "official": {
         "preset": "official",
         "optim": {"warmup_epochs": 0},
-        "train": {"epochs": 200, "selection": "official", "amp": "off"},
+        "train": {"epochs": 200, "amp": "off"},
         "loss": {"kl_weighting": "official"},
         "tad": {"alternation": "epoch", "reshuffle": False, "reseed_aug": False, "run_pose_branch": True,
                 "clothes_kl": False, "lq_ranges": "official"},
@@ -30,7 +30,7 @@ BASES = {
     "paper": {
         "preset": "paper",
         "optim": {"warmup_epochs": 10, "warmup_factor": 0.1},
-        "train": {"epochs": 200, "selection": "official"},
+        "train": {"epochs": 200},
         "loss": {"kl_weighting": "paper"},
         "data": {"batch_size": 40},
         "tad": {"alternation": "step", "reshuffle": True, "reseed_aug": True, "run_pose_branch": False,
@@ -40,7 +40,7 @@ BASES = {
     "default": {
         "preset": "default",
         "optim": {"warmup_epochs": 0},
-        "train": {"epochs": 200, "selection": "default"},
+        "train": {"epochs": 200},
         "loss": {"kl_weighting": "official"},
         "tad": {"alternation": "epoch", "reshuffle": True, "reseed_aug": True, "run_pose_branch": False,
                 "clothes_kl": False, "lq_ranges": "official"},

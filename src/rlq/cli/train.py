@@ -48,8 +48,15 @@ def train(
     from ..engine.recipe import run_training
 
     report = run_training(spec, resume=resume)
-    _print_report(report)
-    console.print(f"run folder: {spec.output}")
+    if _is_rank0():
+        _print_report(report)
+        console.print(f"run folder: {spec.output}")
+
+
+def _is_rank0() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def _print_report(report: dict) -> None:
@@ -227,5 +234,6 @@ def train_teacher(
 
     spec = load_run_spec(config, overrides or [])
     report = run_training(spec, resume=resume, role="teacher")
-    _print_report(report)
-    console.print(f"teacher run: {spec.output} (use tad.teacher={spec.output})")
+    if _is_rank0():
+        _print_report(report)
+        console.print(f"teacher run: {spec.output} (use tad.teacher={spec.output})")

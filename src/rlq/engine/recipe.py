@@ -81,8 +81,6 @@ def validate_spec(spec: RunSpec) -> None:
         raise ConfigError("data.height and data.width must be positive")
     if spec.train.amp not in ("auto", "off", "bf16", "fp16"):
         raise ConfigError(f"train.amp must be auto, off, bf16 or fp16, got {spec.train.amp!r}")
-    if spec.train.selection not in ("official", "default"):
-        raise ConfigError(f"train.selection must be 'official' or 'default', got {spec.train.selection!r}")
     if spec.train.epochs < 1:
         raise ConfigError("train.epochs must be at least 1")
 

@@ -135,7 +135,6 @@ class TrainSpec:
     progress: bool = True
     max_steps_per_epoch: int = 0  # debugging: cut each phase after N steps (0 = full epochs)
     nonfinite: str = "error"  # error | skip (skip the batch, counted)
-    selection: str = "default"  # official (best on test) | default (test-best + last + val-best, labelled)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # torch intra-op threads on CPU (0 = torch default)
 
