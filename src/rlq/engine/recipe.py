@@ -304,7 +304,7 @@ def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, role
         cache.preload([s.path for s in dataset.train], progress=spec.train.progress and dist.is_main, desc="caching train images",
                       parsing_paths=side.parsing_paths)
     palette = PALETTES[_palette_name(spec)]
-    lq_draw = _lq_draw(spec) if spec.loss.lq_aug else None
+    lq_draw = _lq_draw(spec, dataset) if spec.loss.lq_aug else None
     train_set = TrainSet(
         dataset.train, d.height, d.width, gender=side.gender, pose=side.pose, recolor=d.recolor,
         parsing_paths=side.parsing_paths, faulty=side.faulty, palette=palette,
@@ -378,7 +378,7 @@ def _external_loader(spec: RunSpec, dataset: Dataset, dist: DistInfo, cache: Ima
         ext_samples = list(ext.train)
         if cache is not None:
             cache.preload([s.path for s in ext_samples], progress=spec.train.progress and dist.is_main, desc="caching external images")
-    draw = _lq_draw(spec)
+    draw = _lq_draw(spec, dataset)
     ds = ExternalSet(ext_samples, spec.data.height, spec.data.width, (t.source_height, t.source_width), draw,
                      aligned=t.aligned, cache=cache)
     # An unlabeled folder: every image is its own "identity", so the PK sampler degenerates to a shuffle.
@@ -404,11 +404,18 @@ def folder_samples(root: str | os.PathLike) -> list:
     return [Sample(str(p), i, 0, i, p.relative_to(r).with_suffix("").as_posix()) for i, p in enumerate(paths)]
 
 
-def _lq_draw(spec: RunSpec) -> "_LQDraw":
-    """The per-image LQ draw of the target dataset's mix (METHOD.md §5.2) with the spec's ranges."""
-    from ..lq.mix import mix_for_dataset
+def _lq_draw(spec: RunSpec, dataset: Dataset | None = None) -> "_LQDraw":
+    """The per-image LQ draw of the target dataset's mix (METHOD.md §5.2) with the spec's ranges; a manifest's
+    ``lq_mix`` (its protocol YAML) is used when the spec says ``auto``."""
+    from ..lq.mix import LQMix, mix_for_dataset
 
     t = spec.tad
+    custom = (dataset.info or {}).get("lq_mix") if dataset is not None else None
+    if t.lq_mix == "auto" and isinstance(custom, dict):
+        bad = sorted(set(custom) - {"pixelation", "motion", "defocus"})
+        if bad:
+            raise ConfigError(f"the manifest's lq_mix has unknown artifact(s) {bad}; use pixelation, motion and defocus")
+        return _LQDraw(LQMix.from_probs(**{k: float(v) for k, v in custom.items()}, name="manifest"), t.lq_ranges)
     return _LQDraw(mix_for_dataset(spec.data.dataset if t.lq_mix == "auto" else t.lq_mix), t.lq_ranges)
 
 
