@@ -262,8 +262,6 @@ def run_training(spec: RunSpec, *, resume: bool = False, role: str | None = None
 
 def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, role: str | None) -> dict:
     run_dir = Path(spec.output)
-    if dist.is_main:
-        _check_writable(run_dir)
     if spec.train.num_threads > 0:
         torch.set_num_threads(spec.train.num_threads)
     if spec.train.deterministic:
@@ -281,6 +279,8 @@ def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, role
         from ..data.holdout import identity_holdout
 
         dataset = identity_holdout(dataset, d.val_holdout_ids, seed=spec.train.seed)
+    if dist.is_main:  # after the dataset parsed, before anything heavy: no empty run folder for a wrong root
+        _check_writable(run_dir)
     defaults = default_side_paths(canonical_name(d.dataset), d.root)
     need_pose, need_gender = spec.method in _POSE, spec.method in _GENDER
     side = build_side_inputs(
