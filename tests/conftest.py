@@ -26,3 +26,14 @@ def synthcc_tiny(tmp_path_factory) -> Path:
     ds = load_dataset("synthcc", root)
     cluster_dataset_poses(root, ds.train, root / "poses", root / "pose_clusters.csv", ks=(15,), seed=0)
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on shared CI cores: one intra-op thread avoids OpenMP oversubscription stalls (restored after)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

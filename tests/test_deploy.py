@@ -23,15 +23,6 @@ from rlq.models import build_model
 H, W = 64, 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on shared CI cores: one intra-op thread avoids OpenMP barrier stalls (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_model(seed: int = 0):
     return build_model(method="bm", num_ids=5, backbone="tiny", pretrained="none", seed=seed).eval()
 
@@ -47,6 +38,9 @@ def make_image(seed: int, h: int, w: int) -> np.ndarray:
     img += rng.normal(0, 10, img.shape)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def model():

@@ -24,19 +24,13 @@ from rlq.models import build_model  # noqa: E402
 H, W = 64, 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on shared CI cores: one intra-op thread avoids OpenMP barrier stalls (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_model(method: str = "bm", seed: int = 0):
     kw = {"pose_clusters": 3} if method in ("cap", "rlq") else {}
     return build_model(method=method, num_ids=5, backbone="tiny", pretrained="none", seed=seed, **kw).eval()
 
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def image_paths(tmp_path_factory):

@@ -17,23 +17,14 @@ from rlq.errors import ConfigError
 from rlq.evaluation.ranking import evaluate_features
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny convolutions on a shared 2-core machine: one intra-op thread avoids OpenMP oversubscription stalls.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="session")
-def synth(tmp_path_factory):
+def synth(synthcc_tiny):
     from rlq.data.datasets import load_dataset
-    from rlq.data.synth import generate_synthcc
 
-    root = tmp_path_factory.mktemp("visualize_synth") / "synthcc"
-    generate_synthcc(root, preset="tiny", seed=0, workers=0)
-    return root, load_dataset("synthcc", root)
+    return synthcc_tiny, load_dataset("synthcc", synthcc_tiny)
 
 
 def _img(path: Path, colour: tuple[int, int, int]) -> str:
