@@ -133,8 +133,9 @@ def lq_preview(
     from ..data.images import read_image
     from ..lq.preview import lq_preview_sheet
 
-    exts = {".jpg", ".jpeg", ".png", ".bmp"}
-    paths = sorted(p for p in images.rglob("*") if p.suffix.lower() in exts)
+    from ..data.images import image_files
+
+    paths = image_files(images)
     if not paths:
         raise typer.BadParameter(f"no images under {images}")
     pick = random.Random(seed).sample(paths, min(n, len(paths)))

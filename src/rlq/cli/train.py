@@ -157,7 +157,9 @@ def extract_cmd(
     if images is not None:
         from ..data.records import Sample
 
-        paths = _image_files(images)
+        from ..data.images import image_files
+
+        paths = image_files(images)
         if not paths:
             raise typer.BadParameter(f"no images under {images}")
         f = extract_features(model, paths, h, w, device=dev, batch_size=batch_size, workers=workers, amp_dtype=amp,
@@ -179,13 +181,6 @@ def extract_cmd(
             samples[n] = ss
         save_features(out_path, feats, samples, {**meta, "dataset": dataset, "root": str(root)})
     console.print(f"wrote {out_path}")
-
-
-_IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-
-
-def _image_files(folder: Path) -> list[str]:
-    return sorted(str(p) for p in Path(folder).rglob("*") if p.suffix.lower() in _IMAGE_EXT and p.is_file())
 
 
 @app.command("model-info")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from rlq.errors import DatasetError
 
-__all__ = ["MAX_PIXELS", "read_image", "verify_image", "to_rgb"]
+__all__ = ["MAX_PIXELS", "IMAGE_EXTENSIONS", "image_files", "read_image", "verify_image", "to_rgb"]
 
 #: Largest image accepted (width x height); Pillow's own default decompression-bomb limit.
 MAX_PIXELS = 89_478_485
@@ -109,3 +110,12 @@ def verify_image(path: str | os.PathLike, full_decode: bool = True, *, max_pixel
     except _BadImage as exc:
         return str(exc)
     return None
+
+
+#: Image files read from plain folders (`rlq extract --images`, `rlq search --query DIR`, TAD's `folder` stream).
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+
+
+def image_files(folder: str | os.PathLike) -> list[str]:
+    """The image files under ``folder`` (recursive), sorted by path."""
+    return sorted(str(p) for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())

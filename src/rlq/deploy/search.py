@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, RlqError
+from ..data.images import IMAGE_EXTENSIONS, image_files  # noqa: F401  (re-exported by rlq.deploy)
 from ..io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text, replace_dir
 
 __all__ = [
@@ -49,15 +50,8 @@ INDEX_VERSION = 1
 FEATURES_FILE = "features.npy"
 INDEX_FILE = "index.json"
 FAISS_FILE = "faiss.index"
-#: The image files `rlq extract --images` and `rlq search --query DIR` read (searched recursively).
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 _SCORE_BUDGET_BYTES = 256 * 2**20  # one chunk's query x gallery score block
 _CHECK_ROWS = 16384  # rows per block when validating features
-
-
-def image_files(folder: str | os.PathLike) -> list[str]:
-    """The image files under ``folder`` (recursive), sorted by path."""
-    return sorted(str(p) for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
 def _import_faiss():

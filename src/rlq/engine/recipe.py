@@ -392,13 +392,13 @@ def _external_loader(spec: RunSpec, dataset: Dataset, dist: DistInfo, cache: Ima
 
 def folder_samples(root: str | os.PathLike) -> list:
     """Every image under ``root`` (recursive, sorted) as an unlabeled sample (its own pid) for the TAD stream."""
+    from ..data.images import image_files
     from ..data.records import Sample
 
-    exts = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
     r = Path(root)
     if not r.is_dir():
         raise ConfigError(f"tad.external_root {root} is not a folder of images")
-    paths = sorted(p for p in r.rglob("*") if p.suffix.lower() in exts and p.is_file())
+    paths = [Path(p) for p in image_files(r)]
     if not paths:
         raise ConfigError(f"no images (.jpg/.png/.bmp/.webp) under tad.external_root={root}")
     return [Sample(str(p), i, 0, i, p.relative_to(r).with_suffix("").as_posix()) for i, p in enumerate(paths)]
