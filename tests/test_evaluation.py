@@ -1,4 +1,4 @@
-"""rlq.evaluation.ranking against a slow, obviously-correct reference (DATASETS.md §2)."""
+"""rlq.evaluation.ranking against a slow, obviously-correct reference (docs/datasets.md §2)."""
 
 from __future__ import annotations
 

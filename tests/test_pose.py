@@ -1,4 +1,4 @@
-"""Pose vectors, clustering, sweep, CSV round trip and contact sheets (METHOD.md §3.4)."""
+"""Pose vectors, clustering, sweep, CSV round trip and contact sheets (docs/method.md §3.4)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from rlq.errors import ConfigError, SideInputError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-# METHOD.md §3.4 table, written out independently of the module.
+# docs/method.md §3.4 table, written out independently of the module.
 SPEC_LINES = [(0, 1), (0, 2), (1, 3), (2, 4), (5, 6), (5, 7), (7, 9), (6, 8), (8, 10),
               (11, 13), (12, 14), (13, 15), (14, 16)]
 

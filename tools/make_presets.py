@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write the YAML presets under src/rlq/configs/ (the repository's configs/ points there).
 
-Layout: _base_/{official,paper,default}.yaml (METHOD.md §10 columns), datasets/*.yaml (§8 per-dataset
+Layout: _base_/{official,paper,default}.yaml (docs/method.md §10 columns), datasets/*.yaml (§8 per-dataset
 numbers), methods/*.yaml, then one file per dataset x method x preset that only lists its bases, plus
 the teacher recipe (§9) and the Table 7 TAD ablations. Run after changing a number here; the tests
 load and validate every preset.
@@ -16,7 +16,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1] / "src" / "rlq" / "configs"
 
 BASES = {
-    # METHOD.md §10, column `official` (the authors' code).
+    # docs/method.md §10, column `official` (the authors' code).
     "official": {
         "preset": "official",
         "optim": {"warmup_epochs": 0},
@@ -48,7 +48,7 @@ BASES = {
     },
 }
 
-# METHOD.md §8: per-replica batch (official), palette, side inputs. Paths are placeholders to override.
+# docs/method.md §8: per-replica batch (official), palette, side inputs. Paths are placeholders to override.
 DATASETS = {
     "ltcc": {"data": {"dataset": "ltcc", "root": "data/LTCC_ReID", "batch_size": 32,
                       "gender_csv": "annotations/LTCC_Gender.csv", "pose_csv": "annotations/LTCC_Pose_Cluster.csv",
@@ -90,11 +90,11 @@ def dump(path: Path, data: dict, header: str) -> None:
 
 def main() -> None:
     for name, data in BASES.items():
-        dump(ROOT / "_base_" / f"{name}.yaml", data, f"The `{name}` column of METHOD.md §10. Every key can be overridden.")
+        dump(ROOT / "_base_" / f"{name}.yaml", data, f"The `{name}` column of docs/method.md §10. Every key can be overridden.")
     for name, data in DATASETS.items():
         d = {k: v for k, v in data.items() if not k.startswith("_")}
         dump(ROOT / "datasets" / f"{name}.yaml", d,
-             f"{name}: METHOD.md §8 numbers. Official runs used {data['_replicas']} replicas x data.batch_size per replica\n"
+             f"{name}: docs/method.md §8 numbers. Official runs used {data['_replicas']} replicas x data.batch_size per replica\n"
              f"(torchrun --nproc_per_node {data['_replicas']}). Paths are placeholders: override data.root etc.")
     for name, data in METHODS.items():
         dump(ROOT / "methods" / f"{name}.yaml", data, f"Method {data['method']}.")
@@ -103,27 +103,27 @@ def main() -> None:
             for preset in BASES:
                 extra: dict = {}
                 if ds == "last" and preset in ("paper", "default"):
-                    extra = {"train": {"epochs": 300}}  # METHOD.md §10 / §13.6: the paper says 300 for LaST
+                    extra = {"train": {"epochs": 300}}  # docs/method.md §10 / §13.6: the paper says 300 for LaST
                 suffix = "" if preset == "default" else f"_{preset}"
                 body = {"_base_": [f"../datasets/{ds}.yaml", f"../_base_/{preset}.yaml", f"../methods/{m}.yaml"],
                         "output": f"runs/{ds}-{m}{suffix}", **extra}
                 dump(ROOT / ds / f"{m}{suffix}.yaml", body,
                      f"{METHODS[m]['method']} on {ds}, `{preset}` preset.\n"
                      f"rlq train --config configs/{ds}/{m}{suffix}.yaml data.root=/path/to/{ds}")
-    # METHOD.md §9: the teacher = a Base Model trained on Celeb-reID, no recolouring, batch 40 x 2, seed 4, 200 epochs.
+    # docs/method.md §9: the teacher = a Base Model trained on Celeb-reID, no recolouring, batch 40 x 2, seed 4, 200 epochs.
     teacher = {"_base_": ["../_base_/official.yaml"], "method": "bm", "role": "teacher", "preset": "teacher",
                "output": "runs/teacher-celeb",
                "data": {"dataset": "celebreid", "root": "data/Celeb-reID", "batch_size": 40, "recolor": False,
                         "camera_rule": "official"},
                "train": {"seed": 4, "epochs": 200}}
     dump(ROOT / "teacher" / "celeb.yaml", teacher,
-         "TAD teacher recipe (METHOD.md §9): Base Model on Celeb-reID with labels; keep the final (epoch-200) weights.\n"
+         "TAD teacher recipe (docs/method.md §9): Base Model on Celeb-reID with labels; keep the final (epoch-200) weights.\n"
          "Official: 2 replicas x 40 (torchrun --nproc_per_node 2). TAD loads the newest checkpoint of this run.")
     cap_teacher = dict(teacher, method="cap", output="runs/teacher-celeb-cap",
                        data={**teacher["data"], "gender_csv": "annotations/Celeb-reID_Gender.csv",
                              "pose_csv": "annotations/Celeb-reID_Pose_Cluster.csv"})
     dump(ROOT / "teacher" / "celeb_cap.yaml", cap_teacher,
-         "\"CAP teacher\" variant (METHOD.md §5.3): Celeb-reID trained with CAP; TAD drops its pose branch.")
+         "\"CAP teacher\" variant (docs/method.md §5.3): Celeb-reID trained with CAP; TAD drops its pose branch.")
     # SynthCC presets mirroring `rlq demo` (tiny backbone, 128x64, short schedule; fit 2 CPU cores).
     demo = {"preset": "default",
             "data": {"dataset": "synthcc", "root": "data/synthcc", "height": 128, "width": 64, "batch_size": 32,
@@ -151,10 +151,10 @@ def main() -> None:
           "loss": {"start_epoch_cc": 12, "start_epoch_adv": 12},
           "optim": {"milestones": [7, 10]}, "train": {"epochs": 12, "eval_every": 12}},
          "A small TAD teacher on SynthCC's clean external split (the demo's).")
-    # Table 7 TAD ablations on LTCC (METHOD.md §12).
+    # Table 7 TAD ablations on LTCC (docs/method.md §12).
     for variant in ("ss_mse_tad", "ss_mse_nt", "kl_only", "target_pairs"):
         body = {"_base_": ["../ltcc/tad.yaml"], "output": f"runs/ltcc-tad-{variant}", "tad": {"variant": variant}}
-        dump(ROOT / "ablations" / f"ltcc_tad_{variant}.yaml", body, f"Table 7 ablation `{variant}` (METHOD.md §12) on LTCC.")
+        dump(ROOT / "ablations" / f"ltcc_tad_{variant}.yaml", body, f"Table 7 ablation `{variant}` (docs/method.md §12) on LTCC.")
     dump(ROOT / "ablations" / "ltcc_bm_lq_aug.yaml",
          {"_base_": ["../ltcc/bm.yaml"], "output": "runs/ltcc-bm-lq-aug", "loss": {"lq_aug": True}},
          "Table 7 `BM + LQ Aug.`: an extra LQ copy of each target image keeping its real clothes label.")

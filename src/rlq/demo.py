@@ -3,7 +3,7 @@
 Generates SynthCC (if missing), clusters its keypoints into pose clusters, trains a small teacher on the
 clean external split, then CAL, the Base Model, CAP, BM+TAD and RLQ on the low-quality target, and
 writes ``results.json`` and ``report.md``. To fit 2 CPU cores it uses the ``tiny`` backbone at a
-128x64 input and a short schedule scaled from METHOD.md §6 (the paper: ResNet-50, 384x192, 200
+128x64 input and a short schedule scaled from docs/method.md §6 (the paper: ResNet-50, 384x192, 200
 epochs); the numbers are therefore a demonstration of the pipeline, not the paper's.
 """
 
@@ -149,7 +149,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None
         tspec = _spec(s, "configs/teacher/synthcc.yaml", root, tdir, teacher=True)
         rep = _finished(tdir, tspec.train.epochs)
         if rep is None:
-            say(f"training the teacher (Base Model, METHOD.md §9) on the clean external split for {tspec.train.epochs} epochs ...")
+            say(f"training the teacher (Base Model, docs/method.md §9) on the clean external split for {tspec.train.epochs} epochs ...")
             rep = run_training(tspec)
         timings["teacher"] = time.time() - t0
         results["teacher"] = {"external": _short(rep)}

@@ -1,4 +1,4 @@
-"""Robustness per artifact (paper Fig. 8 left) under rlq's own graded-severity protocol (METHOD.md §12).
+"""Robustness per artifact (paper Fig. 8 left) under rlq's own graded-severity protocol (docs/method.md §12).
 
 One artifact type at a time, at the severity levels of :data:`rlq.lq.severity.SEVERITY_GRID` (level 0 =
 clean), seeded, applied to the test-resized query images only (``apply_to="query"``; ``"both"`` also
@@ -38,12 +38,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Label carried by every robustness result and plot (METHOD.md §12 asks for it).
-ROBUSTNESS_PROTOCOL = "rlq's own robustness protocol (METHOD.md §12), not a paper protocol"
+#: Label carried by every robustness result and plot (docs/method.md §12 asks for it).
+ROBUSTNESS_PROTOCOL = "rlq's own robustness protocol (docs/method.md §12), not a paper protocol"
 ROBUSTNESS_DEFINITION = (
     "One synthetic artifact type per curve (rlq.lq.severity.SEVERITY_GRID; level 0 = clean), applied after the "
     "test resize at the evaluation resolution, seeded per split (motion-blur angles); query images only unless "
-    "apply_to='both'. Metrics follow DATASETS.md §2 (fractions; invalid queries excluded)."
+    "apply_to='both'. Metrics follow docs/datasets.md §2 (fractions; invalid queries excluded)."
 )
 _APPLY = ("query", "both")
 

@@ -102,7 +102,7 @@ def robustness_cmd(
     out_dir: Path = _opt_out(),
     artifacts: str = typer.Option("pixelation,defocus,motion,jpeg", help="Comma list of artifacts (rlq.lq.severity)."),
     levels: str = typer.Option("0,1,2,3,4", help="Comma list of severity levels (0 = clean ... 4)."),
-    apply_to: str = typer.Option("query", help="query (METHOD.md §12) or both (query and gallery)."),
+    apply_to: str = typer.Option("query", help="query (docs/method.md §12) or both (query and gallery)."),
     seed: int = typer.Option(0, help="Seed of the motion-blur angles."),
     protocol: str = typer.Option("test", help="Which protocol: test or val."),
     metric: str = typer.Option("rank1", help="Metric plotted first (rank1 and mAP are always plotted)."),
@@ -115,7 +115,7 @@ def robustness_cmd(
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
     cache_images: bool = typer.Option(False, "--cache-images", help="Decode the test images once into memory (small datasets)."),
 ) -> None:
-    """Metrics per artifact and severity level (paper Fig. 8 left; rlq's own protocol, METHOD.md §12), one curve per checkpoint."""
+    """Metrics per artifact and severity level (paper Fig. 8 left; rlq's own protocol, docs/method.md §12), one curve per checkpoint."""
     from ..analysis.report import write_report
     from ..analysis.robustness import ROBUSTNESS_PROTOCOL, plot_robustness, robustness_markdown, robustness_sweep
     from ..io import atomic_write_json
@@ -174,7 +174,7 @@ def lq_clusters_cmd(
     max_images: int = typer.Option(1000, help="At most this many images (a seeded random subset)."),
     mix: Optional[str] = typer.Option(None, help="LQ source: a dataset's training mix (ltcc, prcc, ...; default: "
                                       "--dataset's) or ARTIFACT:LEVEL of the severity grid (e.g. motion:3)."),
-    ranges: str = typer.Option("official", help="Training-mix parameter ranges: official or paper (METHOD.md §5.2)."),
+    ranges: str = typer.Option("official", help="Training-mix parameter ranges: official or paper (docs/method.md §5.2)."),
     seed: int = typer.Option(0, help="Seed of the LQ draws, the subset, the probe folds and t-SNE."),
     tsne: bool = typer.Option(True, "--tsne/--no-tsne", help="Draw the t-SNE picture (paper Fig. 7)."),
     tsne_points: int = typer.Option(1000, help="At most this many points in the t-SNE picture."),

@@ -139,7 +139,7 @@ def extract_cmd(
     device: str = typer.Option("auto"),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
 ) -> None:
-    """Extract L2-normalised features (flip-summed, METHOD.md §2.5) for a dataset's splits or a folder of images."""
+    """Extract L2-normalised features (flip-summed, docs/method.md §2.5) for a dataset's splits or a folder of images."""
     import torch
 
     from ..engine.distributed import resolve_device
@@ -191,7 +191,7 @@ def model_info(
     backbone: str = typer.Option("resnet50", help="resnet50, resnet34, resnet18, narrow or tiny."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Parameter counts per part, at inference, and as paper Table 9 counts them (METHOD.md §2.6)."""
+    """Parameter counts per part, at inference, and as paper Table 9 counts them (docs/method.md §2.6)."""
     from ..models import build_model
     from ..models.params import parameter_report
 
@@ -223,7 +223,7 @@ def train_teacher(
     config: str = typer.Option("configs/teacher/celeb.yaml", "--config", "-c", help="Teacher recipe preset."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run from its newest good checkpoint."),
 ) -> None:
-    """Train the TAD teacher (METHOD.md §9): a Base Model on Celeb-reID with labels, no recolouring, seed 4,
+    """Train the TAD teacher (docs/method.md §9): a Base Model on Celeb-reID with labels, no recolouring, seed 4,
     200 epochs; its checkpoints carry the teacher-recipe metadata that TAD requires (tad.teacher=RUN)."""
     from ..engine.recipe import run_training
 

@@ -205,7 +205,7 @@ def PathSet(paths: Sequence[str], height: int, width: int) -> EvalSet:
 
 
 class ExternalSet(TorchDataset):
-    """External HQ stream for TAD (METHOD.md §5): the HQ view plus the ingredients of its LQ view.
+    """External HQ stream for TAD (docs/method.md §5): the HQ view plus the ingredients of its LQ view.
 
     Per item: ``hq`` uint8 (3,H,W) after §3.1 geometry and its ``hq_erase`` box; ``lq_src`` the
     original resized to ``source_size`` (h, w) (identity for Celeb-reID's 256x128 images), the LQ

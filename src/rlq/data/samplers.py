@@ -1,4 +1,4 @@
-"""Identity (PK) sampling, DDP-aware and seeded per epoch (METHOD.md §3.2).
+"""Identity (PK) sampling, DDP-aware and seeded per epoch (docs/method.md §3.2).
 
 Every yielded item is ``(dataset_index, aug_seed)``: the augmentation seed is a pure function of
 (seed, epoch, rank, position in the epoch), so a sample's augmentation does not depend on the number
@@ -26,7 +26,7 @@ def aug_seed(seed: int, epoch: int | None, rank: int, position: int, stream: int
 def pk_epoch_indices(
     pids: Sequence[int], num_instances: int, seed: int, epoch: int, world_size: int = 1, rank: int = 0
 ) -> list[int]:
-    """The indices replica ``rank`` visits in ``epoch`` (METHOD.md §3.2 steps 1-5)."""
+    """The indices replica ``rank`` visits in ``epoch`` (docs/method.md §3.2 steps 1-5)."""
     rng = random.Random(seed + epoch)  # §3.2: shuffle seed = seed + epoch, same on every replica
     by_pid: dict[int, list[int]] = {}
     for i, p in enumerate(pids):
@@ -50,7 +50,7 @@ class PKSampler:
 
     ``batch_size`` is the per-replica number of sampled images B; the index list is cut to a
     multiple of B (``drop_last``). ``set_epoch(e, start_batch)`` skips batches already consumed
-    (exact resume). For an external stream (METHOD.md §5.1): ``reshuffle=False`` reproduces the
+    (exact resume). For an external stream (docs/method.md §5.1): ``reshuffle=False`` reproduces the
     `official` order that never changes across epochs; ``fraction`` < 1 keeps ⌊n_id·p⌋ images per
     identity (or ⌊n·p⌋ of all images with ``fraction_by="image"``), ``fixed`` for the whole run or drawn
     ``per_epoch``. For an unlabeled stream give every image its own id and ``num_instances=1``.

@@ -145,7 +145,7 @@ def save_model_checkpoint(model: torch.nn.Module, out_dir: str | os.PathLike, *,
 
 
 def load_teacher(path: str, *, force: bool, device: torch.device) -> torch.nn.Module:
-    """A frozen Base Model teacher (METHOD.md §5.3); refuses checkpoints without teacher-recipe metadata."""
+    """A frozen Base Model teacher (docs/method.md §5.3); refuses checkpoints without teacher-recipe metadata."""
     ck = resolve_checkpoint(path, prefer="last")
     _, state = read_checkpoint(ck)
     role = state.get("role")
@@ -405,7 +405,7 @@ def folder_samples(root: str | os.PathLike) -> list:
 
 
 def _lq_draw(spec: RunSpec, dataset: Dataset | None = None) -> "_LQDraw":
-    """The per-image LQ draw of the target dataset's mix (METHOD.md §5.2) with the spec's ranges; a manifest's
+    """The per-image LQ draw of the target dataset's mix (docs/method.md §5.2) with the spec's ranges; a manifest's
     ``lq_mix`` (its protocol YAML) is used when the spec says ``auto``."""
     from ..lq.mix import LQMix, mix_for_dataset
 

@@ -3,7 +3,7 @@
 These plain dataclasses are the schema the YAML presets are validated against (``rlq.config`` wraps
 them with OmegaConf at the edge) and the typed arguments :func:`rlq.engine.recipe.run_training` takes,
 so a run can be set up from Python without any YAML. Each field's comment cites the spec where the
-default comes from; every row of METHOD.md §10 is an individual key.
+default comes from; every row of docs/method.md §10 is an individual key.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ METHODS = ("cal", "bm", "bm+g", "bm+p", "cap", "tad", "rlq")
 class DataSpec:
     dataset: str = "synthcc"
     root: str = "???"
-    height: int = 384  # METHOD.md §2.1 input 3x384x192
+    height: int = 384  # docs/method.md §2.1 input 3x384x192
     width: int = 192
     batch_size: int = 32  # sampled target images per replica B (2B forwarded with recolouring), §3.2 / §8
     num_instances: int = 4  # §3.2
     workers: int = 4  # §6
     skip_bad: bool = False
     cache_images: bool = False  # decode every image once into memory (small datasets, the demo)
-    camera_rule: str = "unique"  # Celeb-reID camid at evaluation (DATASETS.md §3.7): unique | official
+    camera_rule: str = "unique"  # Celeb-reID camid at evaluation (docs/datasets.md §3.7): unique | official
     # Recolouring (§3.3)
     recolor: bool = True
     parsing_root: Optional[str] = None
@@ -49,7 +49,7 @@ class DataSpec:
 @dataclass
 class ModelSpec:
     backbone: str = "resnet50"
-    pretrained: str = "imagenet"  # imagenet | none | PATH (METHOD.md §2.1: IMAGENET1K_V1)
+    pretrained: str = "imagenet"  # imagenet | none | PATH (docs/method.md §2.1: IMAGENET1K_V1)
     split: str = "layer2"  # Table 13
     pose_split: str = "layer1"  # Table 14
     pose_clusters: int = 15  # K, §3.4
@@ -152,7 +152,7 @@ class EvalSpec_:
 class RunSpec:
     method: str = "bm"
     preset: str = "default"  # informational: official | paper | default
-    role: str = "model"  # "teacher" marks a TAD teacher recipe (METHOD.md §9); TAD refuses other checkpoints unless forced
+    role: str = "model"  # "teacher" marks a TAD teacher recipe (docs/method.md §9); TAD refuses other checkpoints unless forced
     output: str = "runs/${method}-${data.dataset}"
     data: DataSpec = field(default_factory=DataSpec)
     model: ModelSpec = field(default_factory=ModelSpec)

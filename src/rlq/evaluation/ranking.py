@@ -1,6 +1,6 @@
-"""Exact, chunked CMC / mAP / mINP with CAL semantics (DATASETS.md §2), on CPU or GPU.
+"""Exact, chunked CMC / mAP / mINP with CAL semantics (docs/datasets.md §2), on CPU or GPU.
 
-Definitions (DATASETS.md §2). For a query, the gallery is sorted by ascending distance; **equal
+Definitions (docs/datasets.md §2). For a query, the gallery is sorted by ascending distance; **equal
 distances are ordered by ascending gallery index** (what a stable sort gives). Junk items are deleted;
 r_1 < ... < r_n are the 1-based ranks of the n good items in the cleaned list; CMC_q(k) = [r_1 <= k],
 AP_q = (1/n) sum_i i / r_i (non-interpolated), INP_q = n / r_n. Queries with n = 0 are invalid: they
@@ -99,7 +99,7 @@ def _check_modes(mode: str, modes: Sequence[str] | None, clothes_given: bool) ->
             raise RlqError(f"unknown evaluation mode {m!r}; expected one of {MODES}")
         if m != "general" and not clothes_given:
             raise RlqError(
-                f"mode {m!r} needs clothes ids: pass q_clothes_ids and g_clothes_ids (DATASETS.md §2)"
+                f"mode {m!r} needs clothes ids: pass q_clothes_ids and g_clothes_ids (docs/datasets.md §2)"
             )
     if len(set(ms)) != len(ms):
         raise RlqError(f"duplicate modes in {ms}")
@@ -384,7 +384,7 @@ def evaluate(
     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """CMC / mAP / mINP of a query x gallery distance matrix (smaller = closer), DATASETS.md §2.
+    """CMC / mAP / mINP of a query x gallery distance matrix (smaller = closer), docs/datasets.md §2.
 
     Returns fractions: ``mAP``, ``mINP``, ``cmc`` (float64, length ``max_rank``; past the gallery size
     it repeats its last value), ``rank1/5/10/20``, ``num_valid_queries``, ``num_queries``,

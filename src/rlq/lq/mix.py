@@ -1,6 +1,6 @@
 """Per-dataset LQ artifact mixes and parameter ranges, drawn per image from an explicit numpy Generator.
 
-METHOD.md §5.2: one artifact per external (Celeb-reID) image, chosen by r ~ U(0, 1) against thresholds that
+docs/method.md §5.2: one artifact per external (Celeb-reID) image, chosen by r ~ U(0, 1) against thresholds that
 depend on the *target* dataset; its parameters are drawn from the `official` (code) or `paper` ranges.
 """
 
@@ -34,7 +34,7 @@ ARTIFACT_NAMES: dict[int, str] = {v: k for k, v in ARTIFACT_CODES.items()}
 
 @dataclass(frozen=True)
 class LQRanges:
-    """Inclusive parameter ranges of the three artifacts (METHOD.md §5.2 table)."""
+    """Inclusive parameter ranges of the three artifacts (docs/method.md §5.2 table)."""
 
     name: str
     pixelation_s: tuple[int, int]  # shorter side after downsampling, integer, inclusive
@@ -45,7 +45,7 @@ class LQRanges:
     motion_angle_continuous: bool
 
 
-#: METHOD.md §5.2 / §10 "Motion blur" row: `official` = the code (random.choice(range(...))), `paper` = the text.
+#: docs/method.md §5.2 / §10 "Motion blur" row: `official` = the code (random.choice(range(...))), `paper` = the text.
 LQ_RANGES: dict[str, LQRanges] = {
     "official": LQRanges(
         name="official",
@@ -132,7 +132,7 @@ class LQMix:
         return out
 
 
-# METHOD.md §5.2 mix table (the official `flip_coin` comparisons).
+# docs/method.md §5.2 mix table (the official `flip_coin` comparisons).
 _MIX_LTCC = LQMix((("pixelation", 0.33, False), ("motion", 0.63, True), ("defocus", 1.0, True)), name="ltcc")
 _MIX_PRCC = LQMix((("defocus", 0.5, True), ("pixelation", 1.0, True)), name="prcc")
 _MIX_FALLBACK = LQMix((("motion", 0.5, True), ("pixelation", 1.0, True)), name="custom")  # r > 0.5: pixelation
@@ -147,7 +147,7 @@ _DATASET_MIXES = {
 
 
 def mix_for_dataset(name: str) -> LQMix:
-    """The METHOD.md §5.2 mix for a target dataset; unknown / custom targets get the official fallback."""
+    """The docs/method.md §5.2 mix for a target dataset; unknown / custom targets get the official fallback."""
     key = name.strip().lower().replace("-", "").replace("_", "")
     mix = _DATASET_MIXES.get(key)
     if mix is None:
@@ -187,6 +187,6 @@ def draw_params(rng: np.random.Generator, artifact: str, ranges: str | LQRanges 
 
 
 def draw_lq(rng: np.random.Generator, mix: LQMix, ranges: str | LQRanges = "official") -> tuple[int, np.ndarray]:
-    """Draw one image's artifact code and its float32 parameter vector (METHOD.md §5.2)."""
+    """Draw one image's artifact code and its float32 parameter vector (docs/method.md §5.2)."""
     artifact = mix.select(float(rng.random()))
     return ARTIFACT_CODES[artifact], draw_params(rng, artifact, ranges)
