@@ -144,3 +144,23 @@ def test_percent_of_identities_sampler(world):
     a = fixed._subset()
     fixed.set_epoch(7)
     assert fixed._subset() == a  # `fixed`: one subset of identities for the whole run
+
+
+def test_run_spec_builds_an_identity_folder_stream(tmp_path):
+    from types import SimpleNamespace
+
+    from rlq.engine.distributed import DistInfo
+    from rlq.engine.recipe import _external_loader
+    from rlq.engine.spec import RunSpec, TADSpec
+
+    _identity_tree(tmp_path, {"a": 5, "b": 4, "c": 8})
+    spec = RunSpec(method="tad", tad=TADSpec(external_dataset="identity_folders", external_root=str(tmp_path),
+                                             external_batch_size=4, external_num_instances=2, source_height=16,
+                                             source_width=8))
+    loader = _external_loader(spec, SimpleNamespace(info={}), DistInfo(), None)
+    assert {s.pid for s in loader.dataset.samples} == {0, 1, 2}
+    assert loader.sampler.num_instances == 2 and loader.batch_size == 4
+    loader.sampler.set_epoch(0)
+    idx = [i for i, _ in loader.sampler]
+    pids = [loader.dataset.samples[i].pid for i in idx]
+    assert all(pids[j] == pids[j + 1] for j in range(0, len(pids), 2))
