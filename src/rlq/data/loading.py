@@ -185,12 +185,17 @@ class TrainSet(TorchDataset):
 
 
 class EvalSet(TorchDataset):
-    """Test-transform items (§2.5 step 1): uint8 (3,H,W) resized image and its index."""
+    """Test-transform items (§2.5 step 1): uint8 (3,H,W) resized image and its index.
 
-    def __init__(self, paths: Sequence[str], height: int, width: int, cache: ImageCache | None = None) -> None:
+    ``image_transform(img, index) -> img`` (optional) runs on the original-resolution image before the resize,
+    e.g. the authors' LQ test protocol (:class:`rlq.lq.official_test.OfficialLQTransform`)."""
+
+    def __init__(self, paths: Sequence[str], height: int, width: int, cache: ImageCache | None = None,
+                 image_transform: Callable[[Image.Image, int], Image.Image] | None = None) -> None:
         self.paths = list(paths)
         self.h, self.w = height, width
         self.cache = cache or ImageCache()
+        self.image_transform = image_transform
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -198,6 +203,8 @@ class EvalSet(TorchDataset):
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, np.ndarray | int]:
         idx = item[0] if isinstance(item, tuple) else item
         img = self.cache.get(self.paths[idx])
+        if self.image_transform is not None:
+            img = self.image_transform(img, idx)
         return {"img": to_chw_uint8(resize_for_test(img, self.h, self.w)), "index": idx}
 
 
