@@ -117,7 +117,10 @@ def eval_cmd(
     if split not in ds.protocols:
         raise typer.BadParameter(f"dataset {dataset} has no {split!r} protocol; it has {sorted(ds.protocols)}")
     protocol = ds.protocols[split]
-    amp = torch.bfloat16 if dev.type == "cuda" else None
+    # Evaluate in the precision the run trained in (the official/paper/default presets: fp32, train.amp=off);
+    # a checkpoint without a run spec keeps bf16 on CUDA.
+    run_amp = ((state.get("spec") or {}).get("train") or {}).get("amp", "auto")
+    amp = torch.bfloat16 if dev.type == "cuda" and run_amp != "off" else None
     if lq is not None:
         _eval_official_lq(model, state, ds, lq, seed, split, h, w, dev, batch_size, workers, not no_flip, amp, json_out,
                           dataset)
