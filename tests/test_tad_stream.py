@@ -164,3 +164,15 @@ def test_run_spec_builds_an_identity_folder_stream(tmp_path):
     idx = [i for i, _ in loader.sampler]
     pids = [loader.dataset.samples[i].pid for i in idx]
     assert all(pids[j] == pids[j + 1] for j in range(0, len(pids), 2))
+
+
+def test_bad_fraction_options_are_config_errors():
+    from rlq.engine.recipe import validate_spec
+    from rlq.engine.spec import RunSpec, TADSpec
+
+    with pytest.raises(ConfigError, match="tad.fraction_by"):
+        validate_spec(RunSpec(method="tad", tad=TADSpec(fraction_by="ids")))
+    with pytest.raises(ConfigError, match="tad.fraction_mode"):
+        validate_spec(RunSpec(method="rlq", tad=TADSpec(fraction_mode="sometimes")))
+    with pytest.raises(ConfigError, match=r"tad.fraction=0"):
+        validate_spec(RunSpec(method="tad", tad=TADSpec(fraction=0.0)))

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "rlq" / "configs"
 SAME_BATCH = "${data.batch_size}"
 
 BASES = {
-    # METHOD.md §10, column `official` (the authors' code). fp32: the code has no working AMP (§6).
+    # docs/method.md §10, column `official` (the authors' code). fp32: the code has no working AMP (§6).
     "official": {
         "preset": "official",
         "optim": {"warmup_epochs": 0},
@@ -53,7 +53,7 @@ BASES = {
     },
 }
 
-# METHOD.md §8: the LTCC ablation scripts (BM, BM+G, BM+P, CAP, BM+TAD) ran 28 per replica; the final RLQ run
+# docs/method.md §8: the LTCC ablation scripts (BM, BM+G, BM+P, CAP, BM+TAD) ran 28 per replica; the final RLQ run
 # (R_LA_15, 46.4 %) and vanilla CAL ran 32 (the LTCC dataset default).
 LTCC_ABLATION_BATCH = {"bm": 28, "bm_g": 28, "bm_p": 28, "cap": 28, "tad": 28}
 
@@ -136,13 +136,13 @@ def main() -> None:
     dump(ROOT / "teacher" / "celeb.yaml", teacher,
          "TAD teacher recipe (METHOD.md §9): Base Model on Celeb-reID with labels; keep the final (epoch-200) weights.\n"
          "Official: 2 replicas x 40 (torchrun --nproc_per_node 2). TAD loads the newest checkpoint of this run.")
-    # The teacher of the `paper` presets: the same recipe under the paper column (loss weights, warmup, batch 40).
+    # The teacher of the `paper` presets: the docs/method.md §9 recipe under the paper column (loss weights, warmup).
     teacher_paper = {"_base_": ["../_base_/paper.yaml"], "method": "bm", "role": "teacher", "preset": "teacher",
                      "output": "runs/teacher-celeb-paper",
                      "data": {"dataset": "celebreid", "root": "data/Celeb-reID", "batch_size": 40, "recolor": False},
                      "train": {"seed": 4, "epochs": 200}}
     dump(ROOT / "teacher" / "celeb_paper.yaml", teacher_paper,
-         "TAD teacher for the `paper` presets (METHOD.md §9 recipe under the paper column: KL weighting `paper`,\n"
+         "TAD teacher for the `paper` presets (docs/method.md §9 recipe under the paper column: KL weighting `paper`,\n"
          "10 warmup epochs). Used by configs/<dataset>/{tad,rlq}_paper.yaml.")
     cap_teacher = dict(teacher, method="cap", output="runs/teacher-celeb-cap",
                        data={**teacher["data"], "gender_csv": "annotations/Celeb-reID_Gender.csv",

@@ -62,6 +62,15 @@ def validate_spec(spec: RunSpec) -> None:
             raise ConfigError(
                 f"tad.external_batch_size={t.external_batch_size} is not divisible by tad.external_num_instances={t.external_num_instances}"
             )
+        from ..data.samplers import FRACTION_BY
+
+        if t.fraction_by not in FRACTION_BY:
+            raise ConfigError(f"tad.fraction_by={t.fraction_by!r}: choose one of {', '.join(FRACTION_BY)} "
+                              "(identities = the authors' --sampling percent-of-identities sampler)")
+        if t.fraction_mode not in ("fixed", "per_epoch"):
+            raise ConfigError(f"tad.fraction_mode={t.fraction_mode!r}: choose fixed or per_epoch")
+        if not 0.0 < t.fraction <= 1.0:
+            raise ConfigError(f"tad.fraction={t.fraction}: must be in (0, 1] (e.g. 0.08 for the Fig. 6 ablation)")
         if t.variant in ("tad", "ss_mse_tad") and not t.teacher:
             raise ConfigError(f"method {spec.method!r} with TAD variant {t.variant!r} needs tad.teacher=CHECKPOINT (a Base Model "
                               "trained on the external data: `rlq train --config configs/teacher/celeb.yaml`)")
