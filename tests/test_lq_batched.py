@@ -119,7 +119,8 @@ def test_params_stay_in_their_ranges(ranges):
     for p in draws.values():
         assert p.dtype == np.float32 and p.shape == (4000, 3)
     s = draws["pixelation"]
-    assert set(s[:, 0].astype(int)) == set(range(16, 64)) and np.all(s[:, 1:] == 0) and np.all(s[:, 0] % 1 == 0)
+    s_hi = 63 if ranges == "official" else 64  # code: range(16, 64); paper: "[16x16, 64x64]" inclusive
+    assert set(s[:, 0].astype(int)) == set(range(16, s_hi + 1)) and np.all(s[:, 1:] == 0) and np.all(s[:, 0] % 1 == 0)
     d = draws["defocus"]
     assert set(d[:, 0].astype(int)) == set(range(5, 22, 2)) and np.all(d[:, 2] == 0)
     assert d[:, 1].min() >= np.float32(0.1) and d[:, 1].max() <= np.float32(2.0) and np.ptp(d[:, 1]) > 1.8

@@ -15,38 +15,47 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "rlq" / "configs"
 
+# The TAD external stream is loaded with the target's per-replica batch (the code builds both loaders from one
+# DATA.TRAIN_BATCH), so every preset ties tad.external_batch_size to data.batch_size.
+SAME_BATCH = "${data.batch_size}"
+
 BASES = {
-    # docs/method.md §10, column `official` (the authors' code).
+    # docs/method.md §10, column `official` (the authors' code). fp32: the code has no working AMP (§6).
     "official": {
         "preset": "official",
         "optim": {"warmup_epochs": 0},
         "train": {"epochs": 200, "amp": "off"},
         "loss": {"kl_weighting": "official"},
         "tad": {"alternation": "epoch", "reshuffle": False, "reseed_aug": False, "run_pose_branch": True,
-                "clothes_kl": False, "lq_ranges": "official"},
+                "clothes_kl": False, "lq_ranges": "official", "external_batch_size": SAME_BATCH},
         "data": {"camera_rule": "official"},
     },
-    # column `paper` (the paper text).
+    # column `paper` (the paper text). Alternation: the method section's "in alternate epochs" (the abstract's
+    # "alternate steps" is tad.alternation=step; docs/method.md quotes both).
     "paper": {
         "preset": "paper",
         "optim": {"warmup_epochs": 10, "warmup_factor": 0.1},
-        "train": {"epochs": 200},
+        "train": {"epochs": 200, "amp": "off"},
         "loss": {"kl_weighting": "paper"},
         "data": {"batch_size": 40},
-        "tad": {"alternation": "step", "reshuffle": True, "reseed_aug": True, "run_pose_branch": False,
-                "clothes_kl": True, "lq_ranges": "paper", "external_batch_size": 40},
+        "tad": {"alternation": "epoch", "reshuffle": True, "reseed_aug": True, "run_pose_branch": False,
+                "clothes_kl": True, "lq_ranges": "paper", "external_batch_size": SAME_BATCH},
     },
-    # column `default` = official + the rows marked "fix".
+    # column `default` = official + the rows marked "fix". fp32 like official; AMP is opt-in (train.amp=auto|bf16).
     "default": {
         "preset": "default",
         "optim": {"warmup_epochs": 0},
-        "train": {"epochs": 200},
+        "train": {"epochs": 200, "amp": "off"},
         "loss": {"kl_weighting": "official"},
         "tad": {"alternation": "epoch", "reshuffle": True, "reseed_aug": True, "run_pose_branch": False,
-                "clothes_kl": False, "lq_ranges": "official"},
+                "clothes_kl": False, "lq_ranges": "official", "external_batch_size": SAME_BATCH},
         "data": {"camera_rule": "unique"},
     },
 }
+
+# docs/method.md §8: the LTCC ablation scripts (BM, BM+G, BM+P, CAP, BM+TAD) ran 28 per replica; the final RLQ run
+# (R_LA_15, 46.4 %) and vanilla CAL ran 32 (the LTCC dataset default).
+LTCC_ABLATION_BATCH = {"bm": 28, "bm_g": 28, "bm_p": 28, "cap": 28, "tad": 28}
 
 # docs/method.md §8: per-replica batch (official), palette, side inputs. Paths are placeholders to override.
 DATASETS = {
@@ -72,7 +81,11 @@ DATASETS = {
 COMMON_TAD = {"tad": {"teacher": "runs/teacher-celeb", "external_dataset": "celebreid", "external_root": "data/Celeb-reID"}}
 
 METHODS = {
-    "cal": {"method": "cal"},
+    # Paper Table 2's CAL row = vanilla CAL (the authors' run_CAL.sh, `--only-CAL` without clothes augmentation):
+    # no recolouring, 8 images per identity (the code's DATA.NUM_INSTANCES default), no triplet loss.
+    "cal": {"method": "cal", "data": {"recolor": False, "num_instances": 8}, "loss": {"cal_triplet": False}},
+    # run_CAL.sh's "Vanilla CAL + Clothes Aug" line: the same with clothes recolouring.
+    "cal_aug": {"method": "cal", "data": {"num_instances": 8}, "loss": {"cal_triplet": False}},
     "bm": {"method": "bm"},
     "bm_g": {"method": "bm+g"},
     "bm_p": {"method": "bm+p"},
@@ -104,11 +117,15 @@ def main() -> None:
                 extra: dict = {}
                 if ds == "last" and preset in ("paper", "default"):
                     extra = {"train": {"epochs": 300}}  # docs/method.md §10 / §13.6: the paper says 300 for LaST
+                if ds == "ltcc" and preset != "paper" and m in LTCC_ABLATION_BATCH:
+                    extra["data"] = {"batch_size": LTCC_ABLATION_BATCH[m]}
+                if preset == "paper" and m in ("tad", "rlq"):
+                    extra["tad"] = {"teacher": "runs/teacher-celeb-paper"}  # the teacher trained with paper loss weights
                 suffix = "" if preset == "default" else f"_{preset}"
                 body = {"_base_": [f"../datasets/{ds}.yaml", f"../_base_/{preset}.yaml", f"../methods/{m}.yaml"],
                         "output": f"runs/{ds}-{m}{suffix}", **extra}
                 dump(ROOT / ds / f"{m}{suffix}.yaml", body,
-                     f"{METHODS[m]['method']} on {ds}, `{preset}` preset.\n"
+                     f"{METHODS[m]['method']}{' + clothes recolouring' if m == 'cal_aug' else ''} on {ds}, `{preset}` preset.\n"
                      f"rlq train --config configs/{ds}/{m}{suffix}.yaml data.root=/path/to/{ds}")
     # docs/method.md §9: the teacher = a Base Model trained on Celeb-reID, no recolouring, batch 40 x 2, seed 4, 200 epochs.
     teacher = {"_base_": ["../_base_/official.yaml"], "method": "bm", "role": "teacher", "preset": "teacher",
@@ -119,6 +136,14 @@ def main() -> None:
     dump(ROOT / "teacher" / "celeb.yaml", teacher,
          "TAD teacher recipe (docs/method.md §9): Base Model on Celeb-reID with labels; keep the final (epoch-200) weights.\n"
          "Official: 2 replicas x 40 (torchrun --nproc_per_node 2). TAD loads the newest checkpoint of this run.")
+    # The teacher of the `paper` presets: the docs/method.md §9 recipe under the paper column (loss weights, warmup).
+    teacher_paper = {"_base_": ["../_base_/paper.yaml"], "method": "bm", "role": "teacher", "preset": "teacher",
+                     "output": "runs/teacher-celeb-paper",
+                     "data": {"dataset": "celebreid", "root": "data/Celeb-reID", "batch_size": 40, "recolor": False},
+                     "train": {"seed": 4, "epochs": 200}}
+    dump(ROOT / "teacher" / "celeb_paper.yaml", teacher_paper,
+         "TAD teacher for the `paper` presets (docs/method.md §9 recipe under the paper column: KL weighting `paper`,\n"
+         "10 warmup epochs). Used by configs/<dataset>/{tad,rlq}_paper.yaml.")
     cap_teacher = dict(teacher, method="cap", output="runs/teacher-celeb-cap",
                        data={**teacher["data"], "gender_csv": "annotations/Celeb-reID_Gender.csv",
                              "pose_csv": "annotations/Celeb-reID_Pose_Cluster.csv"})
@@ -159,8 +184,16 @@ def main() -> None:
          {"_base_": ["../ltcc/bm.yaml"], "output": "runs/ltcc-bm-lq-aug", "loss": {"lq_aug": True}},
          "Table 7 `BM + LQ Aug.`: an extra LQ copy of each target image keeping its real clothes label.")
     dump(ROOT / "ablations" / "ltcc_tad_fraction8.yaml",
-         {"_base_": ["../ltcc/tad.yaml"], "output": "runs/ltcc-tad-frac8", "tad": {"fraction": 0.08, "fraction_mode": "per_epoch"}},
-         "Fig. 6: ~8 % of the external data, a fresh subset each epoch.")
+         {"_base_": ["../ltcc/tad_official.yaml"], "output": "runs/ltcc-tad-frac8",
+          "tad": {"fraction": 0.08, "fraction_mode": "fixed", "fraction_by": "identity"}},
+         "Fig. 6: ~8 % of the external data, one fixed per-identity subset for the whole run (official).\n"
+         "tad.fraction_mode=per_epoch draws a fresh subset each epoch; tad.fraction_by=identities is the authors'\n"
+         "`--sampling` percent-of-identities sampler.")
+    # Table 8: an external stream with identities (NTU) given as one subfolder per identity.
+    dump(ROOT / "ablations" / "ltcc_rlq_identity_folders.yaml",
+         {"_base_": ["../ltcc/rlq_official.yaml"], "output": "runs/ltcc-rlq-ntu",
+          "tad": {"external_dataset": "identity_folders", "external_root": "data/NTU_identities"}},
+         "Table 8: TAD on an external dataset with identities (e.g. NTU), one subfolder per identity, sampled P x K.")
 
 
 if __name__ == "__main__":

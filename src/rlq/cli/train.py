@@ -92,8 +92,14 @@ def eval_cmd(
     no_flip: bool = typer.Option(False, "--no-flip", help="Do not add the flipped image's embedding."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+    lq: Optional[str] = typer.Option(
+        None, "--lq",
+        help="Evaluate under the authors' LQ test protocol (their --LR-MODE/--LR-TYPE, docs/method.md §12): "
+             "official or official:KIND, KIND = mix (the dataset's training mix, the default), pixelation, gaussian "
+             "or motion. Degrades query and gallery images at original resolution, seeded by --seed."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --lq degradations (per split and image)."),
 ) -> None:
-    """Evaluate a checkpoint on a dataset's protocol (every mode it reports)."""
+    """Evaluate a checkpoint on a dataset's protocol (every mode it reports); clean, or under --lq."""
     import torch
 
     from ..data.datasets import load_dataset
@@ -111,7 +117,14 @@ def eval_cmd(
     if split not in ds.protocols:
         raise typer.BadParameter(f"dataset {dataset} has no {split!r} protocol; it has {sorted(ds.protocols)}")
     protocol = ds.protocols[split]
-    amp = torch.bfloat16 if dev.type == "cuda" else None
+    # Evaluate in the precision the run trained in (the official/paper/default presets: fp32, train.amp=off);
+    # a checkpoint without a run spec keeps bf16 on CUDA.
+    run_amp = ((state.get("spec") or {}).get("train") or {}).get("amp", "auto")
+    amp = torch.bfloat16 if dev.type == "cuda" and run_amp != "off" else None
+    if lq is not None:
+        _eval_official_lq(model, state, ds, lq, seed, split, h, w, dev, batch_size, workers, not no_flip, amp, json_out,
+                          dataset)
+        return
     feats = {}
     for name in protocol.split_names:
         samples = ds.split(name)
@@ -124,6 +137,31 @@ def eval_cmd(
     if json_out:
         atomic_write_json(json_out, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split,
                                      "results": summarize(res)})
+
+
+def _eval_official_lq(model, state, ds, lq, seed, split, h, w, dev, batch_size, workers, flip, amp, json_out, dataset) -> None:
+    from ..analysis.robustness import official_lq_evaluate
+    from ..errors import ConfigError
+    from ..evaluation.protocols import format_table
+    from ..io import atomic_write_json
+    from ..lq.official_test import OFFICIAL_LQ_LABEL, official_lq_name, parse_lq_option
+
+    try:
+        kind = parse_lq_option(lq)
+    except ConfigError as e:
+        raise typer.BadParameter(str(e)) from None
+    rep = official_lq_evaluate(model, ds, kinds=(kind,), seed=seed, height=h, width=w, device=dev, batch_size=batch_size,
+                               workers=workers, protocol=split, flip=flip, amp_dtype=amp, progress=True)
+    name = official_lq_name(kind)
+    metrics = rep["results"][name]["metrics"]
+    out.print(f"{name}: {OFFICIAL_LQ_LABEL}, seed {seed}")
+    out.print(format_table({k: {**v, "mode": ""} for k, v in metrics.items()}, selection=ds.protocols[split].selection))
+    console.print(f"checkpoint: {state['checkpoint']} ({state.get('method')}, input {h}x{w})")
+    if json_out:
+        atomic_write_json(json_out, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split,
+                                     "lq_protocol": name, "protocol_label": OFFICIAL_LQ_LABEL,
+                                     "definition": rep["definition"], "seed": seed, "mix": rep["results"][name]["mix"],
+                                     name: metrics})
 
 
 @app.command("extract")

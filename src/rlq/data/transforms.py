@@ -42,15 +42,17 @@ class GeoParams:
     flip: bool
 
 
-def draw_geo_params(rng: np.random.Generator, height: int, width: int, p_crop: float = 0.5, p_flip: float = 0.5) -> GeoParams:
-    """Draw §3.1 steps 2-3 for an output of ``height`` x ``width``."""
+def draw_geo_params(rng: np.random.Generator, height: int, width: int, p_crop: float = 0.5, p_flip: float = 0.5,
+                    flip_rng: np.random.Generator | None = None) -> GeoParams:
+    """Draw §3.1 steps 2-3 for an output of ``height`` x ``width``; the flip comes from ``flip_rng`` when given
+    (the `official` external stream, whose flips do not repeat across epochs, docs/method.md §6)."""
     crop = None
     if rng.random() < p_crop:
         nw, nh = int(round(width * _UPSCALE)), int(round(height * _UPSCALE))
         left = int(round(rng.uniform(0, nw - width)))
         top = int(round(rng.uniform(0, nh - height)))
         crop = (left, top)
-    return GeoParams(crop=crop, flip=bool(rng.random() < p_flip))
+    return GeoParams(crop=crop, flip=bool((rng if flip_rng is None else flip_rng).random() < p_flip))
 
 
 def apply_geo(img: Image.Image, height: int, width: int, geo: GeoParams, resample: int = Image.BILINEAR) -> Image.Image:

@@ -62,6 +62,15 @@ def validate_spec(spec: RunSpec) -> None:
             raise ConfigError(
                 f"tad.external_batch_size={t.external_batch_size} is not divisible by tad.external_num_instances={t.external_num_instances}"
             )
+        from ..data.samplers import FRACTION_BY
+
+        if t.fraction_by not in FRACTION_BY:
+            raise ConfigError(f"tad.fraction_by={t.fraction_by!r}: choose one of {', '.join(FRACTION_BY)} "
+                              "(identities = the authors' --sampling percent-of-identities sampler)")
+        if t.fraction_mode not in ("fixed", "per_epoch"):
+            raise ConfigError(f"tad.fraction_mode={t.fraction_mode!r}: choose fixed or per_epoch")
+        if not 0.0 < t.fraction <= 1.0:
+            raise ConfigError(f"tad.fraction={t.fraction}: must be in (0, 1] (e.g. 0.08 for the Fig. 6 ablation)")
         if t.variant in ("tad", "ss_mse_tad") and not t.teacher:
             raise ConfigError(f"method {spec.method!r} with TAD variant {t.variant!r} needs tad.teacher=CHECKPOINT (a Base Model "
                               "trained on the external data: `rlq train --config configs/teacher/celeb.yaml`)")
@@ -369,8 +378,8 @@ def _external_loader(spec: RunSpec, dataset: Dataset, dist: DistInfo, cache: Ima
     t = spec.tad
     if t.variant == "target_pairs":
         ext_samples = list(dataset.train)
-    elif t.external_dataset == "folder":
-        ext_samples = folder_samples(t.external_root)
+    elif t.external_dataset in ("folder", "identity_folders"):
+        ext_samples = folder_samples(t.external_root) if t.external_dataset == "folder" else identity_folder_samples(t.external_root)
         if cache is not None:
             cache.preload([s.path for s in ext_samples], progress=spec.train.progress and dist.is_main, desc="caching external images")
     else:
@@ -388,6 +397,32 @@ def _external_loader(spec: RunSpec, dataset: Dataset, dist: DistInfo, cache: Ima
                         fraction_mode=t.fraction_mode, reseed_aug_each_epoch=t.reseed_aug, stream=1,
                         fraction_by="image" if t.external_dataset == "folder" else t.fraction_by)
     return LoaderSpec(ds, sampler, t.external_batch_size, spec.data.workers)
+
+
+def identity_folder_samples(root: str | os.PathLike) -> list:
+    """An external stream with identities (paper Table 8, NTU): one subfolder of ``root`` per identity, its images
+    anywhere below it. Identities are numbered 0.. in sorted folder order; labels feed only the PK sampler."""
+    from ..data.images import image_files
+    from ..data.records import Sample
+
+    r = Path(root)
+    if not r.is_dir():
+        raise ConfigError(f"tad.external_root {root} is not a folder (tad.external_dataset=identity_folders wants one "
+                          "subfolder per identity)")
+    out: list = []
+    empty: list[str] = []
+    for d in sorted(d for d in r.iterdir() if d.is_dir()):
+        files = [Path(p) for p in image_files(d)]
+        if not files:
+            empty.append(d.name)
+        pid = len(out) and out[-1].pid + 1
+        out += [Sample(str(p), pid, 0, pid, p.relative_to(r).with_suffix("").as_posix(), {"raw_pid": d.name}) for p in files]
+    if not out:
+        raise ConfigError(f"no images in the identity subfolders of tad.external_root={root}; "
+                          "tad.external_dataset=identity_folders wants ROOT/<identity>/<images>")
+    if empty:
+        log.warning("%d identity folder(s) under %s hold no images (e.g. %s); they are skipped", len(empty), root, empty[0])
+    return out
 
 
 def folder_samples(root: str | os.PathLike) -> list:
@@ -425,7 +460,7 @@ class _LQDraw:
     def __init__(self, mix, ranges: str) -> None:
         self.mix, self.ranges = mix, ranges
 
-    def __call__(self, rng: np.random.Generator):
+    def __call__(self, rng: np.random.Generator, sigma_rng: np.random.Generator | None = None):
         from ..lq.mix import draw_lq
 
-        return draw_lq(rng, self.mix, self.ranges)
+        return draw_lq(rng, self.mix, self.ranges, sigma_rng=sigma_rng)

@@ -94,13 +94,17 @@ class OptimSpec:
 class TADSpec:
     teacher: Optional[str] = None  # checkpoint of a Base Model trained on the external data (§5.3, §9)
     force_teacher: bool = False  # accept a teacher checkpoint without recipe metadata
-    external_dataset: str = "celebreid"  # any dataset name, or "folder" (any folder of person crops, unlabeled)
+    # any dataset name; "folder" (any folder of person crops, unlabeled); or "identity_folders" (one subfolder per
+    # identity, sampled P x K over its identities, e.g. NTU for paper Table 8)
+    external_dataset: str = "celebreid"
     external_root: Optional[str] = None
-    external_batch_size: int = 32  # B per replica for the external stream
+    external_batch_size: int = 32  # B per replica for the external stream (the presets tie it to data.batch_size, as the code)
     external_num_instances: int = 4
     fraction: float = 1.0  # §5.1 amount (Fig. 6 ablation: ~0.08)
     fraction_mode: str = "fixed"  # fixed | per_epoch
-    fraction_by: str = "identity"  # identity (⌊n_id·p⌋ per identity) | image (⌊n·p⌋ of all images)
+    # identity (⌊n_id·p⌋ images of each identity) | image (⌊n·p⌋ of all images) | identities (⌊C·p⌋ whole
+    # identities: the authors' `--sampling` percent sampler, docs/method.md §5.1)
+    fraction_by: str = "identity"
     reshuffle: bool = True  # `official`: False (same order every epoch); `default`/`paper`: True (fix)
     source_height: int = 256  # LQ synthesis source size (Celeb-reID images are 128x256)
     source_width: int = 128
@@ -124,7 +128,8 @@ class TrainSpec:
     eval_every: int = 10  # §7
     eval_start: int = 0
     seed: int = 1
-    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16
+    # auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16. The official/paper/default presets set off (fp32, §6).
+    amp: str = "auto"
     channels_last: str = "auto"  # auto (CUDA only) | on | off
     deterministic: bool = True  # §6
     ckpt_every_epochs: int = 1

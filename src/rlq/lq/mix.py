@@ -58,7 +58,7 @@ LQ_RANGES: dict[str, LQRanges] = {
     ),
     "paper": LQRanges(
         name="paper",
-        pixelation_s=(16, 63),
+        pixelation_s=(16, 64),  # "[16x16, 64x64]", inclusive like the motion range below
         defocus_k=tuple(range(5, 22, 2)),
         defocus_sigma=(0.1, 2.0),
         motion_n=(8, 20),  # "size in [8, 20]"
@@ -164,15 +164,19 @@ def _ranges(ranges: str | LQRanges) -> LQRanges:
     return LQ_RANGES[ranges]
 
 
-def draw_params(rng: np.random.Generator, artifact: str, ranges: str | LQRanges = "official") -> np.ndarray:
-    """Draw the 3 parameters of one artifact: pixelation (s, 0, 0), defocus (k, sigma, 0), motion (n, angle, 0)."""
+def draw_params(rng: np.random.Generator, artifact: str, ranges: str | LQRanges = "official",
+                sigma_rng: np.random.Generator | None = None) -> np.ndarray:
+    """Draw the 3 parameters of one artifact: pixelation (s, 0, 0), defocus (k, sigma, 0), motion (n, angle, 0).
+
+    The Gaussian sigma comes from ``sigma_rng`` when given: in the authors' code it is torch's draw, which does
+    not repeat across epochs when their Python RNG does (docs/method.md §6)."""
     rg = _ranges(ranges)
     out = np.zeros(3, dtype=np.float32)
     if artifact == "pixelation":
         out[0] = rng.integers(rg.pixelation_s[0], rg.pixelation_s[1] + 1)
     elif artifact == "defocus":
         out[0] = rg.defocus_k[int(rng.integers(len(rg.defocus_k)))]
-        out[1] = rng.uniform(*rg.defocus_sigma)
+        out[1] = (rng if sigma_rng is None else sigma_rng).uniform(*rg.defocus_sigma)
     elif artifact == "motion":
         out[0] = rng.integers(rg.motion_n[0], rg.motion_n[1] + 1)
         lo, hi = rg.motion_angle
@@ -186,7 +190,8 @@ def draw_params(rng: np.random.Generator, artifact: str, ranges: str | LQRanges 
     return out
 
 
-def draw_lq(rng: np.random.Generator, mix: LQMix, ranges: str | LQRanges = "official") -> tuple[int, np.ndarray]:
+def draw_lq(rng: np.random.Generator, mix: LQMix, ranges: str | LQRanges = "official",
+            sigma_rng: np.random.Generator | None = None) -> tuple[int, np.ndarray]:
     """Draw one image's artifact code and its float32 parameter vector (docs/method.md §5.2)."""
     artifact = mix.select(float(rng.random()))
-    return ARTIFACT_CODES[artifact], draw_params(rng, artifact, ranges)
+    return ARTIFACT_CODES[artifact], draw_params(rng, artifact, ranges, sigma_rng=sigma_rng)
