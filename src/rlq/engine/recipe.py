@@ -41,6 +41,7 @@ __all__ = [
     "build_method",
     "make_evaluator",
     "per_query_path",
+    "run_per_query",
     "dataset_options",
     "amp_mode",
 ]
@@ -195,6 +196,29 @@ def _palette_name(spec: RunSpec) -> str:
 def per_query_path(run_dir: str | os.PathLike, epoch: int, protocol: str = "test") -> Path:
     """Where the evaluation after ``epoch`` saved its per-query results (:func:`rlq.evaluation.load_per_query`)."""
     return Path(run_dir) / "per_query" / f"{protocol}_epoch{epoch:04d}.npz"
+
+
+def run_per_query(run: str | os.PathLike, selection: str = "test@last") -> Path:
+    """The per-query file behind a run's ``results.json`` entry ``selection`` (or ``run`` itself when it is a file)."""
+    import json
+
+    p = Path(run)
+    if p.is_file():
+        return p
+    res = p / "results.json"
+    try:
+        rep = json.loads(res.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{res} is missing or unreadable ({type(e).__name__}); give a run folder of `rlq train` "
+                              "or a per-query .npz (`rlq eval --per-query`)") from None
+    entry = rep.get(selection)
+    if not entry:
+        raise CheckpointError(f"{res} has no {selection!r} entry; choose one of test@last, test@best_test, test@best_val")
+    f = per_query_path(p, int(entry["epoch"]), "test")
+    if not f.is_file():
+        raise CheckpointError(f"{f} does not exist: the run predates per-query results; re-evaluate it with "
+                              "`rlq eval ... --per-query FILE`")
+    return f
 
 
 def make_evaluator(dataset: Dataset, spec: RunSpec, device: torch.device, amp: str, cache: ImageCache | None = None):

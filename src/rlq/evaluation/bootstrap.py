@@ -158,7 +158,8 @@ class PerQuery:
         return cls(keys=k, ap=np.asarray(result["ap"], dtype=np.float64), hit=valid & (first == 1), valid=valid)
 
     def subset(self, mask: Any) -> "PerQuery":
-        m = np.asarray(mask, dtype=bool)
+        """The queries selected by ``mask`` (a boolean mask, indices or a slice)."""
+        m = mask if isinstance(mask, slice) else np.asarray(mask)
         return PerQuery(self.keys[m], self.ap[m], self.hit[m], self.valid[m])
 
     def ci(self, **kw: Any) -> dict[str, Any]:
