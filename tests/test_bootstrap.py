@@ -217,3 +217,46 @@ def test_results_json_has_intervals_and_clean_lq_rows(synthcc_tiny, tmp_path, on
                              "num_queries": last["cc"]["num_valid_queries"]}
     # the same run compared with itself: a paired difference of zero, on checked-equal query keys
     assert paired_bootstrap_ci(pq["cc"], load_per_query(per_query_path(run, 0))["cc"])["mAP_diff_ci"] == [0.0, 0.0]
+
+
+def test_demo_report_tables_carry_intervals_and_paired_differences(tmp_path):
+    """The demo's comparison table and paired-difference table, from run folders with per-query files."""
+    from rlq.demo import _paired_differences, _report, comparison_pairs
+    from rlq.engine.recipe import per_query_path
+
+    rng = np.random.default_rng(8)
+    n = 60
+    keys = np.array([f"q{i}" for i in range(n)])
+    lq = np.arange(n) % 2 == 0
+    results, pqs = {}, {}
+    for j, m in enumerate(("cal", "bm", "cap", "tad", "rlq")):
+        pq = PerQuery(keys, rng.random(n), rng.random(n) < 0.2 + 0.1 * j, np.ones(n, bool))
+        rows = {"general": pq, "cc": pq, "cc/clean": pq.subset(~lq), "cc/LQ": pq.subset(lq)}
+        save_per_query(per_query_path(tmp_path / m, 4), rows)
+        last = {name: {"rank1": float(p.hit.mean()), "mAP": float(p.ap.mean()), **{k: v for k, v in p.ci().items()
+                                                                                     if k.endswith("_ci")}}
+                for name, p in rows.items()}
+        (tmp_path / m / "results.json").write_text(json.dumps({"test@last": {"epoch": 4, "results": last}}))
+        results[m], pqs[m] = last, rows
+    assert comparison_pairs(["cal", "bm", "cap", "tad", "rlq"]) == [
+        ("cal", "bm"), ("cap", "bm"), ("tad", "bm"), ("rlq", "bm"), ("rlq", "cap"), ("rlq", "tad"), ("rlq", "cal")]
+    diffs = _paired_differences(tmp_path, ["cal", "bm", "cap", "tad", "rlq"], print)
+    want = paired_bootstrap_ci(pqs["rlq"]["cc/LQ"], pqs["bm"]["cc/LQ"])
+    assert diffs["rlq-bm"]["cc/LQ"] == want
+    results["paired_differences"] = diffs
+    meta = {"settings": {"synth_preset": "tiny", "seed": 0}, "seconds": {},
+            "run": {"backbone": "tiny", "height": 64, "width": 32, "epochs": 5, "batch_size": 32},
+            "selection": "test@last", "confidence_intervals": {"resamples": 1000, "seed": 0}}
+    md = _report(results, {}, meta, tmp_path)
+    r = results["rlq"]["cc"]
+    assert f"| rlq | {100 * r['rank1']:.1f} [{100 * r['rank1_ci'][0]:.1f}, {100 * r['rank1_ci'][1]:.1f}] |" in md
+    lqr = results["rlq"]["cc/LQ"]
+    assert f"{100 * lqr['mAP']:.1f} [{100 * lqr['mAP_ci'][0]:.1f}, {100 * lqr['mAP_ci'][1]:.1f}] |" in md
+    d = diffs["rlq-cap"]["cc"]
+    assert (f"| rlq - cap | {100 * d['rank1_diff']:+.1f} [{100 * d['rank1_diff_ci'][0]:+.1f}, "
+            f"{100 * d['rank1_diff_ci'][1]:+.1f}] |") in md
+    # a run without per-query files (an older rlq): the table is skipped with a message, not a crash
+    (per_query_path(tmp_path / "tad", 4)).unlink()
+    said = []
+    assert _paired_differences(tmp_path, ["bm", "tad"], said.append) == {}
+    assert "predates per-query results" in said[0]

@@ -39,6 +39,7 @@ __all__ = [
     "bootstrap_means",
     "bootstrap_ci",
     "paired_bootstrap_ci",
+    "compare_runs",
     "add_intervals",
     "ci_info",
     "save_per_query",
@@ -209,6 +210,27 @@ def paired_bootstrap_ci(a: PerQuery, b: PerQuery, *, num_resamples: int = DEFAUL
     return {"rank1_diff": float(d_hit.mean()) if n else math.nan, "mAP_diff": float(d_ap.mean()) if n else math.nan,
             "rank1_diff_ci": [float(iv[0, 0]), float(iv[1, 0])], "mAP_diff_ci": [float(iv[0, 1]), float(iv[1, 1])],
             "num_queries": int(n)}
+
+
+def compare_runs(per_query: Mapping[str, Mapping[str, PerQuery]], pairs: Any, names: Any = None,
+                 **boot: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    """Paired differences ``{"a-b": {evaluation: paired_bootstrap_ci(a, b)}}`` for each ``(a, b)`` in ``pairs``.
+
+    ``per_query`` maps a run name to its {evaluation name: PerQuery}; ``names`` picks the evaluations (default:
+    those both runs have). ``boot`` goes to :func:`paired_bootstrap_ci` (num_resamples, seed, level).
+    """
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for a, b in pairs:
+        for run in (a, b):
+            if run not in per_query:
+                raise RlqError(f"no per-query results for run {run!r}; have {sorted(per_query)}")
+        pa, pb = per_query[a], per_query[b]
+        evs = [n for n in pa if n in pb] if names is None else list(names)
+        for n in evs:
+            if n not in pa or n not in pb:
+                raise RlqError(f"evaluation {n!r} is missing from run {a if n not in pa else b!r}")
+            out.setdefault(f"{a}-{b}", {})[n] = paired_bootstrap_ci(pa[n], pb[n], what=f"{a} vs {b} ({n})", **boot)
+    return out
 
 
 def ci_info(num_resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED, level: float = DEFAULT_LEVEL) -> dict[str, Any]:
