@@ -1,4 +1,4 @@
-"""Bootstrap confidence intervals for rank-1 and mAP (docs/method.md, "Confidence intervals").
+"""Bootstrap confidence intervals for rank-1 and mAP (docs/datasets.md, "Confidence intervals").
 
 Rank-1 and mAP are means over the valid queries of a per-query hit (0/1: the first true match is at rank 1)
 and a per-query AP. Their interval is the **percentile bootstrap** over queries: the valid queries are
