@@ -49,7 +49,8 @@ def compare_cmd(
     table = [head, ["---"] * 5] + [[r, n, cell(d["rank1_diff"], d["rank1_diff_ci"]), cell(d["mAP_diff"], d["mAP_diff_ci"]),
                                     str(d["num_queries"])] for r, n, d in rows]
     w = [max(len(t[i]) for t in table) for i in range(5)]
-    out.print("\n".join("| " + " | ".join(c.ljust(x) for c, x in zip(t, w)) + " |" for t in table), highlight=False, markup=False)
+    text = "\n".join("| " + " | ".join(c.ljust(x) for c, x in zip(t, w)) + " |" for t in table)
+    out.print(text, highlight=False, markup=False, soft_wrap=True)
     console.print(f"first run: {runs[0]}; intervals: 95 % paired percentile bootstrap, {resamples} resamples, seed {ci_seed}")
     if json_out:
         atomic_write_json(json_out, {"first": str(runs[0]), "selection": selection, "differences": payload,

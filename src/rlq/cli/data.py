@@ -83,7 +83,7 @@ def evaluate_cmd(
     res = evaluate_features_file(features, protocol, max_rank=max_rank, device=device)
     groups = quality_groups(".", quality_csv) if quality_csv is not None else None
     res = _with_intervals(res, groups, resamples, ci_seed, str(quality_csv))
-    out.print(format_table(res, selection=protocol.selection))
+    out.print(format_table(res, selection=protocol.selection), soft_wrap=True, markup=False, highlight=False)
     console.print(_ci_note(resamples, ci_seed))
     if per_query:
         _save_per_query(per_query, res, {"features": str(features), "dataset": dataset, "protocol": protocol_name})

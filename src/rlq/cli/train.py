@@ -73,8 +73,16 @@ def _print_report(report: dict) -> None:
         if not r:
             continue
         for name, m in r["results"].items():
-            t.add_row(label, str(r["epoch"]), name, f"{100 * m['rank1']:.1f}", f"{100 * m['mAP']:.1f}")
+            t.add_row(label, str(r["epoch"]), name, _pct_ci(m, "rank1"), _pct_ci(m, "mAP"))
     out.print(t)
+    if any("rank1_ci" in m for r in report.values() if isinstance(r, dict) for m in (r.get("results") or {}).values()):
+        console.print("R1 and mAP: value [95 % percentile bootstrap interval over queries]")
+
+
+def _pct_ci(m: dict, k: str) -> str:
+    """``41.2 [38.1, 44.0]`` (percent) when the result has an interval, else the value."""
+    iv = m.get(f"{k}_ci")
+    return f"{100 * m[k]:.1f}" + (f" [{100 * iv[0]:.1f}, {100 * iv[1]:.1f}]" if iv else "")
 
 
 @app.command("eval")
@@ -129,7 +137,7 @@ def eval_cmd(
     res = evaluate_protocol(feats, protocol, device=dev)
     groups = quality_groups(ds.root, quality_csv)
     res = _with_intervals(res, groups, resamples, ci_seed, str(quality_csv or Path(ds.root) / "quality.csv"))
-    out.print(format_table(res, selection=protocol.selection))
+    out.print(format_table(res, selection=protocol.selection), soft_wrap=True, markup=False, highlight=False)
     console.print(_ci_note(resamples, ci_seed))
     console.print(f"checkpoint: {state['checkpoint']} ({state.get('method')}, input {h}x{w})")
     if per_query:
