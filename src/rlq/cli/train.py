@@ -73,8 +73,16 @@ def _print_report(report: dict) -> None:
         if not r:
             continue
         for name, m in r["results"].items():
-            t.add_row(label, str(r["epoch"]), name, f"{100 * m['rank1']:.1f}", f"{100 * m['mAP']:.1f}")
+            t.add_row(label, str(r["epoch"]), name, _pct_ci(m, "rank1"), _pct_ci(m, "mAP"))
     out.print(t)
+    if any("rank1_ci" in m for r in report.values() if isinstance(r, dict) for m in (r.get("results") or {}).values()):
+        console.print("R1 and mAP: value [95 % percentile bootstrap interval over queries]")
+
+
+def _pct_ci(m: dict, k: str) -> str:
+    """``41.2 [38.1, 44.0]`` (percent) when the result has an interval, else the value."""
+    iv = m.get(f"{k}_ci")
+    return f"{100 * m[k]:.1f}" + (f" [{100 * iv[0]:.1f}, {100 * iv[1]:.1f}]" if iv else "")
 
 
 @app.command("eval")
@@ -98,13 +106,21 @@ def eval_cmd(
              "official or official:KIND, KIND = mix (the dataset's training mix, the default), pixelation, gaussian "
              "or motion. Degrades query and gallery images at original resolution, seeded by --seed."),
     seed: int = typer.Option(0, "--seed", help="Seed of the --lq degradations (per split and image)."),
+    resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples of the queries for the 95 % intervals of R1 and mAP."),
+    ci_seed: int = typer.Option(0, "--ci-seed", help="Seed of the bootstrap resamples."),
+    quality_csv: Optional[Path] = typer.Option(None, "--quality-csv", help="Quality table (Category,Image,Artifact,Severity,Param) "
+                                               "for clean / LQ query rows (default: <root>/quality.csv when present)."),
+    per_query: Optional[Path] = typer.Option(None, "--per-query", help="Also write per-query results (.npz) here, for paired "
+                                             "comparisons (`rlq compare`)."),
 ) -> None:
-    """Evaluate a checkpoint on a dataset's protocol (every mode it reports); clean, or under --lq."""
+    """Evaluate a checkpoint on a dataset's protocol (every mode it reports), with 95 % bootstrap intervals; clean, or under --lq."""
     import torch
 
     from ..data.datasets import load_dataset
+    from ..data.side_tables import quality_groups
     from ..engine.distributed import resolve_device
     from ..engine.recipe import dataset_options, load_model_checkpoint
+    from ..evaluation.bootstrap import ci_info
     from ..evaluation.extract import extract_features
     from ..evaluation.protocols import evaluate_protocol, format_table, summarize
     from ..io import atomic_write_json
@@ -132,11 +148,40 @@ def eval_cmd(
                              flip=not no_flip, amp_dtype=amp, progress=True, desc=f"extract {name}")
         feats[name] = (f, samples)
     res = evaluate_protocol(feats, protocol, device=dev)
-    out.print(format_table(res, selection=protocol.selection))
+    groups = quality_groups(ds.root, quality_csv)
+    res = _with_intervals(res, groups, resamples, ci_seed, str(quality_csv or Path(ds.root) / "quality.csv"))
+    out.print(format_table(res, selection=protocol.selection), soft_wrap=True, markup=False, highlight=False)
+    console.print(_ci_note(resamples, ci_seed))
     console.print(f"checkpoint: {state['checkpoint']} ({state.get('method')}, input {h}x{w})")
+    if per_query:
+        _save_per_query(per_query, res, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split})
     if json_out:
         atomic_write_json(json_out, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split,
-                                     "results": summarize(res)})
+                                     "results": summarize(res), "confidence_intervals": ci_info(resamples, ci_seed)})
+
+
+def _with_intervals(res: dict, groups: Optional[dict], resamples: int, seed: int, source: str) -> dict:
+    """Add clean / LQ query rows (when the quality is known) and 95 % bootstrap intervals to every result."""
+    from ..evaluation.bootstrap import add_intervals
+    from ..evaluation.protocols import query_group_results
+
+    if resamples < 1:
+        raise typer.BadParameter(f"--resamples must be >= 1 (1000 for the reported intervals), got {resamples}")
+    if groups is not None:
+        res = {**res, **query_group_results(res, groups, source=source)}
+    return add_intervals(res, num_resamples=resamples, seed=seed)
+
+
+def _ci_note(resamples: int, seed: int) -> str:
+    return (f"R1 and mAP: value [95 % percentile bootstrap interval over queries, {resamples} resamples, seed {seed}]; "
+            "<name>/clean and <name>/LQ: queries of that quality against the whole gallery")
+
+
+def _save_per_query(path: Path, res: dict, extra: dict) -> None:
+    from ..evaluation.bootstrap import PerQuery, save_per_query
+
+    save_per_query(path, {n: PerQuery.from_result(r) for n, r in res.items()}, extra=extra)
+    console.print(f"wrote {path}")
 
 
 def _eval_official_lq(model, state, ds, lq, seed, split, h, w, dev, batch_size, workers, flip, amp, json_out, dataset) -> None:

@@ -23,8 +23,9 @@ from ..data.datasets import canonical_name, load_dataset
 from ..data.loading import ExternalSet, ImageCache, TrainSet
 from ..data.records import Dataset, Protocol
 from ..data.samplers import PKSampler
-from ..data.side_tables import build_side_inputs, default_side_paths
+from ..data.side_tables import build_side_inputs, default_side_paths, quality_groups
 from ..errors import CheckpointError, ConfigError
+from ..evaluation.bootstrap import ci_info
 from ..io import atomic_write_json, atomic_write_text
 from ..models import build_model
 from .checkpoint import read_checkpoint, resolve_checkpoint
@@ -39,6 +40,8 @@ __all__ = [
     "load_teacher",
     "build_method",
     "make_evaluator",
+    "per_query_path",
+    "run_per_query",
     "dataset_options",
     "amp_mode",
 ]
@@ -55,6 +58,8 @@ def validate_spec(spec: RunSpec) -> None:
     if spec.method not in METHODS:
         raise ConfigError(f"unknown method {spec.method!r}; choose one of {', '.join(METHODS)}")
     d, t = spec.data, spec.tad
+    if spec.eval.bootstrap_resamples < 1:
+        raise ConfigError(f"eval.bootstrap_resamples={spec.eval.bootstrap_resamples} must be >= 1 (1000 for the reported intervals)")
     if d.batch_size % d.num_instances:
         raise ConfigError(f"data.batch_size={d.batch_size} is not divisible by data.num_instances={d.num_instances}")
     if spec.method in ("tad", "rlq"):
@@ -197,14 +202,50 @@ def _palette_name(spec: RunSpec) -> str:
     return palette_for(spec.data.dataset) if spec.data.palette == "auto" else spec.data.palette
 
 
+def per_query_path(run_dir: str | os.PathLike, epoch: int, protocol: str = "test") -> Path:
+    """Where the evaluation after ``epoch`` saved its per-query results (:func:`rlq.evaluation.load_per_query`)."""
+    return Path(run_dir) / "per_query" / f"{protocol}_epoch{epoch:04d}.npz"
+
+
+def run_per_query(run: str | os.PathLike, selection: str = "test@last") -> Path:
+    """The per-query file behind a run's ``results.json`` entry ``selection`` (or ``run`` itself when it is a file)."""
+    import json
+
+    p = Path(run)
+    if p.is_file():
+        return p
+    res = p / "results.json"
+    try:
+        rep = json.loads(res.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{res} is missing or unreadable ({type(e).__name__}); give a run folder of `rlq train` "
+                              "or a per-query .npz (`rlq eval --per-query`)") from None
+    entry = rep.get(selection)
+    if not entry:
+        raise CheckpointError(f"{res} has no {selection!r} entry; choose one of test@last, test@best_test, test@best_val")
+    f = per_query_path(p, int(entry["epoch"]), "test")
+    if not f.is_file():
+        raise CheckpointError(f"{f} does not exist: the run predates per-query results; re-evaluate it with "
+                              "`rlq eval ... --per-query FILE`")
+    return f
+
+
 def make_evaluator(dataset: Dataset, spec: RunSpec, device: torch.device, amp: str, cache: ImageCache | None = None):
-    """evaluator(model, epoch) -> (test results, val results or None), metrics as fractions (rank1, mAP, ...)."""
+    """evaluator(model, epoch) -> (test results, val results or None), metrics as fractions (rank1, mAP, ...).
+
+    Each result also has ``rank1_ci`` / ``mAP_ci`` (percentile bootstrap over queries, ``spec.eval.bootstrap_*``);
+    where the dataset has a quality table the test results add ``<name>/clean`` and ``<name>/LQ`` rows (queries of
+    that quality against the whole gallery). Per-query results go to :func:`per_query_path` in ``spec.output``.
+    """
+    from ..evaluation.bootstrap import PerQuery, add_intervals, save_per_query
     from ..evaluation.extract import extract_features
-    from ..evaluation.protocols import evaluate_protocol
+    from ..evaluation.protocols import evaluate_protocol, query_group_results
 
     amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    groups = quality_groups(dataset.root, spec.eval.quality_csv)
+    boot = dict(num_resamples=spec.eval.bootstrap_resamples, seed=spec.eval.bootstrap_seed)
 
-    def run(protocol: Protocol, model) -> dict:
+    def run(protocol: Protocol, model, epoch: int, name: str, with_groups: bool) -> dict:
         feats = {}
         for split in protocol.split_names:
             samples = dataset.split(split)
@@ -215,12 +256,18 @@ def make_evaluator(dataset: Dataset, spec: RunSpec, device: torch.device, amp: s
             )
             feats[split] = (f, samples)
         res = evaluate_protocol(feats, protocol, max_rank=spec.eval.max_rank, chunk_size=spec.eval.chunk_size, device=device)
+        if with_groups and groups is not None:
+            res.update(query_group_results(res, groups, source=spec.eval.quality_csv or f"{dataset.root}/quality.csv"))
+        res = add_intervals(res, **boot)
+        save_per_query(per_query_path(spec.output, epoch, name), {n: PerQuery.from_result(r) for n, r in res.items()},
+                       extra={"epoch": epoch, "protocol": name, "dataset": dataset.name})
         keep = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "num_valid_queries", "num_queries")
-        return {name: {k: float(r[k]) for k in keep if k in r} for name, r in res.items()}
+        return {n: {**{k: float(r[k]) for k in keep if k in r}, "rank1_ci": r["rank1_ci"], "mAP_ci": r["mAP_ci"]}
+                for n, r in res.items()}
 
     def evaluator(model, epoch: int):
-        test = run(dataset.protocols["test"], model)
-        val = run(dataset.protocols["val"], model) if "val" in dataset.protocols else None
+        test = run(dataset.protocols["test"], model, epoch, "test", True)
+        val = run(dataset.protocols["val"], model, epoch, "val", False) if "val" in dataset.protocols else None
         return test, val
 
     return evaluator
@@ -355,7 +402,8 @@ def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, role
         "num_train_clothes": dataset.num_train_clothes,
         "spec": dataclasses.asdict(spec),
         "summary": {"method": spec.method, "dataset": canonical_name(d.dataset), "preset": spec.preset,
-                    "world_size": dist.world_size, "batch_per_replica": d.batch_size, "notes": side.notes},
+                    "world_size": dist.world_size, "batch_per_replica": d.batch_size, "notes": side.notes,
+                    "confidence_intervals": ci_info(spec.eval.bootstrap_resamples, spec.eval.bootstrap_seed)},
     }
     if dist.is_main:
         _write_spec(spec, run_dir, dist, {"role": run_role})

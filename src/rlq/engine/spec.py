@@ -151,6 +151,11 @@ class EvalSpec_:
     flip: bool = True  # §2.5
     chunk_size: Optional[int] = None
     max_rank: int = 50
+    # 95 % percentile-bootstrap intervals of rank-1 / mAP over queries (docs/datasets.md, Confidence intervals)
+    bootstrap_resamples: int = 1000
+    bootstrap_seed: int = 0
+    # clean / LQ query rows: a Category,Image,Artifact,Severity,Param table (None: <data.root>/quality.csv if present)
+    quality_csv: Optional[str] = None
 
 
 @dataclass
