@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -80,10 +81,33 @@ def evaluate_cmd(
 
 
 @app.command("presets")
-def presets(filter_: Optional[str] = typer.Argument(None, metavar="FILTER", help="Only presets whose path contains this.")) -> None:
-    """List the shipped YAML presets (use with `rlq train --config configs/<preset>`)."""
+def presets(
+    filter_: Optional[str] = typer.Argument(None, metavar="FILTER", help="Only presets whose path contains this "
+                                            "(with --keys: only keys that contain it, e.g. tad or data.root)."),
+    keys: bool = typer.Option(False, "--keys", help="List every config key (section.key) with its type, default and "
+                              "meaning instead of the presets."),
+) -> None:
+    """List the shipped YAML presets (use with `rlq train --config configs/<preset>`), or with --keys every config key.
+
+    A preset names its parents in `_base_` (merged first, in order): a path relative to the file, or a shipped
+    preset such as `synthcc/bm.yaml`. Any key can be overridden on the command line: `rlq train ... train.epochs=5`.
+    """
     from ..config import PACKAGE_CONFIGS
 
+    if keys:
+        from ..config import schema_keys
+        from ..engine.spec import RunSpec
+
+        rows = [r for r in schema_keys(RunSpec) if not filter_ or filter_ in r["key"]]
+        if not rows:
+            raise typer.BadParameter(f"no config key contains {filter_!r}; `rlq presets --keys` lists them all")
+        width = max(len(r["key"]) for r in rows)
+        for r in rows:
+            default = r["default"] if isinstance(r["default"], str) else json.dumps(r["default"])
+            note = f"  # {r['help']}" if r["help"] else ""
+            out.print(f"{r['key']:{width}s} = {default!s:14s} ({r['type']}){note}", highlight=False, markup=False,
+                      soft_wrap=True)
+        return
     for p in sorted(PACKAGE_CONFIGS.rglob("*.yaml")):
         rel = p.relative_to(PACKAGE_CONFIGS).as_posix()
         if p.name.startswith("_") or rel.startswith(("_base_/", "datasets/", "methods/")) or (filter_ and filter_ not in rel):

@@ -36,6 +36,8 @@ def train(
 
     One process on CPU or one GPU; several GPUs with `torchrun --nproc_per_node N -m rlq.cli train ...`.
     Writes config.yaml, meta.json, metrics.jsonl, TensorBoard logs, checkpoints/ and results.json into `output`.
+    Config sections: method, preset, role, output, data.*, model.*, loss.*, optim.*, train.*, tad.*, eval.*;
+    `rlq presets --keys [SECTION]` lists every key with its default.
     """
     import dataclasses
 
