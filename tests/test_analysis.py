@@ -353,7 +353,14 @@ def test_cli_analyze_commands(synth, model, tmp_path):
     assert _run(["analyze", "gender", str(a), *common, "--gender-csv", str(root / "SynthCC_test_Gender.csv"),
                  "--out", str(tmp_path / "gd")]) == 0
     g = json.loads((tmp_path / "gd" / "gender.json").read_text())
-    assert g["coverage"]["missing"] == [] and set(g["results"]) == {"general", "cc", "sc"}
+    assert g["coverage"]["missing"] == [] and set(g["models"]["model_a"]["results"]) == {"general", "cc", "sc"}
+    # Several checkpoints, and SynthCC's own test gender CSV found without --gender-csv.
+    assert _run(["analyze", "gender", str(a), str(b), *common, "--out", str(tmp_path / "gd2")]) == 0
+    g2 = json.loads((tmp_path / "gd2" / "gender.json").read_text())
+    assert g2["gender_csv"] == str(root / "SynthCC_test_Gender.csv") and set(g2["models"]) == {"model_a", "model_b"}
+    same = json.dumps(g2["models"]["model_b"]["results"]) == json.dumps(g["models"]["model_a"]["results"])
+    assert same  # the same weights give the same numbers
+    assert "model_b: cc" in (tmp_path / "gd2" / "report.md").read_text()
     assert _run(["analyze", "lq-clusters", str(a), *common, "--max-images", "12", "--no-tsne",
                  "--out", str(tmp_path / "lq")]) == 0
     assert json.loads((tmp_path / "lq" / "lq_clusters.json").read_text())["num_images"] == 12

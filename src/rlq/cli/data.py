@@ -1,4 +1,4 @@
-"""Data commands: `rlq synth`, `rlq check-data`, `rlq evaluate`, `rlq presets`."""
+"""Data commands: `rlq synth`, `rlq check-data`, `rlq presets` (and the deprecated `rlq evaluate`)."""
 
 from __future__ import annotations
 
@@ -29,10 +29,29 @@ def synth(
     out.print(f"preview: {out_dir / 'preview.png'}; check it with `rlq check-data synthcc {out_dir}`")
 
 
+def _name_and_root(name: Optional[str], root: Optional[Path], dataset_opt: Optional[str],
+                   root_opt: Optional[Path]) -> tuple[str, Path]:
+    """check-data takes `NAME ROOT` (positional, as before) or `-d NAME -r ROOT` (as every other command)."""
+    if dataset_opt is not None and name is not None and root is None and root_opt is None:
+        name, root = None, Path(name)  # `check-data -d NAME ROOT`
+    if name is not None and dataset_opt is not None and name != dataset_opt:
+        raise typer.BadParameter(f"two dataset names: {name!r} and -d {dataset_opt!r}; give one")
+    if root is not None and root_opt is not None and root != root_opt:
+        raise typer.BadParameter(f"two roots: {root} and -r {root_opt}; give one")
+    name, root = name or dataset_opt, root or root_opt
+    if name is None or root is None:
+        raise typer.BadParameter("give the dataset and its root: `rlq check-data -d NAME -r ROOT` (or `NAME ROOT`)")
+    return name, root
+
+
 @app.command("check-data")
 def check_data_cmd(
-    name: str = typer.Argument(..., help="ltcc, prcc, last, deepchange, celebreid, vcclothes, synthcc or manifest."),
-    root: Path = typer.Argument(..., help="Dataset root (the top folder of its tree; for `manifest`: the CSV file)."),
+    name: Optional[str] = typer.Argument(None, metavar="NAME", help="ltcc, prcc, last, deepchange, celebreid, vcclothes, "
+                                         "synthcc or manifest (or -d NAME, as in the other commands)."),
+    root: Optional[Path] = typer.Argument(None, metavar="ROOT", help="Dataset root (the top folder of its tree; for "
+                                          "`manifest`: the CSV file) (or -r ROOT)."),
+    dataset_opt: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name (instead of NAME)."),
+    root_opt: Optional[Path] = typer.Option(None, "--root", "-r", help="Dataset root (instead of ROOT)."),
     quick: bool = typer.Option(False, "--quick", help="Only read image headers instead of decoding every image."),
     no_images: bool = typer.Option(False, "--no-images", help="Do not open images at all (layout and names only)."),
     max_list: int = typer.Option(10, help="How many bad files to list before counting."),
@@ -43,6 +62,7 @@ def check_data_cmd(
     from ..data.check import check_data, format_report
     from ..data.datasets import canonical_name
 
+    name, root = _name_and_root(name, root, dataset_opt, root_opt)
     opts = {"camera_rule": camera_rule} if canonical_name(name) == "celebreid" else {}
     rep = check_data(name, root, verify_images=not no_images, full_decode=not quick, max_list=max_list, progress=True, **opts)
     out.print(format_report(rep), highlight=False, markup=False)
@@ -50,17 +70,9 @@ def check_data_cmd(
         raise typer.Exit(code=1)
 
 
-@app.command("evaluate")
-def evaluate_cmd(
-    features: Path = typer.Argument(..., help="Features file (.npz) written by `rlq extract`."),
-    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset whose protocol to apply."),
-    root: Optional[Path] = typer.Option(None, "--root", help="Only for `manifest` (its protocol lives next to the CSV)."),
-    protocol_name: str = typer.Option("test", "--protocol", help="test or val."),
-    max_rank: int = typer.Option(50, help="CMC length."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cpu)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
-) -> None:
-    """Evaluate saved features with every mode of a dataset's protocol (CMC + mAP, CAL semantics)."""
+def evaluate_features_cmd(features: Path, dataset: str, root: Optional[Path], protocol_name: str = "test",
+                          max_rank: int = 50, device: Optional[str] = None, json_out: Optional[Path] = None) -> None:
+    """`rlq eval FEATURES.npz`: every mode of a dataset's protocol on saved features (CMC + mAP, CAL semantics)."""
     from ..data.datasets import load_dataset, standard_protocols
     from ..evaluation.protocols import evaluate_features_file, format_table, summarize
     from ..io import atomic_write_json
@@ -78,6 +90,22 @@ def evaluate_cmd(
         atomic_write_json(json_out, {"features": str(features), "dataset": dataset, "protocol": protocol_name,
                                      "results": summarize(res)})
         console.print(f"wrote {json_out}")
+
+
+@app.command("evaluate", hidden=True, deprecated=True)
+def evaluate_cmd(
+    features: Path = typer.Argument(..., help="Features file (.npz) written by `rlq extract`."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset whose protocol to apply."),
+    root: Optional[Path] = typer.Option(None, "--root", "-r", help="Only for `manifest` (its protocol lives next to the CSV)."),
+    protocol_name: str = typer.Option("test", "--protocol", help="test or val."),
+    max_rank: int = typer.Option(50, help="CMC length."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cpu)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
+) -> None:
+    """Deprecated: use `rlq eval FEATURES.npz --dataset NAME` (same options)."""
+    console.print("[yellow]`rlq evaluate` is deprecated: use `rlq eval FEATURES.npz --dataset NAME` "
+                  "(it takes a checkpoint, a run folder or a features file)[/yellow]")
+    evaluate_features_cmd(features, dataset, root, protocol_name, max_rank, device, json_out)
 
 
 @app.command("presets")

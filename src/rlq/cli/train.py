@@ -1,4 +1,4 @@
-"""Training and model commands: `rlq train`, `rlq eval`, `rlq extract`, `rlq model-info`."""
+"""Training and model commands: `rlq train`, `rlq eval` (checkpoints and features), `rlq extract`, `rlq model-info`."""
 
 from __future__ import annotations
 
@@ -81,9 +81,11 @@ def _print_report(report: dict) -> None:
 
 @app.command("eval")
 def eval_cmd(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint folder, or a run folder (uses checkpoints/best, else the newest)."),
+    checkpoint: Path = typer.Argument(..., help="Checkpoint folder, a run folder (uses checkpoints/best, else the newest), "
+                                      "or a features file (.npz from `rlq extract`)."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name (ltcc, prcc, last, deepchange, celebreid, vcclothes, synthcc, manifest)."),
-    root: Path = typer.Option(..., "--root", "-r", help="Dataset root (for `manifest`: the CSV file)."),
+    root: Optional[Path] = typer.Option(None, "--root", "-r", help="Dataset root (for `manifest`: the CSV file). "
+                                        "Required with a checkpoint; with a features file only for `manifest`."),
     split: str = typer.Option("test", "--protocol", help="Which protocol to run: test or val."),
     height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
     width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
@@ -95,7 +97,18 @@ def eval_cmd(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
 ) -> None:
-    """Evaluate a checkpoint on a dataset's protocol (every mode it reports)."""
+    """Evaluate a checkpoint, or saved features (.npz), on a dataset's protocol (every mode it reports).
+
+    With a features file only --dataset, --root (manifest), --protocol, --device and --json apply.
+    """
+    if checkpoint.suffix == ".npz":  # saved features, detected by the path
+        from .data import evaluate_features_cmd
+
+        evaluate_features_cmd(checkpoint, dataset, root, split, device=None if device == "auto" else device,
+                              json_out=json_out)
+        return
+    if root is None:
+        raise typer.BadParameter("evaluating a checkpoint needs --root (the dataset's folder)")
     import torch
 
     from ..data.datasets import load_dataset
@@ -136,9 +149,9 @@ def extract_cmd(
     root: Optional[Path] = typer.Option(None, "--root", "-r", help="Dataset root."),
     images: Optional[Path] = typer.Option(None, "--images", help="A folder of images (searched recursively) instead of a dataset."),
     splits: Optional[str] = typer.Option(None, help="Comma-separated splits to extract (default: the test protocol's)."),
-    batch_size: int = typer.Option(128),
-    workers: int = typer.Option(2),
-    device: str = typer.Option("auto"),
+    batch_size: int = typer.Option(128, help="Extraction batch size."),
+    workers: int = typer.Option(2, help="Loader workers."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
 ) -> None:
     """Extract L2-normalised features (flip-summed, METHOD.md §2.5) for a dataset's splits or a folder of images."""
