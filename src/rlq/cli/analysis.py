@@ -204,7 +204,8 @@ def lq_clusters_cmd(
     res = lq_cluster_diagnostics(model, [s.path for s in samples], [s.pid for s in samples],
                                  artifact_mix=_parse_mix(mix, dataset), seed=seed, height=hw[0], width=hw[1], device=dev,
                                  batch_size=batch_size, workers=workers, ranges=ranges, amp_dtype=amp, tsne=png is not None,
-                                 out_png=png, max_tsne_points=tsne_points, progress=True)
+                                 out_png=png, max_tsne_points=tsne_points, progress=True,
+                                 model_name=f"{Path(checkpoint).name or checkpoint} ({state.get('method')})")
     res = {**_ckpt_info(state), "dataset": dataset, "split": split, **res}
     atomic_write_json(out_dir / "lq_clusters.json", res)
     md = lq_clusters_markdown({Path(checkpoint).name or str(checkpoint): res})
