@@ -42,7 +42,7 @@ def test_train_eval_extract_evaluate(synthcc_tiny, tmp_path, capsys):
     feats = tmp_path / "f.npz"
     assert run_cli(["extract", str(run), "--dataset", "synthcc", "--root", str(synthcc_tiny), "--out", str(feats),
                     "--workers", "0"]) == 0
-    assert run_cli(["evaluate", str(feats), "--dataset", "synthcc", "--json", str(tmp_path / "evaluate.json")]) == 0
+    assert run_cli(["eval", str(feats), "--dataset", "synthcc", "--json", str(tmp_path / "evaluate.json")]) == 0
     ev2 = json.loads((tmp_path / "evaluate.json").read_text())["results"]
     assert set(ev) == {"general", "cc", "sc"}
     for mode in ev:  # the same checkpoint, features and protocol give the same numbers both ways
