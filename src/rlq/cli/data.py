@@ -92,7 +92,7 @@ def evaluate_features_cmd(features: Path, dataset: str, root: Optional[Path], pr
         console.print(f"wrote {json_out}")
 
 
-@app.command("evaluate", hidden=True, deprecated=True)
+@app.command("evaluate", hidden=True)
 def evaluate_cmd(
     features: Path = typer.Argument(..., help="Features file (.npz) written by `rlq extract`."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset whose protocol to apply."),

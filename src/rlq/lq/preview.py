@@ -38,7 +38,8 @@ def preview_tile_width(first: Image.Image, height: int) -> int:
 
 def _level_label(artifact: str, level: int) -> str:
     spec = SEVERITY_GRID[artifact][level]
-    return f"L{level} " + " ".join(f"{k}={v:g}" for k, v in spec.items())
+    # the defocus kernel size k follows from sigma; leaving it out keeps the label within a tile
+    return f"L{level} " + " ".join(f"{k}={v:g}" for k, v in spec.items() if not (artifact == "defocus" and k == "k"))
 
 
 def preview_grid(n_levels: int, max_columns: int = PREVIEW_MAX_COLUMNS) -> tuple[int, int]:
