@@ -25,3 +25,7 @@ class CheckpointError(RlqError):
 
 class TrainingError(RlqError):
     """Training cannot continue (non-finite loss, impossible setting, ...)."""
+
+
+class RankFailure(RlqError):
+    """A step failed on some rank of a torchrun job; raised on every rank so none waits for the others."""
