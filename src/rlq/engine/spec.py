@@ -142,9 +142,7 @@ class TrainSpec:
     nonfinite: str = "error"  # error | skip (skip the batch, counted)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # torch intra-op threads on CPU (0 = torch default)
-    # torchrun: timeout of every collective, in minutes (None: env RLQ_DIST_TIMEOUT_MIN, else 60); it must cover
-    # the longest sharded evaluation and checkpoint write
-    dist_timeout_min: Optional[float] = None
+    dist_timeout_min: Optional[float] = None  # torchrun collective timeout, minutes (null: env RLQ_DIST_TIMEOUT_MIN, else 60)
 
 
 @dataclass
