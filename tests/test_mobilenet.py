@@ -115,6 +115,21 @@ def test_loaded_network_equals_torchvision_mobilenet_v2(torchvision_reference):
         torch.testing.assert_close(m.cal_branch.layers(shared), full)
 
 
+def test_stage_strides_mirror_resnet():
+    from rlq.models import STAGE_NAMES, build_backbone_stages
+
+    # ResNet at 256x128: stem+layer1 stride 4, layer2 8, layer3 16, layer4 16 (last stride 1).
+    expected = {"stem": (16, 128, 64), "layer1": (24, 64, 32), "layer2": (32, 32, 16), "layer3": (96, 16, 8),
+                "layer4": (1280, 16, 8)}
+    stages = build_backbone_stages("mobilenetv2", "none")
+    x = torch.rand(1, 3, 256, 128)
+    with torch.no_grad():
+        for name in STAGE_NAMES:
+            x = stages.stage(name).eval()(x)
+            assert tuple(x.shape[1:]) == expected[name], name
+    assert stages.stage_channels == tuple(expected[n][0] for n in STAGE_NAMES) and stages.out_channels == 1280
+
+
 @pytest.mark.parametrize("method", ["cal", "bm", "bm+g", "bm+p", "cap", "tad", "rlq"])
 def test_every_method_builds_and_embeds(method):
     m = build_model(method=method, num_ids=4, pose_clusters=3, backbone="mobilenetv2", pretrained="none").eval()
