@@ -289,7 +289,7 @@ def model_info(
     method: str = typer.Option("bm", help="cal, bm, bm+g, bm+p, cap, tad or rlq."),
     num_ids: int = typer.Option(77, help="Train identities C (LTCC 77, PRCC 150, DeepChange 450, LaST 5000)."),
     pose_clusters: int = typer.Option(15, help="Pose clusters K (pose methods)."),
-    backbone: str = typer.Option("resnet50", help="resnet50, resnet34, resnet18, narrow or tiny."),
+    backbone: str = typer.Option("resnet50", help="resnet50, resnet34, resnet18, mobilenetv2, narrow or tiny."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Parameter counts per part, at inference, and as paper Table 9 counts them (docs/method.md §2.6)."""
