@@ -346,6 +346,12 @@ def test_not_an_official_file(tmp_path):
         read_official_checkpoint(p)
     with pytest.raises(CheckpointError, match="does not exist"):
         read_official_checkpoint(tmp_path / "nope.pth.tar")
+    torn = tmp_path / "torn.pth.tar"
+    buf = io.BytesIO()
+    torch.save(_tiny_official(0.5), buf)
+    torn.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(CheckpointError, match=r"cannot read .*torn\.pth\.tar"):
+        read_official_checkpoint(torn)
 
 
 # -- wrong method, widths, keys, shapes -------------------------------------------------------------------

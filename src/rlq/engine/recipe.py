@@ -146,7 +146,7 @@ def save_model_checkpoint(model: torch.nn.Module, out_dir: str | os.PathLike, *,
         tensors[k] = v
     state = {"method": model.method, "model_args": model.build_kwargs, "input_size": list(input_size),
              "weights_only": True, **meta}
-    return CheckpointManager(out.parent, create=True)._save_dir(out, tensors, state)
+    return CheckpointManager._save_dir(out, tensors, state)  # no manager: it would create a stray checkpoints/ folder
 
 
 def load_teacher(path: str, *, force: bool, device: torch.device) -> torch.nn.Module:
