@@ -216,7 +216,7 @@ def test_convert_other_methods(method, official, ref3, ref2, images):
     _check_model(model, ref3 if pose else ref2, official, images, pose)
 
 
-def test_bare_state_dict_extract_search(official, ref3, images, tmp_path):
+def test_bare_state_dict_extract_search(official, ref3, images, tmp_path, synthcc_tiny):
     """A bare model state dict imports (CAL-ID and clothes heads reported missing); TAD's teacher loader, `rlq
     extract --images` and `rlq search` read the folder and give the reference features."""
     from PIL import Image
@@ -253,6 +253,11 @@ def test_bare_state_dict_extract_search(official, ref3, images, tmp_path):
     assert run_cli(["search", "--gallery", str(feats), "--query", str(pics / "p1.png"), "--top-k", "2",
                     "--out", str(tmp_path / "r.html"), "--json", str(tmp_path / "r.json"), "--device", "cpu"]) == 0
     assert "p1.png" in (tmp_path / "r.json").read_text()
+    # and `rlq eval` runs the imported model over a dataset protocol
+    assert run_cli(["eval", str(res.checkpoint), "--dataset", "synthcc", "--root", str(synthcc_tiny), "--workers", "0",
+                    "--device", "cpu", "--json", str(tmp_path / "eval.json")]) == 0
+    ev = json.loads((tmp_path / "eval.json").read_text())
+    assert ev["checkpoint"] == str(res.checkpoint) and set(ev["results"]) == {"general", "cc", "sc"}
 
 
 def test_cli_imports_celeb_teacher(official, ref2, images, tmp_path, capsys):
@@ -295,19 +300,19 @@ def _numpy1_names(data: bytes) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("rank1, numpy1", [(np.float64(0.625), False), (np.float64(0.625), True),
-                                            (np.float32(0.625), False), (np.array(0.625), False), (0.625, False)])
-def test_numpy_rank1_loads(rank1, numpy1, tmp_path):
+@pytest.mark.parametrize("rank1, variant", [(np.float64(0.625), "zip"), (np.float64(0.625), "numpy1"),
+                                             (np.float64(0.625), "legacy"), (np.float32(0.625), "zip"),
+                                             (np.array(0.625), "zip"), (0.625, "zip")])
+def test_numpy_rank1_loads(rank1, variant, tmp_path):
+    """rank1 as a NumPy number (NumPy 2 or NumPy 1 module paths), 0-d array or float; zip or legacy torch format."""
     buf = io.BytesIO()
-    torch.save(_tiny_official(rank1), buf)
-    data = _numpy1_names(buf.getvalue()) if numpy1 else buf.getvalue()
+    torch.save(_tiny_official(rank1), buf, _use_new_zipfile_serialization=variant != "legacy")
+    data = _numpy1_names(buf.getvalue()) if variant == "numpy1" else buf.getvalue()
     p = tmp_path / "x.pth.tar"
     p.write_bytes(data)
     ck = read_official_checkpoint(p)
     assert ck.rank1 == 0.625 and ck.epoch == 3 and not ck.bare
     assert isinstance(ck.rank1, float)
-
-
 
 
 def _side_effect(path: str) -> None:  # would run if the unpickler executed the payload
