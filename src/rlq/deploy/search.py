@@ -213,8 +213,13 @@ class GalleryIndex:
         return index
 
     def search(self, queries: Any, k: int = 10, *, device: str | torch.device | None = None,
-               chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores float32 Q x k', gallery indices int64 Q x k'), best first, k' = min(k, len(gallery))."""
+               chunk_size: int | None = None, rerank: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores float32 Q x k', gallery indices int64 Q x k'), best first, k' = min(k, len(gallery)).
+
+        Scores are cosine similarities (higher = closer). With ``rerank`` (a
+        :class:`~rlq.evaluation.rerank.RerankSettings`) the ranking is by k-reciprocal re-ranked distance over
+        queries ∪ gallery (exact torch, whatever the backend) and the scores are those distances (lower = closer).
+        """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise RlqError(f"k must be a positive integer, got {k!r}")
         q = _as_float32_2d(queries, "queries")
@@ -224,6 +229,8 @@ class GalleryIndex:
         k = min(k, len(self))
         if k == 0 or q.shape[0] == 0:
             return np.zeros((q.shape[0], k), np.float32), np.zeros((q.shape[0], k), np.int64)
+        if rerank is not None:
+            return self._search_reranked(q, k, rerank, device, chunk_size)
         if self.backend == "faiss":
             scores, idx = self._faiss.search(q, k)
             return np.asarray(scores, np.float32), np.asarray(idx, np.int64)
@@ -233,6 +240,19 @@ class GalleryIndex:
             self._torch_cache = (dev, g.to(dev) if dev.type != "cpu" else g)
         s, i = topk_exact(torch.from_numpy(q).to(dev), self._torch_cache[1], k, chunk_size)
         return s.numpy(), i.numpy()
+
+    def _search_reranked(self, q: np.ndarray, k: int, settings: Any, device: Any, chunk_size: int | None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        from ..evaluation.rerank import rerank_chunks, topk_rows
+
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        scores = np.empty((q.shape[0], k), np.float32)
+        index = np.empty((q.shape[0], k), np.int64)
+        for a, b, D in rerank_chunks(torch.from_numpy(q).to(dev), torch.from_numpy(self.features).to(dev), settings,
+                                     chunk_size=chunk_size):
+            s, i = topk_rows(-D, k)  # smallest distance first; equal distances: lower gallery index first
+            scores[a:b], index[a:b] = (-s).cpu().numpy(), i.cpu().numpy()
+        return scores, index
 
     # -- persistence ------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
