@@ -38,7 +38,6 @@ import copy
 import math
 import os
 import platform
-import shutil
 import signal
 import statistics
 import subprocess
@@ -71,11 +70,15 @@ class Skip(Exception):
 
 
 class CheckFailed(AssertionError):
-    """A check ran but its result is wrong."""
+    """A check ran but its result is wrong; ``details`` (what it measured) still go to the JSON."""
+
+    def __init__(self, message: str, details: dict | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
 
 
-class CheckTimeout(Exception):
-    """The check ran past its own time budget."""
+class CheckTimeout(BaseException):
+    """The check ran past its own time budget (a BaseException: no ``except Exception`` inside a check swallows it)."""
 
 
 @dataclass
@@ -197,37 +200,41 @@ def check_train_steps(s: Sizes) -> tuple[str, dict]:
     dev = s.device
     rows = []
     teacher = build("bm", s, seed=1, num_ids=632)  # random-init teacher (PRCC id count), frozen by the method
-    bad = []
+    bad: list[str] = []
     for name in METHODS:
         model = build(name, s)
         init = {k: v.clone() for k, v in model.state_dict().items()}
         for amp in ("bf16", "fp16"):
             for cl in (True, False):
-                model.load_state_dict(init)
-                model.to(memory_format=torch.contiguous_format)
-                method = make_method(name, s, teacher)
-                tr = stepper(model, method, dev, amp=amp, channels_last=cl)
-                if amp == "fp16" and tr.scaler is None:
-                    raise CheckFailed("fp16 AMP built no GradScaler")
-                if _conv_weight(tr.raw_model).is_contiguous(memory_format=torch.channels_last) != cl:  # the stem conv (k > 1)
-                    bad.append(f"{name}/{amp}/cl={cl}: model memory format is not as asked")
-                kinds = ["reid", "tad"] if name in ("tad", "rlq") else ["reid"]
                 row: dict[str, Any] = {"method": name, "amp": amp, "channels_last": cl, "losses": {}}
                 t0 = time.perf_counter()
-                for kind in kinds:
-                    batch = (target_batch(s.b, s.h, s.w, s.num_ids, s.num_clothes, seed=1) if kind == "reid"
-                             else external_batch(s.b, s.h, s.w, src=s.src_hw, seed=2))
-                    out = tr._step(kind, batch, epoch=30)  # epoch >= 25: clothes-head update and L_CAL run (§4)
-                    if out is None:
-                        raise CheckFailed(f"{name}/{kind} step returned no output")
-                    terms = {k: float(v.detach()) for k, v in out.losses.items()}
-                    row["losses"][kind] = {"total": out.metrics["loss"], **terms, **out.metrics}
-                    if not all(math.isfinite(v) for v in [out.metrics["loss"], *terms.values()]):
-                        bad.append(f"{name}/{amp}/cl={cl}/{kind}: non-finite loss {terms}")
-                sync(dev)
+                try:  # one failing configuration is reported; the others still run
+                    model.load_state_dict(init)
+                    model.to(memory_format=torch.contiguous_format)
+                    method = make_method(name, s, teacher)
+                    tr = stepper(model, method, dev, amp=amp, channels_last=cl)
+                    if amp == "fp16" and tr.scaler is None:
+                        raise CheckFailed("fp16 AMP built no GradScaler")
+                    if _conv_weight(tr.raw_model).is_contiguous(memory_format=torch.channels_last) != cl:  # stem conv (k > 1)
+                        raise CheckFailed("model memory format is not as asked")
+                    for kind in ["reid", "tad"] if name in ("tad", "rlq") else ["reid"]:
+                        batch = (target_batch(s.b, s.h, s.w, s.num_ids, s.num_clothes, seed=1) if kind == "reid"
+                                 else external_batch(s.b, s.h, s.w, src=s.src_hw, seed=2))
+                        out = tr._step(kind, batch, epoch=30)  # epoch >= 25: clothes-head update and L_CAL run (§4)
+                        if out is None:
+                            raise CheckFailed(f"{kind} step returned no output")
+                        terms = {k: float(v.detach()) for k, v in out.losses.items()}
+                        row["losses"][kind] = {"total": out.metrics["loss"], **terms, **out.metrics}
+                        if not all(math.isfinite(v) for v in [out.metrics["loss"], *terms.values()]):
+                            raise CheckFailed(f"{kind} step: non-finite loss {terms}")
+                    sync(dev)
+                    if tr.scaler is not None:
+                        row["grad_scale"] = float(tr.scaler.get_scale()) if tr.scaler.is_enabled() else None
+                except Exception as e:  # noqa: BLE001
+                    row["error"] = f"{type(e).__name__}: {e}"
+                    row["traceback"] = traceback.format_exc()
+                    bad.append(f"{name}/{amp}/channels_last={cl}: {row['error'][:300]}")
                 row["seconds"] = time.perf_counter() - t0
-                if tr.scaler is not None:
-                    row["grad_scale"] = float(tr.scaler.get_scale()) if tr.scaler.is_enabled() else None
                 rows.append(row)
         del model, init
         if dev.type == "cuda":
@@ -236,7 +243,7 @@ def check_train_steps(s: Sizes) -> tuple[str, dict]:
     if dev.type == "cuda":
         details["peak_cuda_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
     if bad:
-        raise CheckFailed("; ".join(bad))
+        raise CheckFailed(f"{len(bad)} of {len(rows)} configurations failed: " + "; ".join(bad), details)
     n = sum(len(r["losses"]) for r in rows)
     return f"{n} steps ({len(METHODS)} methods x bf16/fp16 x channels_last on/off), all losses finite", details
 
@@ -267,9 +274,9 @@ def check_bf16_vs_fp32(s: Sizes) -> tuple[str, dict]:
                "max_rel_diff_first_%d" % s.curve_early: early, "max_rel_diff": max(rel), "tolerance_early": 0.05,
                "reference": "fp32 with TF32 off (cuDNN and cuBLAS)"}
     if not all(math.isfinite(v) for v in fp32 + bf16):
-        raise CheckFailed(f"non-finite loss: fp32 {fp32}, bf16 {bf16}")
+        raise CheckFailed(f"non-finite loss: fp32 {fp32}, bf16 {bf16}", details)
     if early > 0.05:
-        raise CheckFailed(f"bf16 total loss differs from fp32 by {early:.1%} within the first {s.curve_early} steps (> 5%)")
+        raise CheckFailed(f"bf16 total loss differs from fp32 by {early:.1%} within the first {s.curve_early} steps (> 5%)", details)
     return f"max rel. diff {early:.2%} (first {s.curve_early} steps), {max(rel):.2%} over {s.curve_steps} steps", details
 
 
@@ -343,7 +350,7 @@ def check_eval_parity(s: Sizes) -> tuple[str, dict]:
                "mAP_cpu": {m: ref[m]["mAP"] for m in modes}}
     bad = [f"tie-free {m}: {d}" for m, d in free.items() if not d["ok"]] + [f"ties {m}: {d}" for m, d in ties.items() if not d["ok"]]
     if bad:
-        raise CheckFailed("; ".join(bad))
+        raise CheckFailed("; ".join(bad), details)
     worst = max(max(d["mAP"], d["cmc"]) for d in free.values())
     return f"{other} == cpu: tie-free max |diff| {worst:.1e}, exact-tie problem identical", details
 
@@ -386,7 +393,7 @@ def check_eval_last_scale(s: Sizes) -> tuple[str, dict]:
     if dev.type == "cuda":
         torch.cuda.empty_cache()
     if not all(math.isfinite(r["mAP"]) for r in res.values()):
-        raise CheckFailed(f"non-finite mAP: {details['mAP']}")
+        raise CheckFailed(f"non-finite mAP: {details['mAP']}", details)
     mem = f", peak {details['peak_cuda_gib']:.1f} GiB (+{details['peak_above_features_gib']:.1f} over the features)" if "peak_cuda_gib" in details else ""
     return f"{nq:,} x {ng:,} x {dim}: {dt:.1f} s{mem}, mAP {details['mAP']['general']:.3f}", details
 
@@ -471,13 +478,14 @@ def check_torchrun_nccl(s: Sizes) -> tuple[str, dict]:
         rc, log = _run_group(cmd, env, s.torchrun_timeout_s, str(REPO))
         dt = time.perf_counter() - t0
         if rc != 0 or not out.exists():
-            raise CheckFailed(f"torchrun exited {rc}; last output:\n{log[-3000:]}")
+            raise CheckFailed(f"torchrun exited {rc}; last output:\n{log[-3000:]}",
+                              {"returncode": rc, "command": cmd, "output": log[-20000:], "seconds": dt})
         res = json.loads(out.read_text())
     res.update(seconds=dt, command=" ".join(cmd[:5]) + " CHILD ...")
     if res["backend"] != backend or res["ddp"] != "DistributedDataParallel" or res["flags"] != [True, False]:
-        raise CheckFailed(f"unexpected child result {res}")
+        raise CheckFailed(f"unexpected child result {res}", res)
     if not all(math.isfinite(v) for v in res["losses"]):
-        raise CheckFailed(f"non-finite DDP losses {res['losses']}")
+        raise CheckFailed(f"non-finite DDP losses {res['losses']}", res)
     return f"{backend}, world 1, 3 DDP steps, losses {', '.join(f'{v:.2f}' for v in res['losses'])} ({dt:.0f} s)", res
 
 
@@ -637,7 +645,7 @@ def check_onnx(s: Sizes) -> tuple[str, dict]:
         details["export_and_cpu_parity_s"] = time.perf_counter() - t0
         details["cpu_parity"] = res["parity"]
         if not res["parity"]["passed"]:
-            raise CheckFailed(f"CPU parity failed: {res['parity']}")
+            raise CheckFailed(f"CPU parity failed: {res['parity']}", details)
         summary = f"export + CPU parity max L2 {res['parity']['max_l2_diff']:.1e}"
         if "CUDAExecutionProvider" not in details["providers"]:
             details["cuda_ep"] = {"skipped": f"CUDAExecutionProvider not available (providers: {details['providers']})"}
@@ -646,7 +654,11 @@ def check_onnx(s: Sizes) -> tuple[str, dict]:
             details["cuda_ep"] = {"skipped": "no CUDA device"}
             return summary + "; CUDA EP skipped: no CUDA device", details
         # use_tf32=0: full fp32 convolutions / matmuls, like the PyTorch reference under no_tf32()
-        sess = ort.InferenceSession(str(path), providers=[("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"])
+        try:
+            sess = ort.InferenceSession(str(path), providers=[("CUDAExecutionProvider", {"use_tf32": 0}), "CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - an onnxruntime / CUDA library mismatch, not an rlq failure
+            details["cuda_ep"] = {"skipped": f"could not create a CUDA EP session: {type(e).__name__}: {e}"}
+            return summary + f"; CUDA EP skipped: session failed ({type(e).__name__})", details
         used = sess.get_providers()
         if used[0] != "CUDAExecutionProvider":  # an onnxruntime build whose CUDA libraries do not load here
             details["cuda_ep"] = {"skipped": f"CUDAExecutionProvider is listed but onnxruntime fell back to {used}"}
@@ -660,7 +672,7 @@ def check_onnx(s: Sizes) -> tuple[str, dict]:
         # features are L2-normalised: an L2 difference of 1e-2 is a cosine of at least 0.99995
         details["cuda_ep"] = {"providers_used": used, "max_l2_diff_vs_torch_cuda": l2, "tolerance": 1e-2}
         if not l2 <= 1e-2:
-            raise CheckFailed(f"CUDA EP features differ from PyTorch CUDA by L2 {l2:.3g} (> 1e-2)")
+            raise CheckFailed(f"CUDA EP features differ from PyTorch CUDA by L2 {l2:.3g} (> 1e-2)", details)
     return summary + f"; CUDA EP max L2 vs torch {l2:.1e}", details
 
 
@@ -729,6 +741,7 @@ def run_check(name: str, fn: Callable[[Sizes], tuple[str, dict]], s: Sizes, budg
         if isinstance(e, KeyboardInterrupt):
             raise
         r.status = "FAIL"
+        r.details = getattr(e, "details", None) or {}
         r.error = f"{type(e).__name__}: {e}"
         r.summary = r.error.splitlines()[0][:200]
         r.traceback = traceback.format_exc()
