@@ -241,7 +241,7 @@ def check_train_steps(s: Sizes) -> tuple[str, dict]:
             torch.cuda.empty_cache()
     details = {"input_hw": [s.h, s.w], "sampled_per_step": s.b, "backbone": s.backbone, "steps": rows}
     if dev.type == "cuda":
-        details["peak_cuda_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
+        details["peak_cuda_gib"] = torch.cuda.max_memory_allocated() / 2**30
     if bad:
         raise CheckFailed(f"{len(bad)} of {len(rows)} configurations failed: " + "; ".join(bad), details)
     n = sum(len(r["losses"]) for r in rows)
@@ -377,7 +377,7 @@ def check_eval_last_scale(s: Sizes) -> tuple[str, dict]:
     base = 0
     if dev.type == "cuda":
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(dev)
+        torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated(dev)
     t0 = time.perf_counter()
     res = evaluate_features(q, g, **lab, modes=("general", "cc"), device=dev)
@@ -387,7 +387,7 @@ def check_eval_last_scale(s: Sizes) -> tuple[str, dict]:
                "mAP": {m: r["mAP"] for m, r in res.items()}, "rank1": {m: r["rank1"] for m, r in res.items()},
                "features_gib": (nq + ng) * dim * 4 / 2**30}
     if dev.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(dev)
+        peak = torch.cuda.max_memory_allocated()
         details.update(peak_cuda_gib=peak / 2**30, peak_above_features_gib=(peak - base) / 2**30)
     del q, g
     if dev.type == "cuda":
@@ -730,7 +730,7 @@ def run_check(name: str, fn: Callable[[Sizes], tuple[str, dict]], s: Sizes, budg
     t0 = time.perf_counter()
     try:
         if s.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(s.device)
+            torch.cuda.reset_peak_memory_stats()
         with time_limit(budget):
             r.summary, r.details = fn(s)
             sync(s.device)  # surface asynchronous CUDA errors inside this check
