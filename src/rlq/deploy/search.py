@@ -30,6 +30,7 @@ import torch
 
 from ..errors import CheckpointError, RlqError
 from ..data.images import IMAGE_EXTENSIONS, image_files  # noqa: F401  (re-exported by rlq.deploy)
+from ..evaluation.rerank import topk_rows
 from ..io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text, replace_dir
 
 __all__ = [
@@ -102,22 +103,7 @@ def topk_exact(queries: torch.Tensor, gallery: torch.Tensor, k: int, chunk_size:
     if k <= 0:
         return scores_out, index_out
     for a in range(0, nq, chunk_size):
-        s = queries[a : a + chunk_size] @ gallery.T
-        extra = 1 if k < n else 0
-        vals, idx = torch.topk(s, k + extra, dim=1, largest=True, sorted=True)
-        # Where the (k+1)-th score equals the k-th, the cut at rank k is a tie, which topk resolves
-        # arbitrarily. Redo those rows with a full stable sort (lower index first among equal scores).
-        ambiguous = vals[:, k] == vals[:, k - 1] if extra else torch.zeros(len(vals), dtype=torch.bool, device=vals.device)
-        vals, idx = vals[:, :k], idx[:, :k]
-        if bool(ambiguous.any()):
-            rows = ambiguous.nonzero().squeeze(1)
-            sv, si = torch.sort(s[rows], dim=1, descending=True, stable=True)
-            vals[rows], idx[rows] = sv[:, :k], si[:, :k]
-        # Inside the top k, order equal scores by index: sort by index, then stably by score.
-        idx, perm = torch.sort(idx, dim=1)
-        vals = vals.gather(1, perm)
-        vals, perm = torch.sort(vals, dim=1, descending=True, stable=True)
-        idx = idx.gather(1, perm)
+        vals, idx = topk_rows(queries[a : a + chunk_size] @ gallery.T, k)
         scores_out[a : a + chunk_size] = vals.float().cpu()
         index_out[a : a + chunk_size] = idx.cpu()
     return scores_out, index_out
