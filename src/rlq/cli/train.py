@@ -8,7 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from ._common import app, console, out
+from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, console, out,
+                      rerank_settings)
 
 
 def load_run_spec(config: Optional[str], overrides: List[str]):
@@ -129,6 +130,10 @@ def eval_cmd(
                                                "for clean / LQ query rows (default: <root>/quality.csv when present)."),
     per_query: Optional[Path] = typer.Option(None, "--per-query", help="Also write per-query results (.npz) here, for paired "
                                              "comparisons (`rlq compare`)."),
+    rerank: bool = typer.Option(False, "--rerank", help=RERANK_HELP),
+    rerank_k1: int = typer.Option(20, "--rerank-k1", help=RERANK_K1_HELP),
+    rerank_k2: int = typer.Option(6, "--rerank-k2", help=RERANK_K2_HELP),
+    rerank_lambda: float = typer.Option(0.3, "--rerank-lambda", help=RERANK_LAMBDA_HELP),
 ) -> None:
     """Evaluate a checkpoint, or saved features (.npz), on a dataset's protocol (every mode it reports), with 95 %
     bootstrap intervals; clean, or under --lq (the authors' LQ test protocol).
@@ -141,7 +146,7 @@ def eval_cmd(
 
         evaluate_features_cmd(checkpoint, dataset, root, split, device=None if device == "auto" else device,
                               json_out=json_out, resamples=resamples, ci_seed=ci_seed, quality_csv=quality_csv,
-                              per_query=per_query)
+                              per_query=per_query, rerank=rerank_settings(rerank, rerank_k1, rerank_k2, rerank_lambda))
         return
     if root is None:
         raise typer.BadParameter("evaluating a checkpoint needs --root (the dataset's folder)")
@@ -168,6 +173,8 @@ def eval_cmd(
     run_amp = ((state.get("spec") or {}).get("train") or {}).get("amp", "auto")
     amp = torch.bfloat16 if dev.type == "cuda" and run_amp != "off" else None
     if lq is not None:
+        if rerank:
+            raise typer.BadParameter("--rerank is not available with --lq (the authors' LQ protocol ranks by cosine)")
         _eval_official_lq(model, state, ds, lq, seed, split, h, w, dev, batch_size, workers, not no_flip, amp, json_out,
                           dataset, world)
         return
@@ -179,7 +186,8 @@ def eval_cmd(
         feats[name] = (f, samples)
     if not world.is_main:
         return
-    res = evaluate_protocol(feats, protocol, device=dev)
+    res = evaluate_protocol(feats, protocol, device=dev,
+                            rerank=rerank_settings(rerank, rerank_k1, rerank_k2, rerank_lambda))
     groups = quality_groups(ds.root, quality_csv)
     res = _with_intervals(res, groups, resamples, ci_seed, str(quality_csv or Path(ds.root) / "quality.csv"))
     out.print(format_table(res, selection=protocol.selection), soft_wrap=True, markup=False, highlight=False)
@@ -313,7 +321,7 @@ def model_info(
     method: str = typer.Option("bm", help="cal, bm, bm+g, bm+p, cap, tad or rlq."),
     num_ids: int = typer.Option(77, help="Train identities C (LTCC 77, PRCC 150, DeepChange 450, LaST 5000)."),
     pose_clusters: int = typer.Option(15, help="Pose clusters K (pose methods)."),
-    backbone: str = typer.Option("resnet50", help="resnet50, resnet34, resnet18, narrow or tiny."),
+    backbone: str = typer.Option("resnet50", help="resnet50, resnet34, resnet18, mobilenetv2, narrow or tiny."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Parameter counts per part, at inference, and as paper Table 9 counts them (docs/method.md §2.6)."""
