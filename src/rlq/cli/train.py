@@ -139,7 +139,7 @@ def eval_cmd(
     bootstrap intervals; clean, or under --lq (the authors' LQ test protocol).
 
     With a features file only --dataset, --root (manifest), --protocol, --device, --json and the interval
-    options apply.
+    options apply. Under torchrun the ranks share a checkpoint's extraction; rank 0 prints and writes.
     """
     if checkpoint.suffix == ".npz":  # saved features, detected by the path
         from .data import evaluate_features_cmd

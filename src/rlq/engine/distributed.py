@@ -231,7 +231,7 @@ def check_all_ranks(error: BaseException | None, what: str, world: DistInfo | No
         return
     if error is not None:
         log.error("rank %d: %s failed", world.rank, what, exc_info=error)
-    mine = f"; here: {type(error).__name__}: {error}" if error is not None else ""
+    mine = f"; here: {type(error).__name__}: {str(error).rstrip('.')}" if error is not None else ""
     raise RankFailure(f"{what} failed on rank {', '.join(map(str, failed))} of {world.world_size} (this is rank "
                       f"{world.rank}){mine}. Every rank stops; the failing rank's log has the cause.") from error
 
