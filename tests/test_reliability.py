@@ -97,7 +97,7 @@ def test_features_file_with_object_array_refused(tmp_path):
         load_features(f)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.lists(st.text(min_size=0, max_size=30), max_size=4))
 def test_random_overrides_only_raise_config_errors(tmp_path, overrides):
     from rlq.config import load_config
@@ -109,7 +109,7 @@ def test_random_overrides_only_raise_config_errors(tmp_path, overrides):
         pass
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.binary(max_size=400))
 def test_random_config_files_only_raise_config_errors(tmp_path, data):
     from rlq.config import load_config
@@ -123,7 +123,7 @@ def test_random_config_files_only_raise_config_errors(tmp_path, data):
         pass
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.binary(max_size=300), st.sampled_from(["weights.safetensors", "state.json", "MANIFEST.json"]))
 def test_random_checkpoint_bytes_only_raise_checkpoint_errors(tmp_path, data, which):
     from rlq.engine.checkpoint import CheckpointManager, read_checkpoint, verify_checkpoint
@@ -137,7 +137,7 @@ def test_random_checkpoint_bytes_only_raise_checkpoint_errors(tmp_path, data, wh
         pass
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.binary(max_size=300))
 def test_random_features_files_only_raise_checkpoint_errors(tmp_path, data):
     from rlq.evaluation.protocols import load_features
