@@ -472,9 +472,7 @@ class Trainer:
             start_step = self.global_step
             return self._fit(resume)
         except BaseException:
-            if self.global_step == start_step and self.dist.is_main and self.run_folder is not None:
-                if self._logger is not None:
-                    self._logger.close()
+            if self.global_step == start_step and self.dist.is_main:
                 self.run_folder.abandon()  # nothing trained: leave no folder behind (never for a resumed run)
             raise
 
