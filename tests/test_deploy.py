@@ -386,6 +386,15 @@ def test_cli_search_end_to_end(tmp_path, capsys):
     assert run_cli([*args, "--checkpoint", str(ck2)]) == 2
     assert "not comparable" in capsys.readouterr().err.replace("\n", " ")
     assert run_cli([*args, "--checkpoint", str(ck2), "--force"]) == 0
+    # retrained at the same path: the recorded path still exists, but the weights' content differs -> refused,
+    # for the features file and the saved index alike, with or without --checkpoint
+    save_model_checkpoint(tiny_model(seed=7), ck, input_size=(H, W))
+    for gallery in (feats, tmp_path / "index"):
+        for extra in ([], ["--checkpoint", str(ck)]):
+            capsys.readouterr()
+            assert run_cli(["search", "--gallery", str(gallery), "--query", str(query), "--out",
+                            str(tmp_path / "r4.html"), *extra]) == 2
+            assert "retrained or altered" in capsys.readouterr().err.replace("\n", " ")
     # a gallery folder that is not an index, and a missing query
     assert run_cli(["search", "--gallery", str(gal), "--query", str(query), "--out", str(tmp_path / "x.html")]) == 2
     assert run_cli(["search", "--gallery", str(feats), "--query", str(tmp_path / "nope.png"),
