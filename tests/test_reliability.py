@@ -148,3 +148,12 @@ def test_random_features_files_only_raise_checkpoint_errors(tmp_path, data):
         load_features(f)
     except CheckpointError:
         pass
+
+
+def test_override_with_a_control_character_is_a_config_error():
+    """Found by the property test above: PyYAML's ReaderError used to escape as itself."""
+    from rlq.config import load_config
+    from rlq.engine.spec import RunSpec
+
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config("configs/ltcc/bm.yaml", ["0=\x1f"], schema=RunSpec)
