@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from rlq.cli import main
+from cli_helpers import run_cli  # noqa: E402
 
 TINY = ["data.height=64", "data.width=32", "data.batch_size=8", "data.workers=0", "data.cache_images=true",
         "model.backbone=tiny", "model.pretrained=none", "train.epochs=2", "train.eval_every=1",
@@ -18,12 +19,6 @@ TINY = ["data.height=64", "data.width=32", "data.batch_size=8", "data.workers=0"
         "loss.start_epoch_cc=1", "loss.start_epoch_adv=1"]
 
 
-def run_cli(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def test_train_eval_extract_evaluate(synthcc_tiny, tmp_path, capsys):

@@ -19,6 +19,7 @@ from rlq.engine.recipe import save_model_checkpoint
 from rlq.errors import CheckpointError, ConfigError, DatasetError, RlqError
 from rlq.evaluation.extract import extract_features
 from rlq.models import build_model
+from cli_helpers import run_cli  # noqa: E402
 
 H, W = 64, 32
 
@@ -329,15 +330,6 @@ def test_html_escapes_keys_and_links_thumbnails(tmp_path):
 # ---------------------------------------------------------------- CLI
 
 
-def run_cli(args: list[str]) -> int:
-    import rlq.cli.deploy  # noqa: F401  (registers `rlq search` / `rlq export`)
-    from rlq.cli import main
-
-    try:
-        main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def test_cli_search_end_to_end(tmp_path, capsys):
