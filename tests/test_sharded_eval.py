@@ -30,6 +30,8 @@ from rlq.engine.distributed import (
 )
 from rlq.errors import ConfigError
 
+from cli_helpers import run_cli
+
 gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                           reason="torch.distributed gloo backend unavailable")
 H, W = 64, 32
@@ -195,16 +197,6 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
 
 
-def _run_cli(args: list[str]) -> int:
-    from rlq.cli import main
-
-    try:
-        main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     from rlq.engine.recipe import save_model_checkpoint
@@ -223,7 +215,7 @@ def test_torchrun_extract_and_eval_match_one_process(synthcc_tiny, checkpoint, t
     p = _torchrun("extract", str(checkpoint), "--out", str(tmp_path / "ddp.npz"), *data)
     assert p.returncode == 0, p.stderr[-3000:]
     assert (p.stdout + p.stderr).count("wrote ") == 1  # rank 0 alone writes and reports
-    assert _run_cli(["extract", str(checkpoint), "--out", str(tmp_path / "one.npz"), *data]) == 0
+    assert run_cli(["extract", str(checkpoint), "--out", str(tmp_path / "one.npz"), *data]) == 0
     (fa, la), (fb, lb) = load_features(tmp_path / "ddp.npz"), load_features(tmp_path / "one.npz")
     assert set(fa) == set(fb) == set(la) == {"query", "gallery"}
     for split in ("query", "gallery"):
@@ -234,7 +226,7 @@ def test_torchrun_extract_and_eval_match_one_process(synthcc_tiny, checkpoint, t
     p = _torchrun(*ev, "--json", str(tmp_path / "ddp.json"), "--per-query", str(tmp_path / "ddp_pq.npz"))
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.count("checkpoint:") + p.stderr.count("checkpoint:") == 1
-    assert _run_cli([*ev, "--json", str(tmp_path / "one.json"), "--per-query", str(tmp_path / "one_pq.npz")]) == 0
+    assert run_cli([*ev, "--json", str(tmp_path / "one.json"), "--per-query", str(tmp_path / "one_pq.npz")]) == 0
     a, b = (json.loads((tmp_path / f).read_text()) for f in ("ddp.json", "one.json"))
     assert a["results"] == b["results"] and a["results"]
     pa, pb = load_per_query(tmp_path / "ddp_pq.npz"), load_per_query(tmp_path / "one_pq.npz")
@@ -279,7 +271,7 @@ def test_torchrun_training_evaluation_matches_one_process(synthcc_tiny, tmp_path
     assert p.returncode == 0, p.stderr[-3000:]
     assert "collective timeout 30 min" in p.stderr
     last = json.loads((run / "results.json").read_text())["test@last"]
-    assert _run_cli(["eval", str(run), "--prefer", "last", "--dataset", "synthcc", "--root", str(synthcc_tiny),
+    assert run_cli(["eval", str(run), "--prefer", "last", "--dataset", "synthcc", "--root", str(synthcc_tiny),
                      "--batch-size", "5", "--workers", "0", "--device", "cpu", "--resamples", "50",
                      "--json", str(tmp_path / "one.json"), "--per-query", str(tmp_path / "one_pq.npz")]) == 0
     one = json.loads((tmp_path / "one.json").read_text())["results"]

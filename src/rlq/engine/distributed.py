@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..errors import RankFailure
+from ..errors import RankFailure, root_message
 
 __all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "barrier", "all_reduce_flags", "broadcast_object", "resolve_device",
            "current_world", "dist_timeout_min", "DEFAULT_TIMEOUT_MIN", "TIMEOUT_ENV", "shard_bounds", "gather_rows",
@@ -231,7 +231,7 @@ def check_all_ranks(error: BaseException | None, what: str, world: DistInfo | No
         return
     if error is not None:
         log.error("rank %d: %s failed", world.rank, what, exc_info=error)
-    mine = f"; here: {type(error).__name__}: {str(error).rstrip('.')}" if error is not None else ""
+    mine = f"; here: {type(error).__name__}: {root_message(error).rstrip('.')}" if error is not None else ""
     raise RankFailure(f"{what} failed on rank {', '.join(map(str, failed))} of {world.world_size} (this is rank "
                       f"{world.rank}){mine}. Every rank stops; the failing rank's log has the cause.") from error
 
