@@ -61,7 +61,7 @@ def make_problem(nq: int, ng: int, dim: int, seed: int, num_ids: int | None = No
     q_pids = np.sort(rng.integers(0, nid, nq))
     g_clo = g_pids * outfits + rng.integers(0, outfits, ng)
     q_clo = q_pids * outfits + rng.integers(0, outfits, nq)
-    if unique_cams:  # LaST: one camera per image, nothing is junk (DATASETS.md §3.5)
+    if unique_cams:  # LaST: one camera per image, nothing is junk (docs/datasets.md §3.5)
         q_cam, g_cam = np.arange(nq), nq + np.arange(ng)
     else:
         q_cam, g_cam = rng.integers(0, cams, nq), rng.integers(0, cams, ng)

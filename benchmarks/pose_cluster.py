@@ -1,4 +1,4 @@
-"""Benchmark: pose-cluster K-means at LaST size with the paper's settings (METHOD.md §3.4).
+"""Benchmark: pose-cluster K-means at LaST size with the paper's settings (docs/method.md §3.4).
 
 Clusters ``--n`` (default 100,000) structured 26-d R_LA vectors (a mixture of 15 Gaussians over line
 lengths and angles) with K=15, k-means++, n_init=10, max_iter=1000, Lloyd; also times the vectorised

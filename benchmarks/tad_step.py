@@ -1,7 +1,7 @@
 """TAD training-step benchmarks.
 
 (a) the TAD step itself: not yet implemented (added with the TAD method; see ``bench_tad_step``).
-(b) LQ synthesis (METHOD.md §5.2): throughput in images/s of the batched tensor path
+(b) LQ synthesis (docs/method.md §5.2): throughput in images/s of the batched tensor path
     (``rlq.lq.batched.synthesize_batch``, CPU and CUDA when available) against, measured in the same run,
       * the per-image path of the official code: PIL bicubic/bilinear resizes, torchvision ``gaussian_blur``
         on the PIL image, OpenCV ``warpAffine`` + ``filter2D`` for motion blur, then the PIL bilinear train
@@ -232,7 +232,7 @@ def bench_tad_step(device: str = "cpu", b: int = 4, h: int = 256, w: int = 128, 
     o, n = statistics.median(ours), statistics.median(naive)
     return {"device": device, "backbone": backbone, "external_batch": b, "forwarded": 2 * b, "input_hw": [h, w],
             "ours_step_s": o, "naive_step_s": n, "naive_over_ours": n / o, "ours_runs": ours, "naive_runs": naive,
-            "ours": "teacher under no_grad, pose branch skipped (METHOD.md §5.3, §10 default)",
+            "ours": "teacher under no_grad, pose branch skipped (docs/method.md §5.3, §10 default)",
             "naive": "teacher autograd graph kept, pose branch computed (the authors' code)"}
 
 

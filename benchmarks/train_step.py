@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Base Model training step vs a plain torchvision ResNet-50 step on the same batch, side by side.
 
-The Base Model (METHOD.md §2: shared stem..layer2, two layer3+layer4 branches, Max-Avg pooling,
+The Base Model (docs/method.md §2: shared stem..layer2, two layer3+layer4 branches, Max-Avg pooling,
 BN-necks, heads, recolouring, CAL adversarial loss with its own clothes-head update, triplet, KL) does
 about 1.7x the arithmetic of one ResNet-50 with the ReID last stride of 1 (stem..layer2 once, layer3
 and the stride-1 layer4 twice); target: its full engine step (``Trainer._step`` with the ReID strategy,

@@ -140,7 +140,7 @@ VCCLOTHES_FILES = (
     "gallery/0011-04-01-0005.jpg",
 )
 
-# "007" and "7" are two different identities in a manifest (exact strings, DATASETS.md §4).
+# "007" and "7" are two different identities in a manifest (exact strings, docs/datasets.md §4).
 MANIFEST_ROWS: tuple[dict[str, str], ...] = (
     {"path": "img/train/a1.png", "split": "train", "pid": "007", "camid": "c1", "clothes": "red", "gender": "1", "pose": "3"},
     {"path": "img/train/a2.png", "split": "train", "pid": "007", "camid": "c2", "clothes": "blue", "gender": "1", "pose": "1"},

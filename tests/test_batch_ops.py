@@ -1,4 +1,4 @@
-"""Recolouring, erasing and tensor geometry against hand computations and the PIL path (METHOD.md §3.1, §3.3)."""
+"""Recolouring, erasing and tensor geometry against hand computations and the PIL path (docs/method.md §3.1, §3.3)."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def test_recolor_matches_exact_reference_on_random_maps():
 def test_synthetic_labels_and_positive_sets():
     # §3.3: N_cl + pid·M + P·i_lower + i_upper; LTCC: 256 + 2·81 + 9·3 + 5 = 450
     assert synthetic_label(256, 2, 3, 5, 9) == 450
-    assert num_clothes_classes(256, 77, 9) == 6493  # METHOD.md §8 LTCC total
+    assert num_clothes_classes(256, 77, 9) == 6493  # docs/method.md §8 LTCC total
     assert num_clothes_classes(16035, 5000, 6) == 196035  # LaST
     p2c = np.array([[1, 1, 0], [0, 0, 1]], dtype=bool)
     pos = positive_clothes_matrix(p2c, 2)  # M = 4

@@ -21,7 +21,7 @@ def test_good_tree(tmp_path):
     assert rep.counts == load_dataset("ltcc", root).counts()
     assert rep.counts["train"] == {"images": 6, "ids": 3, "clothes": 5, "cameras": 5}
     assert rep.n_bad_images == 0 and rep.bad_images == [] and rep.n_unparsable == 0
-    # Tiny tree vs DATASETS.md §3.1: mismatches are warnings, the dataset stays usable.
+    # Tiny tree vs docs/datasets.md §3.1: mismatches are warnings, the dataset stays usable.
     assert "train: 6 images, published 9,576" in rep.stats_mismatches
     assert "query+gallery: 5 clothes, published 221" in rep.stats_mismatches
     text = format_report(rep)

@@ -37,18 +37,37 @@ def test_train_eval_extract_evaluate(synthcc_tiny, tmp_path, capsys):
     assert "model:" in (run / "config.yaml").read_text() and json.loads((run / "meta.json").read_text())["seed"] == 1
     capsys.readouterr()
     assert run_cli(["eval", str(run), "--dataset", "synthcc", "--root", str(synthcc_tiny), "--workers", "0",
-                    "--json", str(tmp_path / "eval.json")]) == 0
+                    "--json", str(tmp_path / "eval.json"), "--per-query", str(tmp_path / "pq.npz")]) == 0
+    printed = capsys.readouterr().out
     ev = json.loads((tmp_path / "eval.json").read_text())["results"]
+    lo, hi = ev["cc"]["rank1_ci"]
+    assert f"{100 * ev['cc']['rank1']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]" in printed
+    assert "cc/LQ" in printed and "cc/clean" in printed
     feats = tmp_path / "f.npz"
     assert run_cli(["extract", str(run), "--dataset", "synthcc", "--root", str(synthcc_tiny), "--out", str(feats),
                     "--workers", "0"]) == 0
     assert run_cli(["evaluate", str(feats), "--dataset", "synthcc", "--json", str(tmp_path / "evaluate.json")]) == 0
     ev2 = json.loads((tmp_path / "evaluate.json").read_text())["results"]
-    assert set(ev) == {"general", "cc", "sc"}
-    for mode in ev:  # the same checkpoint, features and protocol give the same numbers both ways
+    assert set(ev2) == {"general", "cc", "sc"}  # no quality table given: no clean / LQ rows
+    assert set(ev) == {*ev2, *(f"{m}/{g}" for m in ev2 for g in ("clean", "LQ"))}  # SynthCC's quality.csv found
+    for mode in ev2:  # the same checkpoint, features and protocol give the same numbers both ways
         assert ev[mode]["mAP"] == pytest.approx(ev2[mode]["mAP"], abs=1e-12)
+        assert ev[mode]["mAP_ci"] == ev2[mode]["mAP_ci"]
     best = json.loads((run / "checkpoints/best/state.json").read_text())
     assert ev["cc"]["rank1"] == pytest.approx(best["results"]["cc"]["rank1"])
+    # paired comparison: the run folder's last evaluation against the same weights' per-query file
+    capsys.readouterr()
+    assert run_cli(["compare", str(tmp_path / "pq.npz"), str(run), "--selection", "test@best_test", "--eval", "cc",
+                    "--json", str(tmp_path / "cmp.json")]) == 0
+    cmp = json.loads((tmp_path / "cmp.json").read_text())["differences"][str(run)]["cc"]
+    assert cmp["rank1_diff_ci"] == [0.0, 0.0] and cmp["mAP_diff"] == pytest.approx(0.0, abs=1e-6)
+    other = tmp_path / "other.npz"
+    from rlq.evaluation.bootstrap import load_per_query, save_per_query
+
+    pq = load_per_query(tmp_path / "pq.npz")
+    save_per_query(other, {"cc": pq["cc"].subset(slice(1, None))})
+    assert run_cli(["compare", str(tmp_path / "pq.npz"), str(other)]) == 2
+    assert "different query sets" in capsys.readouterr().err
 
 
 def test_model_info_table9(capsys):

@@ -1,4 +1,4 @@
-"""Folder-dataset parsers: exact records and protocols on tiny trees of every layout (DATASETS.md §1, §3, §6)."""
+"""Folder-dataset parsers: exact records and protocols on tiny trees of every layout (docs/datasets.md §1, §3, §6)."""
 
 from __future__ import annotations
 

@@ -119,7 +119,7 @@ def test_equals_extract_features_and_independent_reference(model, fe, images):
     got = fe(paths).numpy()
     ref = extract_features(model, paths, H, W, device="cpu", batch_size=8, workers=0)
     np.testing.assert_array_equal(got, ref)
-    # independent reference: PIL bilinear resize, /255, embed with flip, one global L2 norm (METHOD.md §2.5)
+    # independent reference: PIL bilinear resize, /255, embed with flip, one global L2 norm (docs/method.md §2.5)
     with torch.no_grad():
         x = torch.stack([torch.from_numpy(np.asarray(Image.fromarray(a).resize((W, H), Image.BILINEAR)).copy())
                          .permute(2, 0, 1).float() / 255 for a in arrays])

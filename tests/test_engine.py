@@ -52,7 +52,7 @@ def assert_same(a: dict, b: dict) -> None:
 
 # -- schedule and selection ------------------------------------------------------------------------
 def test_lr_schedule_official_and_paper():
-    # METHOD.md §6: 3.5e-4 for epochs 0-19, 3.5e-5 for 20-39, 3.5e-6 from 40
+    # docs/method.md §6: 3.5e-4 for epochs 0-19, 3.5e-5 for 20-39, 3.5e-6 from 40
     assert lr_at_epoch(0, 3.5e-4, [20, 40], 0.1) == 3.5e-4
     assert lr_at_epoch(19, 3.5e-4, [20, 40], 0.1) == 3.5e-4
     assert math.isclose(lr_at_epoch(20, 3.5e-4, [20, 40], 0.1), 3.5e-5)

@@ -1,4 +1,4 @@
-"""Built-in estimators: landmark mapping, mask splitting, the mediapipe backend (faked), CLI (DATASETS.md §5)."""
+"""Built-in estimators: landmark mapping, mask splitting, the mediapipe backend (faked), CLI (docs/datasets.md §5)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from rlq.data.sidecars import ALPHAPOSE_FILE, Detection, read_alphapose, read_al
 from rlq.errors import RlqError, SideInputError
 
 # mediapipe's pose landmark names in index order (mediapipe docs, "Pose landmark model"), written out here
-# independently of the module, and the COCO-17 names of DATASETS.md §5.1.
+# independently of the module, and the COCO-17 names of docs/datasets.md §5.1.
 MP_NAMES = ("nose left_eye_inner left_eye left_eye_outer right_eye_inner right_eye right_eye_outer left_ear "
             "right_ear mouth_left mouth_right left_shoulder right_shoulder left_elbow right_elbow left_wrist "
             "right_wrist left_pinky right_pinky left_index right_index left_thumb right_thumb left_hip right_hip "
@@ -25,7 +25,7 @@ MP_NAMES = ("nose left_eye_inner left_eye left_eye_outer right_eye_inner right_e
 COCO_NAMES = ("nose left_eye right_eye left_ear right_ear left_shoulder right_shoulder left_elbow right_elbow "
               "left_wrist right_wrist left_hip right_hip left_knee right_knee left_ankle right_ankle").split()
 
-# LIP ids (DATASETS.md §5.2)
+# LIP ids (docs/datasets.md §5.2)
 BG, HAIR, UPPER, PANTS, FACE, L_ARM, R_ARM, L_SHOE, R_SHOE = 0, 2, 5, 9, 13, 14, 15, 18, 19
 
 

@@ -315,7 +315,7 @@ def test_kl_paper_and_official_match_hand_formula() -> None:
     assert kl_divergence(_t(A), _t(B), tau, "paper").item() == pytest.approx(s / n, rel=1e-12)
     official = kl_divergence(_t(A), _t(B), tau, "official").item()
     assert official == pytest.approx(0.64 * tau * tau * s / (n * k), rel=1e-12)
-    # METHOD.md §4: official = (0.4096 / K) x batch-mean KL at tau = 0.8.
+    # docs/method.md §4: official = (0.4096 / K) x batch-mean KL at tau = 0.8.
     assert official == pytest.approx(0.4096 / k * (s / n), rel=1e-12)
     assert OFFICIAL_KL_LAMBDA == 0.64
     # Other temperature: same hand formula.

@@ -1,4 +1,4 @@
-"""Cross-replica batch-hard triplet on 2 gloo CPU processes vs a single-process reference (METHOD.md §4)."""
+"""Cross-replica batch-hard triplet on 2 gloo CPU processes vs a single-process reference (docs/method.md §4)."""
 
 from __future__ import annotations
 

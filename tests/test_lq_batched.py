@@ -1,7 +1,7 @@
 """Batched LQ synthesis (rlq.lq.batched), mixes (rlq.lq.mix), severity grids and preview, against references.
 
 References: the per-image numpy/PIL path of rlq.lq.reference, OpenCV / torchvision (the official code's own
-operators) where installed, hand-computed kernels, and the METHOD.md §5.2 numbers.
+operators) where installed, hand-computed kernels, and the docs/method.md §5.2 numbers.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def _to_u8(x: torch.Tensor) -> np.ndarray:
     return (x.cpu() * 255).round().to(torch.int64).permute(0, 2, 3, 1).numpy()
 
 
-# ---------------------------------------------------------------- mixes and ranges (METHOD.md §5.2)
+# ---------------------------------------------------------------- mixes and ranges (docs/method.md §5.2)
 
 
 def test_mix_thresholds_match_the_spec_comparisons():
@@ -119,12 +119,13 @@ def test_params_stay_in_their_ranges(ranges):
     for p in draws.values():
         assert p.dtype == np.float32 and p.shape == (4000, 3)
     s = draws["pixelation"]
-    assert set(s[:, 0].astype(int)) == set(range(16, 64)) and np.all(s[:, 1:] == 0) and np.all(s[:, 0] % 1 == 0)
+    s_hi = 63 if ranges == "official" else 64  # code: range(16, 64); paper: "[16x16, 64x64]" inclusive
+    assert set(s[:, 0].astype(int)) == set(range(16, s_hi + 1)) and np.all(s[:, 1:] == 0) and np.all(s[:, 0] % 1 == 0)
     d = draws["defocus"]
     assert set(d[:, 0].astype(int)) == set(range(5, 22, 2)) and np.all(d[:, 2] == 0)
     assert d[:, 1].min() >= np.float32(0.1) and d[:, 1].max() <= np.float32(2.0) and np.ptp(d[:, 1]) > 1.8
     m = draws["motion"]
-    n_hi = 19 if ranges == "official" else 20  # METHOD.md §5.2 / §10 motion-blur row
+    n_hi = 19 if ranges == "official" else 20  # docs/method.md §5.2 / §10 motion-blur row
     assert set(m[:, 0].astype(int)) == set(range(8, n_hi + 1)) and np.all(m[:, 2] == 0)
     assert m[:, 1].min() >= 0 and m[:, 1].max() < 180
     if ranges == "official":
@@ -199,7 +200,7 @@ def test_motion_kernels_match_reference_and_opencv():
         sub = k[i, lo : lo + n, lo : lo + n].numpy()
         assert float(k[i].sum()) == pytest.approx(1.0) and sub.sum() == pytest.approx(1.0)  # nothing outside n x n
         np.testing.assert_allclose(sub, reference.motion_kernel(n, a), atol=1e-12)
-        if cv2 is not None:  # the official construction (METHOD.md §5.2)
+        if cv2 is not None:  # the official construction (docs/method.md §5.2)
             kc = np.zeros((n, n), np.float32)
             kc[(n - 1) // 2, :] = 1
             kc = cv2.warpAffine(kc, cv2.getRotationMatrix2D((n / 2 - 0.5, n / 2 - 0.5), a, 1.0), (n, n))
@@ -330,7 +331,7 @@ def test_synthesize_batch_rejects_bad_input():
     assert tuple(empty.shape) == (0, 3, 16, 8)
 
 
-# ---------------------------------------------------------------- severity grid (METHOD.md §12)
+# ---------------------------------------------------------------- severity grid (docs/method.md §12)
 
 
 def test_defocus_kernel_size_rule():

@@ -1,4 +1,4 @@
-"""Reference LQ artifacts (rlq.lq.reference) against OpenCV and hand-computed cases (METHOD.md §5.2).
+"""Reference LQ artifacts (rlq.lq.reference) against OpenCV and hand-computed cases (docs/method.md §5.2).
 
 Tolerances: Gaussian/motion blur images vs OpenCV's float64 path: max |diff| <= 1 grey level (rounding
 ties); vs OpenCV's uint8 fixed-point path: max |diff| <= 2 and >= 99 % of pixels within 1. Motion kernels

@@ -1,4 +1,4 @@
-"""CSV manifest parser (DATASETS.md §4): records, protocol YAML, errors and the path-escape refusal."""
+"""CSV manifest parser (docs/datasets.md §4): records, protocol YAML, errors and the path-escape refusal."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for rlq.models: backbones, layers, assembly, forward modes and parameter counts (METHOD.md §2)."""
+"""Tests for rlq.models: backbones, layers, assembly, forward modes and parameter counts (docs/method.md §2)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def shapes(out: ReIDOutput) -> dict[str, tuple[int, ...] | None]:
     return {k: (None if v is None else tuple(v.shape)) for k, v in vars(out).items()}
 
 
-# ---------------------------------------------------------------- parameter counts (METHOD.md §2.6, §8)
+# ---------------------------------------------------------------- parameter counts (docs/method.md §2.6, §8)
 
 
 def test_resnet50_stage_sizes_match_spec():
@@ -103,11 +103,11 @@ def test_table9_counts_resnet50_ltcc(method, kw, table9):
 def test_inference_params_independent_of_num_ids():
     m = build_model(method="bm", num_ids=150, backbone="resnet50")
     assert parameter_report(m)["inference_params"] == 45_587_520
-    assert parameter_report(m)["table9_params"] == 46_202_070  # PRCC, METHOD.md §8
+    assert parameter_report(m)["table9_params"] == 46_202_070  # PRCC, docs/method.md §8
 
 
 def test_table9_formula_per_dataset():
-    # METHOD.md §8: BM numbers; RLQ adds 23,356,432 (K = 15)
+    # docs/method.md §8: BM numbers; RLQ adds 23,356,432 (K = 15)
     assert table9_formula(77) == 45_902_989
     assert table9_formula(150) == 46_202_070
     assert table9_formula(450) == 47_431_170

@@ -1,4 +1,4 @@
-"""Pose vectors, clustering, sweep, CSV round trip and contact sheets (METHOD.md §3.4)."""
+"""Pose vectors, clustering, sweep, CSV round trip and contact sheets (docs/method.md §3.4)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from rlq.errors import ConfigError, SideInputError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-# METHOD.md §3.4 table, written out independently of the module.
+# docs/method.md §3.4 table, written out independently of the module.
 SPEC_LINES = [(0, 1), (0, 2), (1, 3), (2, 4), (5, 6), (5, 7), (7, 9), (6, 8), (8, 10),
               (11, 13), (12, 14), (13, 15), (14, 16)]
 
@@ -25,8 +25,8 @@ def ref_vector(kp, w, h, kind):
     """Slow reference: explicit loops with int() truncation, math.atan2 and math.hypot."""
     xs, ys = [], []
     for x, y in ((float(p[0]), float(p[1])) for p in kp):
-        xs.append(int(int(x) * 192 / w))
-        ys.append(int(int(y) * 384 / h))
+        xs.append(int(int(x) * (192 / w)))  # the authors' resize_coordinates: ratio formed first
+        ys.append(int(int(y) * (384 / h)))
     lengths, angles = [], []
     for s, e in SPEC_LINES:
         dx, dy = xs[s] - xs[e], ys[s] - ys[e]
@@ -46,6 +46,26 @@ def one_point_kp(points):
     for i, xy in points.items():
         kp[i] = xy
     return kp
+
+
+def test_frame_mapping_forms_the_ratio_first_like_the_authors():
+    """docs/method.md §3.4: x' = int(x_int * (192 / W)). Brute force over integer coordinates and sizes: the
+    mapping equals the ratio-first float64 formula everywhere, and cases where the product-first order
+    (x_int * 192 / W) gives another pixel exist and are mapped the authors' way."""
+    differing = []
+    for w in range(1, 100):
+        for x in range(0, w + 1):
+            kp = np.zeros((17, 2))
+            kp[0] = (x + 0.7, x + 0.7)  # truncated toward zero first
+            got = P.pose_vector(kp, (w, w), "R_LAC")[:2]
+            ratio_first = (int(x * (192 / w)), int(x * (384 / w)))
+            assert tuple(got) == ratio_first, (x, w)
+            if int(x * 192 / w) != ratio_first[0]:
+                differing.append((x, w))
+    assert (47, 47) in differing  # 47 * (192/47) = 191.99999... -> 191; 47 * 192 / 47 = 192
+    kp = np.zeros((17, 2))
+    kp[0] = (47, 47)
+    assert P.pose_vector(kp, (47, 47), "R_LAC")[0] == 191.0
 
 
 def test_body_lines_match_spec():

@@ -1,4 +1,4 @@
-"""PK sampler invariants (METHOD.md §3.2): 4 per identity, disjoint across replicas, reproducible per epoch."""
+"""PK sampler invariants (docs/method.md §3.2): 4 per identity, disjoint across replicas, reproducible per epoch."""
 
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def test_external_order_fixed_without_reshuffle_and_fraction():
     s.set_epoch(0)
     e0 = [i for i, _ in s]
     s.set_epoch(5)
-    assert [i for i, _ in s] == e0  # `official`: identical order every epoch (METHOD.md §5.1)
+    assert [i for i, _ in s] == e0  # `official`: identical order every epoch (docs/method.md §5.1)
     f = PKSampler(pids, batch_size=8, seed=0, fraction=0.4, fraction_mode="fixed")
     f.set_epoch(0)
     sub0 = {i for i, _ in f}

@@ -1,4 +1,4 @@
-"""Side-input readers / writers (DATASETS.md §5): real-format fixtures, round trips and every error path."""
+"""Side-input readers / writers (docs/datasets.md §5): real-format fixtures, round trips and every error path."""
 
 from __future__ import annotations
 
@@ -551,7 +551,7 @@ def _save_mask(path, m: np.ndarray) -> None:
 def test_legacy_masks_to_regions(tmp_path):
     rng = np.random.default_rng(1)
     lip = rng.integers(0, 20, size=(9, 6))
-    # The authors' masks, cut from a LIP map as in DATASETS.md §5.2.
+    # The authors' masks, cut from a LIP map as in docs/datasets.md §5.2.
     parts = {"shirt": np.isin(lip, (5, 7, 10)), "pant": np.isin(lip, (9, 12)),
              "clothes": np.isin(lip, (1, 3, 5, 6, 7, 8, 9, 10, 11, 12, 18, 19))}
     key = "092_A_cropped_rgb001"

@@ -197,7 +197,7 @@ def test_alphapose_json_is_valid_and_matches_label_maps(synth):
                 assert np.isfinite(kp).all() and (kp[:, 2] >= 0).all() and (kp[:, 2] <= 1).all()
                 assert (kp[:, 0] >= 0).all() and (kp[:, 0] <= w - 1).all()
                 assert (kp[:, 1] >= 0).all() and (kp[:, 1] <= h - 1).all()
-            best = max(dets, key=lambda d: d["score"])  # METHOD.md §3.4 person selection
+            best = max(dets, key=lambda d: d["score"])  # docs/method.md §3.4 person selection
             kp = np.asarray(best["keypoints"], float).reshape(17, 3)
 
             def near_labels(i: int) -> set[int]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write the YAML presets under src/rlq/configs/ (the repository's configs/ points there).
 
-Layout: _base_/{official,paper,default}.yaml (METHOD.md §10 columns), datasets/*.yaml (§8 per-dataset
+Layout: _base_/{official,paper,default}.yaml (docs/method.md §10 columns), datasets/*.yaml (§8 per-dataset
 numbers), methods/*.yaml, then one file per dataset x method x preset that only lists its bases, plus
 the teacher recipe (§9) and the Table 7 TAD ablations. Run after changing a number here; the tests
 load and validate every preset.
@@ -15,40 +15,49 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "rlq" / "configs"
 
+# The TAD external stream is loaded with the target's per-replica batch (the code builds both loaders from one
+# DATA.TRAIN_BATCH), so every preset ties tad.external_batch_size to data.batch_size.
+SAME_BATCH = "${data.batch_size}"
+
 BASES = {
-    # METHOD.md §10, column `official` (the authors' code).
+    # docs/method.md §10, column `official` (the authors' code). fp32: the code has no working AMP (§6).
     "official": {
         "preset": "official",
         "optim": {"warmup_epochs": 0},
         "train": {"epochs": 200, "amp": "off"},
         "loss": {"kl_weighting": "official"},
         "tad": {"alternation": "epoch", "reshuffle": False, "reseed_aug": False, "run_pose_branch": True,
-                "clothes_kl": False, "lq_ranges": "official"},
+                "clothes_kl": False, "lq_ranges": "official", "external_batch_size": SAME_BATCH},
         "data": {"camera_rule": "official"},
     },
-    # column `paper` (the paper text).
+    # column `paper` (the paper text). Alternation: the method section's "in alternate epochs" (the abstract's
+    # "alternate steps" is tad.alternation=step; docs/method.md quotes both).
     "paper": {
         "preset": "paper",
         "optim": {"warmup_epochs": 10, "warmup_factor": 0.1},
-        "train": {"epochs": 200},
+        "train": {"epochs": 200, "amp": "off"},
         "loss": {"kl_weighting": "paper"},
         "data": {"batch_size": 40},
-        "tad": {"alternation": "step", "reshuffle": True, "reseed_aug": True, "run_pose_branch": False,
-                "clothes_kl": True, "lq_ranges": "paper", "external_batch_size": 40},
+        "tad": {"alternation": "epoch", "reshuffle": True, "reseed_aug": True, "run_pose_branch": False,
+                "clothes_kl": True, "lq_ranges": "paper", "external_batch_size": SAME_BATCH},
     },
-    # column `default` = official + the rows marked "fix".
+    # column `default` = official + the rows marked "fix". fp32 like official; AMP is opt-in (train.amp=auto|bf16).
     "default": {
         "preset": "default",
         "optim": {"warmup_epochs": 0},
-        "train": {"epochs": 200},
+        "train": {"epochs": 200, "amp": "off"},
         "loss": {"kl_weighting": "official"},
         "tad": {"alternation": "epoch", "reshuffle": True, "reseed_aug": True, "run_pose_branch": False,
-                "clothes_kl": False, "lq_ranges": "official"},
+                "clothes_kl": False, "lq_ranges": "official", "external_batch_size": SAME_BATCH},
         "data": {"camera_rule": "unique"},
     },
 }
 
-# METHOD.md §8: per-replica batch (official), palette, side inputs. Paths are placeholders to override.
+# docs/method.md §8: the LTCC ablation scripts (BM, BM+G, BM+P, CAP, BM+TAD) ran 28 per replica; the final RLQ run
+# (R_LA_15, 46.4 %) and vanilla CAL ran 32 (the LTCC dataset default).
+LTCC_ABLATION_BATCH = {"bm": 28, "bm_g": 28, "bm_p": 28, "cap": 28, "tad": 28}
+
+# docs/method.md §8: per-replica batch (official), palette, side inputs. Paths are placeholders to override.
 DATASETS = {
     "ltcc": {"data": {"dataset": "ltcc", "root": "data/LTCC_ReID", "batch_size": 32,
                       "gender_csv": "annotations/LTCC_Gender.csv", "pose_csv": "annotations/LTCC_Pose_Cluster.csv",
@@ -72,7 +81,11 @@ DATASETS = {
 COMMON_TAD = {"tad": {"teacher": "runs/teacher-celeb", "external_dataset": "celebreid", "external_root": "data/Celeb-reID"}}
 
 METHODS = {
-    "cal": {"method": "cal"},
+    # Paper Table 2's CAL row = vanilla CAL (the authors' run_CAL.sh, `--only-CAL` without clothes augmentation):
+    # no recolouring, 8 images per identity (the code's DATA.NUM_INSTANCES default), no triplet loss.
+    "cal": {"method": "cal", "data": {"recolor": False, "num_instances": 8}, "loss": {"cal_triplet": False}},
+    # run_CAL.sh's "Vanilla CAL + Clothes Aug" line: the same with clothes recolouring.
+    "cal_aug": {"method": "cal", "data": {"num_instances": 8}, "loss": {"cal_triplet": False}},
     "bm": {"method": "bm"},
     "bm_g": {"method": "bm+g"},
     "bm_p": {"method": "bm+p"},
@@ -90,11 +103,11 @@ def dump(path: Path, data: dict, header: str) -> None:
 
 def main() -> None:
     for name, data in BASES.items():
-        dump(ROOT / "_base_" / f"{name}.yaml", data, f"The `{name}` column of METHOD.md §10. Every key can be overridden.")
+        dump(ROOT / "_base_" / f"{name}.yaml", data, f"The `{name}` column of docs/method.md §10. Every key can be overridden.")
     for name, data in DATASETS.items():
         d = {k: v for k, v in data.items() if not k.startswith("_")}
         dump(ROOT / "datasets" / f"{name}.yaml", d,
-             f"{name}: METHOD.md §8 numbers. Official runs used {data['_replicas']} replicas x data.batch_size per replica\n"
+             f"{name}: docs/method.md §8 numbers. Official runs used {data['_replicas']} replicas x data.batch_size per replica\n"
              f"(torchrun --nproc_per_node {data['_replicas']}). Paths are placeholders: override data.root etc.")
     for name, data in METHODS.items():
         dump(ROOT / "methods" / f"{name}.yaml", data, f"Method {data['method']}.")
@@ -103,27 +116,39 @@ def main() -> None:
             for preset in BASES:
                 extra: dict = {}
                 if ds == "last" and preset in ("paper", "default"):
-                    extra = {"train": {"epochs": 300}}  # METHOD.md §10 / §13.6: the paper says 300 for LaST
+                    extra = {"train": {"epochs": 300}}  # docs/method.md §10 / §13.6: the paper says 300 for LaST
+                if ds == "ltcc" and preset != "paper" and m in LTCC_ABLATION_BATCH:
+                    extra["data"] = {"batch_size": LTCC_ABLATION_BATCH[m]}
+                if preset == "paper" and m in ("tad", "rlq"):
+                    extra["tad"] = {"teacher": "runs/teacher-celeb-paper"}  # the teacher trained with paper loss weights
                 suffix = "" if preset == "default" else f"_{preset}"
                 body = {"_base_": [f"../datasets/{ds}.yaml", f"../_base_/{preset}.yaml", f"../methods/{m}.yaml"],
                         "output": f"runs/{ds}-{m}{suffix}", **extra}
                 dump(ROOT / ds / f"{m}{suffix}.yaml", body,
-                     f"{METHODS[m]['method']} on {ds}, `{preset}` preset.\n"
+                     f"{METHODS[m]['method']}{' + clothes recolouring' if m == 'cal_aug' else ''} on {ds}, `{preset}` preset.\n"
                      f"rlq train --config configs/{ds}/{m}{suffix}.yaml data.root=/path/to/{ds}")
-    # METHOD.md §9: the teacher = a Base Model trained on Celeb-reID, no recolouring, batch 40 x 2, seed 4, 200 epochs.
+    # docs/method.md §9: the teacher = a Base Model trained on Celeb-reID, no recolouring, batch 40 x 2, seed 4, 200 epochs.
     teacher = {"_base_": ["../_base_/official.yaml"], "method": "bm", "role": "teacher", "preset": "teacher",
                "output": "runs/teacher-celeb",
                "data": {"dataset": "celebreid", "root": "data/Celeb-reID", "batch_size": 40, "recolor": False,
                         "camera_rule": "official"},
                "train": {"seed": 4, "epochs": 200}}
     dump(ROOT / "teacher" / "celeb.yaml", teacher,
-         "TAD teacher recipe (METHOD.md §9): Base Model on Celeb-reID with labels; keep the final (epoch-200) weights.\n"
+         "TAD teacher recipe (docs/method.md §9): Base Model on Celeb-reID with labels; keep the final (epoch-200) weights.\n"
          "Official: 2 replicas x 40 (torchrun --nproc_per_node 2). TAD loads the newest checkpoint of this run.")
+    # The teacher of the `paper` presets: the docs/method.md §9 recipe under the paper column (loss weights, warmup).
+    teacher_paper = {"_base_": ["../_base_/paper.yaml"], "method": "bm", "role": "teacher", "preset": "teacher",
+                     "output": "runs/teacher-celeb-paper",
+                     "data": {"dataset": "celebreid", "root": "data/Celeb-reID", "batch_size": 40, "recolor": False},
+                     "train": {"seed": 4, "epochs": 200}}
+    dump(ROOT / "teacher" / "celeb_paper.yaml", teacher_paper,
+         "TAD teacher for the `paper` presets (docs/method.md §9 recipe under the paper column: KL weighting `paper`,\n"
+         "10 warmup epochs). Used by configs/<dataset>/{tad,rlq}_paper.yaml.")
     cap_teacher = dict(teacher, method="cap", output="runs/teacher-celeb-cap",
                        data={**teacher["data"], "gender_csv": "annotations/Celeb-reID_Gender.csv",
                              "pose_csv": "annotations/Celeb-reID_Pose_Cluster.csv"})
     dump(ROOT / "teacher" / "celeb_cap.yaml", cap_teacher,
-         "\"CAP teacher\" variant (METHOD.md §5.3): Celeb-reID trained with CAP; TAD drops its pose branch.")
+         "\"CAP teacher\" variant (docs/method.md §5.3): Celeb-reID trained with CAP; TAD drops its pose branch.")
     # SynthCC presets mirroring `rlq demo` (tiny backbone, 128x64, short schedule; fit 2 CPU cores).
     demo = {"preset": "default",
             "data": {"dataset": "synthcc", "root": "data/synthcc", "height": 128, "width": 64, "batch_size": 32,
@@ -151,16 +176,24 @@ def main() -> None:
           "loss": {"start_epoch_cc": 12, "start_epoch_adv": 12},
           "optim": {"milestones": [7, 10]}, "train": {"epochs": 12, "eval_every": 12}},
          "A small TAD teacher on SynthCC's clean external split (the demo's).")
-    # Table 7 TAD ablations on LTCC (METHOD.md §12).
+    # Table 7 TAD ablations on LTCC (docs/method.md §12).
     for variant in ("ss_mse_tad", "ss_mse_nt", "kl_only", "target_pairs"):
         body = {"_base_": ["../ltcc/tad.yaml"], "output": f"runs/ltcc-tad-{variant}", "tad": {"variant": variant}}
-        dump(ROOT / "ablations" / f"ltcc_tad_{variant}.yaml", body, f"Table 7 ablation `{variant}` (METHOD.md §12) on LTCC.")
+        dump(ROOT / "ablations" / f"ltcc_tad_{variant}.yaml", body, f"Table 7 ablation `{variant}` (docs/method.md §12) on LTCC.")
     dump(ROOT / "ablations" / "ltcc_bm_lq_aug.yaml",
          {"_base_": ["../ltcc/bm.yaml"], "output": "runs/ltcc-bm-lq-aug", "loss": {"lq_aug": True}},
          "Table 7 `BM + LQ Aug.`: an extra LQ copy of each target image keeping its real clothes label.")
     dump(ROOT / "ablations" / "ltcc_tad_fraction8.yaml",
-         {"_base_": ["../ltcc/tad.yaml"], "output": "runs/ltcc-tad-frac8", "tad": {"fraction": 0.08, "fraction_mode": "per_epoch"}},
-         "Fig. 6: ~8 % of the external data, a fresh subset each epoch.")
+         {"_base_": ["../ltcc/tad_official.yaml"], "output": "runs/ltcc-tad-frac8",
+          "tad": {"fraction": 0.08, "fraction_mode": "fixed", "fraction_by": "identity"}},
+         "Fig. 6: ~8 % of the external data, one fixed per-identity subset for the whole run (official).\n"
+         "tad.fraction_mode=per_epoch draws a fresh subset each epoch; tad.fraction_by=identities is the authors'\n"
+         "`--sampling` percent-of-identities sampler.")
+    # Table 8: an external stream with identities (NTU) given as one subfolder per identity.
+    dump(ROOT / "ablations" / "ltcc_rlq_identity_folders.yaml",
+         {"_base_": ["../ltcc/rlq_official.yaml"], "output": "runs/ltcc-rlq-ntu",
+          "tad": {"external_dataset": "identity_folders", "external_root": "data/NTU_identities"}},
+         "Table 8: TAD on an external dataset with identities (e.g. NTU), one subfolder per identity, sampled P x K.")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Configuration at the edge (DESIGN.md boundary 1).
+"""Configuration at the edge (docs/design.md boundary 1).
 
 YAML presets with ``_base_`` inheritance, dotted ``key=value`` overrides, validation against a
 structured schema (OmegaConf dataclasses: unknown keys and wrong types are rejected with the key

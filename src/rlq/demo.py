@@ -3,7 +3,7 @@
 Generates SynthCC (if missing), clusters its keypoints into pose clusters, trains a small teacher on the
 clean external split, then CAL, the Base Model, CAP, BM+TAD and RLQ on the low-quality target, and
 writes ``results.json`` and ``report.md``. To fit 2 CPU cores it uses the ``tiny`` backbone at a
-128x64 input and a short schedule scaled from METHOD.md §6 (the paper: ResNet-50, 384x192, 200
+128x64 input and a short schedule scaled from docs/method.md §6 (the paper: ResNet-50, 384x192, 200
 epochs); the numbers are therefore a demonstration of the pipeline, not the paper's.
 """
 
@@ -25,7 +25,7 @@ from .engine.spec import RunSpec
 from .errors import RlqError
 from .io import atomic_write_json, atomic_write_text
 
-__all__ = ["DemoSettings", "run_demo", "chance_rank1", "DEMO_METHODS"]
+__all__ = ["DemoSettings", "run_demo", "chance_rank1", "comparison_pairs", "DEMO_METHODS"]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None
     from .data.datasets import load_dataset
     from .data.synth import generate_synthcc, is_synthcc_root
     from .engine.recipe import run_training
+    from .evaluation.bootstrap import ci_info
 
     s = settings or DemoSettings()
     out = Path(out)
@@ -149,7 +150,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None
         tspec = _spec(s, "configs/teacher/synthcc.yaml", root, tdir, teacher=True)
         rep = _finished(tdir, tspec.train.epochs)
         if rep is None:
-            say(f"training the teacher (Base Model, METHOD.md §9) on the clean external split for {tspec.train.epochs} epochs ...")
+            say(f"training the teacher (Base Model, docs/method.md §9) on the clean external split for {tspec.train.epochs} epochs ...")
             rep = run_training(tspec)
         timings["teacher"] = time.time() - t0
         results["teacher"] = {"external": _short(rep)}
@@ -167,6 +168,10 @@ def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None
         r = results[m]
         say(f"  {m}: CC R1 {100 * r['cc']['rank1']:.1f} mAP {100 * r['cc']['mAP']:.1f} | general R1 "
             f"{100 * r['general']['rank1']:.1f} mAP {100 * r['general']['mAP']:.1f}  ({timings[m]:.0f} s)")
+    diffs = _paired_differences(out, s.methods, say, num_resamples=probe.eval.bootstrap_resamples,
+                                seed=probe.eval.bootstrap_seed)
+    if diffs:
+        results["paired_differences"] = diffs
 
     analysis: dict[str, Any] = {}
     if s.analysis:
@@ -180,7 +185,8 @@ def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None
     meta = {"settings": dataclasses.asdict(s), "seconds": timings,
             "run": {"backbone": probe.model.backbone, "height": probe.data.height, "width": probe.data.width,
                     "epochs": probe.train.epochs, "batch_size": probe.data.batch_size, "presets": "configs/synthcc/*.yaml"},
-            "selection": "test@last: the weights after the last epoch (no selection on the test set)"}
+            "selection": "test@last: the weights after the last epoch (no selection on the test set)",
+            "confidence_intervals": ci_info(probe.eval.bootstrap_resamples, probe.eval.bootstrap_seed)}
     payload = {**results, "_meta": meta}
     if analysis:
         payload["_analysis"] = analysis
@@ -191,9 +197,34 @@ def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None
 
 
 def _short(rep: dict) -> dict:
-    """{"general": {"rank1", "mAP"}, "cc": {...}, ...} from a run's test@last results."""
+    """{"general": {"rank1", "mAP", "rank1_ci", "mAP_ci"}, "cc": {...}, "cc/LQ": ...} from a run's test@last results."""
     res = (rep.get("test@last") or {}).get("results", {})
-    return {name: {"rank1": r["rank1"], "mAP": r["mAP"]} for name, r in res.items()}
+    keep = ("rank1", "mAP", "rank1_ci", "mAP_ci")
+    return {name: {k: r[k] for k in keep if k in r} for name, r in res.items()}
+
+
+def comparison_pairs(methods) -> list[tuple[str, str]]:
+    """(a, b) pairs reported as a - b: every method against `bm`, then `rlq` against its parts and `cal`."""
+    ms = list(methods)
+    pairs = [(m, "bm") for m in ms if m != "bm" and "bm" in ms]
+    pairs += [("rlq", b) for b in ("cap", "tad", "cal") if "rlq" in ms and b in ms]
+    return pairs
+
+
+def _paired_differences(out: Path, methods, say, **boot: Any) -> dict:
+    """Paired bootstrap differences on the same test queries, from each run's per-query file of its last epoch."""
+    from .engine.recipe import run_per_query
+    from .evaluation.bootstrap import compare_runs, load_per_query
+
+    pairs = comparison_pairs(methods)
+    if not pairs:
+        return {}
+    try:
+        pq = {m: load_per_query(run_per_query(out / m, "test@last")) for m in {x for p in pairs for x in p}}
+        return compare_runs(pq, pairs, **boot)
+    except RlqError as e:  # e.g. runs from an older rlq without per-query files
+        say(f"paired differences skipped: {e}")
+        return {}
 
 
 def _analysis(out: Path, root: Path, ds, s: DemoSettings, probe: RunSpec, say) -> dict:
@@ -227,8 +258,25 @@ def _pct(x: float) -> str:
     return "n/a" if x != x else f"{100 * x:.1f}"
 
 
+def _ci(r: dict | None, metric: str) -> str:
+    """``41.2 [38.1, 44.0]``: the value and its 95 % bootstrap interval (percent), when known."""
+    if not r or metric not in r:
+        return "n/a"
+    iv = r.get(f"{metric}_ci")
+    return _pct(r[metric]) if not iv else f"{_pct(r[metric])} [{_pct(iv[0])}, {_pct(iv[1])}]"
+
+
+def _diff(d: dict | None, metric: str) -> str:
+    if not d:
+        return "n/a"
+    v, (lo, hi) = d[f"{metric}_diff"], d[f"{metric}_diff_ci"]
+    return f"{100 * v:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
 def _report(results: dict, analysis: dict, meta: dict, out: Path) -> str:
     s = {**meta["settings"], **meta["run"]}
+    ci = meta.get("confidence_intervals") or {"resamples": 1000, "seed": 0}
+    boot = f"{ci['resamples']} resamples, seed {ci['seed']}"
     lines = [
         "# rlq demo on SynthCC",
         "",
@@ -239,6 +287,9 @@ def _report(results: dict, analysis: dict, meta: dict, out: Path) -> str:
         "",
         f"Selection: {meta['selection']}.",
         "",
+        f"Each cell: value [95 % interval], a percentile bootstrap over the test queries ({boot}; "
+        "the gallery is fixed).",
+        "",
         "| method | CC R1 | CC mAP | general R1 | general mAP | seconds |",
         "|---|---|---|---|---|---|",
     ]
@@ -247,8 +298,30 @@ def _report(results: dict, analysis: dict, meta: dict, out: Path) -> str:
     for m in DEMO_METHODS:
         if m in results:
             r = results[m]
-            lines.append(f"| {m} | {_pct(r['cc']['rank1'])} | {_pct(r['cc']['mAP'])} | {_pct(r['general']['rank1'])} | "
-                         f"{_pct(r['general']['mAP'])} | {meta['seconds'].get(m, 0):.0f} |")
+            lines.append(f"| {m} | {_ci(r['cc'], 'rank1')} | {_ci(r['cc'], 'mAP')} | {_ci(r['general'], 'rank1')} | "
+                         f"{_ci(r['general'], 'mAP')} | {meta['seconds'].get(m, 0):.0f} |")
+    shown = [m for m in DEMO_METHODS if m in results]
+    if any("cc/LQ" in results[m] for m in shown):
+        lines += ["", "CC by query quality (SynthCC quality.csv): clean queries and low-quality (LQ) queries, each against "
+                  "the whole gallery.", "",
+                  "| method | CC R1 clean | CC R1 LQ | CC mAP clean | CC mAP LQ |", "|---|---|---|---|---|"]
+        for m in shown:
+            r = results[m]
+            lines.append(f"| {m} | {_ci(r.get('cc/clean'), 'rank1')} | {_ci(r.get('cc/LQ'), 'rank1')} | "
+                         f"{_ci(r.get('cc/clean'), 'mAP')} | {_ci(r.get('cc/LQ'), 'mAP')} |")
+    diffs = results.get("paired_differences") or {}
+    if diffs:
+        lq = any("cc/LQ" in d for d in diffs.values())
+        lines += ["", "Paired differences (percentage points, a - b on the same test queries): value [95 % interval], "
+                  f"a paired percentile bootstrap (the same resampled queries for both runs, {boot}). "
+                  "An interval that excludes 0 is a difference these queries resolve.", "",
+                  "| a - b | ΔCC R1 | ΔCC mAP |" + (" ΔCC R1 LQ | ΔCC mAP LQ |" if lq else ""),
+                  "|---|---|---|" + ("---|---|" if lq else "")]
+        for pair, d in diffs.items():
+            row = f"| {pair.replace('-', ' - ')} | {_diff(d.get('cc'), 'rank1')} | {_diff(d.get('cc'), 'mAP')} |"
+            if lq:
+                row += f" {_diff(d.get('cc/LQ'), 'rank1')} | {_diff(d.get('cc/LQ'), 'mAP')} |"
+            lines.append(row)
     lines += ["", "Methods: `cal` = CAL (one branch); `bm` = Base Model (CAL + BOT branches); `cap` = BM + pose "
               "clusters + gender (CAP); `tad` = BM + Task Agnostic Distillation from a teacher trained on the clean "
               "external split; `rlq` = CAP + TAD (the paper's method).", ""]

@@ -1,6 +1,6 @@
 """Analyses of trained models that make the paper's qualitative claims measurable.
 
-``robustness``: metrics per artifact and severity (paper Fig. 8 left; rlq's own protocol, METHOD.md §12);
+``robustness``: metrics per artifact and severity (paper Fig. 8 left; rlq's own protocol, docs/method.md §12);
 ``lq_clusters``: do LQ images cluster regardless of identity (Fig. 7); ``buckets``: metrics per query-quality
 bucket (Table 10 style); ``ranklist``: ranked-result pictures (Fig. 9) and the gender of top-1 mistakes
 (Fig. 8 right); ``report``: ``report.md`` + ``analysis.json``. Results are plain JSON-able dicts; pictures are

@@ -1,7 +1,7 @@
 """Metrics per query-quality bucket (paper Table 10 style): each query subset against the full gallery.
 
 Bucket sources: rlq's own size buckets from the image height (:func:`rlq.data.sidecars.size_bucket`), the
-authors' ``*_Size.csv`` (kept for comparison, DATASETS.md §5.3), or SynthCC's ``quality.csv`` (artifact +
+authors' ``*_Size.csv`` (kept for comparison, docs/datasets.md §5.3), or SynthCC's ``quality.csv`` (artifact +
 severity, or a coarse clean / LQ split). Per-query AP and first-match ranks come from one evaluation pass
 and are averaged per bucket, which equals evaluating each subset on its own (queries are independent).
 """

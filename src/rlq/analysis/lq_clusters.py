@@ -3,7 +3,7 @@
 Features of the clean (HQ) and degraded (LQ) versions of the same images are compared with numbers that need
 no picture: how often an LQ image's nearest neighbour is another identity's LQ image (vs. the HQ counterpart),
 how separable HQ and LQ are for a linear probe, and a cosine silhouette of the HQ/LQ split; plus an optional
-t-SNE picture (HQ blue, LQ red). The LQ versions come from the training LQ operators (METHOD.md §5.2), applied
+t-SNE picture (HQ blue, LQ red). The LQ versions come from the training LQ operators (docs/method.md §5.2), applied
 to the test-resized images.
 """
 
@@ -174,7 +174,7 @@ def lq_cluster_diagnostics(
         codes, params = draw_lq_plan(n, mix, seed, ranges)
         transform = _mix_transform(codes, params)
         counts = {ARTIFACT_NAMES[c]: int(np.sum(codes == c)) for c in sorted(set(codes.tolist()))}
-        info["lq"] = {"kind": "training mix (METHOD.md §5.2)", "mix": mix.name, "ranges": ranges,
+        info["lq"] = {"kind": "training mix (docs/method.md §5.2)", "mix": mix.name, "ranges": ranges,
                       "probabilities": mix.probabilities(), "counts": counts}
         short = min(height, width)
         if bool(np.any((codes == 0) & (params[:, 0] >= short))):

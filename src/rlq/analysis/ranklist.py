@@ -3,7 +3,7 @@
 
 Each row of the rank list is a query followed by its top-k gallery images, bordered green (correct match under
 the evaluation rule), red (another identity) or grey (junk: the query's identity under the same camera /
-clothes, deleted by the evaluation, DATASETS.md §2). Junk is removed from the list unless ``show_junk``; the
+clothes, deleted by the evaluation, docs/datasets.md §2). Junk is removed from the list unless ``show_junk``; the
 picture says which, and in which order the queries were chosen.
 """
 
@@ -55,7 +55,7 @@ _PAD, _BORDER, _LINE, _CAPTION_LINES, _GAP = 6, 4, 12, 3, 14
 
 
 def match_status(q: Sample, g: Sample, mode: str) -> str:
-    """``correct`` / ``junk`` / ``wrong`` of gallery item ``g`` for query ``q`` under rule ``mode`` (DATASETS.md §2)."""
+    """``correct`` / ``junk`` / ``wrong`` of gallery item ``g`` for query ``q`` under rule ``mode`` (docs/datasets.md §2)."""
     if g.pid != q.pid:
         return "wrong"
     if g.camid == q.camid:
@@ -305,7 +305,7 @@ def top1_after_junk(
     g_camids: Sequence[int], q_clothes_ids: Sequence[int] | None = None, g_clothes_ids: Sequence[int] | None = None,
     mode: str = "general", chunk_size: int = 1024,
 ) -> np.ndarray:
-    """Each query's most cosine-similar gallery index once its junk (DATASETS.md §2, rule ``mode``) is deleted; -1 if none."""
+    """Each query's most cosine-similar gallery index once its junk (docs/datasets.md §2, rule ``mode``) is deleted; -1 if none."""
     if mode not in MODES:
         raise ConfigError(f"mode {mode!r} is not one of {MODES}")
     if mode != "general" and (q_clothes_ids is None or g_clothes_ids is None):

@@ -142,7 +142,7 @@ def demo_analysis(
     def robustness() -> None:
         rob = {m: robustness_sweep(model, ds, seed=seed, cache=cache, **common) for m, model in models.items()}
         numbers["robustness"] = rob
-        sections["Robustness per artifact (rlq's own protocol, METHOD.md §12)"] = robustness_markdown(rob)
+        sections["Robustness per artifact (rlq's own protocol, docs/method.md §12)"] = robustness_markdown(rob)
         if plots:
             plot_robustness(rob, figs / "robustness.png", metric="rank1")
             figures["robustness"] = "figures/robustness.png"

@@ -1,4 +1,4 @@
-"""Robustness per artifact (paper Fig. 8 left) under rlq's own graded-severity protocol (METHOD.md §12).
+"""Robustness per artifact (paper Fig. 8 left) under rlq's own graded-severity protocol (docs/method.md §12).
 
 One artifact type at a time, at the severity levels of :data:`rlq.lq.severity.SEVERITY_GRID` (level 0 =
 clean), seeded, applied to the test-resized query images only (``apply_to="query"``; ``"both"`` also
@@ -27,6 +27,8 @@ from rlq.io import save_figure
 from rlq.lq.severity import MAX_LEVEL, SEVERITY_ARTIFACTS, SEVERITY_GRID, degrade_batch
 
 __all__ = [
+    "official_lq_evaluate",
+    "official_lq_markdown",
     "ROBUSTNESS_PROTOCOL",
     "ROBUSTNESS_DEFINITION",
     "robustness_sweep",
@@ -38,12 +40,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Label carried by every robustness result and plot (METHOD.md §12 asks for it).
-ROBUSTNESS_PROTOCOL = "rlq's own robustness protocol (METHOD.md §12), not a paper protocol"
+#: Label carried by every robustness result and plot (docs/method.md §12 asks for it).
+ROBUSTNESS_PROTOCOL = "rlq's own robustness protocol (docs/method.md §12), not a paper protocol"
 ROBUSTNESS_DEFINITION = (
     "One synthetic artifact type per curve (rlq.lq.severity.SEVERITY_GRID; level 0 = clean), applied after the "
     "test resize at the evaluation resolution, seeded per split (motion-blur angles); query images only unless "
-    "apply_to='both'. Metrics follow DATASETS.md §2 (fractions; invalid queries excluded)."
+    "apply_to='both'. Metrics follow docs/datasets.md §2 (fractions; invalid queries excluded)."
 )
 _APPLY = ("query", "both")
 
@@ -280,3 +282,87 @@ def robustness_markdown(results_by_model: Mapping[str, Mapping[str, Any]], evalu
 
 def _pct(x: float) -> str:
     return "nan" if x != x else f"{100 * x:.1f}"
+
+
+# -- the authors' LQ test protocol (`--LR-MODE/--LR-TYPE`), beside rlq's own grid ------------------------------------
+def official_lq_evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    kinds: Sequence[str] = ("mix",),
+    seed: int = 0,
+    height: int,
+    width: int,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+    workers: int = 0,
+    protocol: str = "test",
+    flip: bool = True,
+    amp_dtype: torch.dtype | None = None,
+    cache: Any = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Protocol metrics under the authors' LQ test protocol (:mod:`rlq.lq.official_test`), one entry per kind.
+
+    Every split of the protocol (queries **and** gallery) is degraded at original resolution, seeded per
+    (seed, split, image). ``results["official_lq:<kind>"]`` holds ``metrics`` (:func:`summarize` per evaluation
+    name) and ``mix`` (the artifact probabilities used).
+    """
+    from rlq.lq.official_test import (
+        OFFICIAL_LQ_DEFINITION,
+        OFFICIAL_LQ_KINDS,
+        OFFICIAL_LQ_LABEL,
+        OfficialLQTransform,
+        official_lq_mix,
+        official_lq_name,
+        split_seed,
+    )
+
+    bad = [k for k in kinds if k not in OFFICIAL_LQ_KINDS]
+    if bad or not kinds:
+        raise ConfigError(f"official LQ test kinds {list(kinds)} must be a non-empty subset of {OFFICIAL_LQ_KINDS}")
+    if protocol not in dataset.protocols:
+        raise ConfigError(f"dataset {dataset.name!r} has no {protocol!r} protocol; it has {sorted(dataset.protocols)}")
+    proto = dataset.protocols[protocol]
+    samples = {s: dataset.split(s) for s in proto.split_names}
+    results: dict[str, Any] = {}
+    for kind in dict.fromkeys(kinds):
+        mix = official_lq_mix(kind, dataset.name)
+        feats = {}
+        for split in proto.split_names:
+            f = extract_features(
+                model, [x.path for x in samples[split]], height, width, device=device, batch_size=batch_size,
+                workers=workers, flip=flip, amp_dtype=amp_dtype, progress=progress, desc=f"{split} official LQ {kind}",
+                cache=cache, image_transform=OfficialLQTransform(mix, split_seed(seed, split)),
+            )
+            feats[split] = (f, samples[split])
+        metrics = summarize(evaluate_protocol(feats, proto, device=device))
+        results[official_lq_name(kind)] = {"kind": kind, "mix": mix.probabilities(), "metrics": metrics}
+    return {
+        "protocol_label": OFFICIAL_LQ_LABEL,
+        "definition": OFFICIAL_LQ_DEFINITION,
+        "dataset": dataset.name,
+        "eval_protocol": protocol,
+        "evaluations": [s.name for s in proto.specs],
+        "selection": proto.selection,
+        "degraded_splits": list(proto.split_names),
+        "seed": int(seed),
+        "input_size": [int(height), int(width)],
+        "results": results,
+    }
+
+
+def official_lq_markdown(results_by_model: Mapping[str, Mapping[str, Any]], evaluation: str | None = None) -> str:
+    """A markdown table (R1 / mAP in %) per model and official LQ kind, headed by the protocol's label."""
+    from rlq.lq.official_test import OFFICIAL_LQ_DEFINITION, OFFICIAL_LQ_LABEL
+
+    lines = [f"*{OFFICIAL_LQ_LABEL}.* {OFFICIAL_LQ_DEFINITION}", ""]
+    for name, res in results_by_model.items():
+        ev = evaluation or res["selection"]
+        lines += [f"**{name}** ({ev}, R1 / mAP %, degraded: {', '.join(res['degraded_splits'])})", "",
+                  "| protocol | R1 / mAP |", "|---|---|"]
+        for key, entry in res["results"].items():
+            m = entry["metrics"].get(ev)
+            lines.append(f"| {key} | " + ("n/a" if m is None else f"{_pct(m['rank1'])} / {_pct(m['mAP'])}") + " |")
+        lines.append("")
+    return "\n".join(lines)

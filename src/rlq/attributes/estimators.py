@@ -42,7 +42,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: mediapipe pose landmark index of each COCO-17 keypoint (DATASETS.md §5.1 order; left/right are the
+#: mediapipe pose landmark index of each COCO-17 keypoint (docs/datasets.md §5.1 order; left/right are the
 #: person's own in both). mediapipe order: 0 nose, 2 left eye, 5 right eye, 7 left ear, 8 right ear,
 #: 11/12 shoulders, 13/14 elbows, 15/16 wrists, 23/24 hips, 25/26 knees, 27/28 ankles.
 MEDIAPIPE_TO_COCO: tuple[int, ...] = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
@@ -53,11 +53,11 @@ POSE_INSTALL_HINT = (
     "python -m venv venv-pose && venv-pose/bin/pip install 'rlq[pose]'"
 )
 
-# LIP ids (DATASETS.md §5.2)
+# LIP ids (docs/datasets.md §5.2)
 _BG, _HAIR, _UPPER, _PANTS, _FACE = 0, 2, 5, 9, 13
 _ARM = {"left": 14, "right": 15}
 _SHOE = {"left": 18, "right": 19}
-# COCO-17 indices (DATASETS.md §5.1)
+# COCO-17 indices (docs/datasets.md §5.1)
 _NOSE, _EYES, _EARS = 0, (1, 2), (3, 4)
 _SHO, _ELB, _WRI, _HIP, _KNEE, _ANK = (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16)
 
@@ -407,7 +407,7 @@ def estimate_poses_tree(
 
     ``out_root`` ending in ``.json`` is one file (all images must be in one folder); otherwise it is a
     folder with one ``alphapose-results.json`` per leaf folder in a tree mirroring ``dataset_root``
-    (default ``images_root``; DATASETS.md §5.1), e.g. images ``<ds>/train``, dataset root ``<ds>`` ->
+    (default ``images_root``; docs/datasets.md §5.1), e.g. images ``<ds>/train``, dataset root ``<ds>`` ->
     ``<out_root>/train/alphapose-results.json``. A flat folder gives ``<out_root>/alphapose-results.json``.
     """
     require_mediapipe()
@@ -428,7 +428,7 @@ def estimate_poses_tree(
         raise SideInputError(
             f"{root} has images in {len(by_leaf)} folders (e.g. {', '.join(str(k) for k in list(by_leaf)[:3])}) but "
             f"--out {out_root} is one JSON file; AlphaPose image ids are basenames, so pass a folder to get one "
-            "results file per leaf folder (DATASETS.md §5.1), or --no-recursive"
+            "results file per leaf folder (docs/datasets.md §5.1), or --no-recursive"
         )
     written: dict[Path, tuple[int, int]] = {}
     for leaf, paths in by_leaf.items():

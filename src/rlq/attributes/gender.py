@@ -1,5 +1,5 @@
 """Gender utilities: the gender-F1-on-mistakes analysis (paper Figure 8, right) and an HTML sheet for
-annotating identities by hand in the authors' ``Category,ID,Gender`` format (METHOD.md §3.5)."""
+annotating identities by hand in the authors' ``Category,ID,Gender`` format (docs/method.md §3.5)."""
 
 from __future__ import annotations
 
@@ -167,7 +167,7 @@ def gender_sheet(
     template ``gender_template.csv`` (``Category,ID,Gender``, Gender empty or prefilled from ``existing``).
 
     Identities are keyed by ``meta["raw_pid"]`` (else ``pid``), in first-appearance order. Returns the
-    path of ``index.html``. Fill the Gender column (1 male, 0 female, METHOD.md §3.5) and read it back
+    path of ``index.html``. Fill the Gender column (1 male, 0 female, docs/method.md §3.5) and read it back
     with ``rlq.data.sidecars.read_gender_csv``.
     """
     if per_id < 1 or ids_per_page < 1:
@@ -223,7 +223,7 @@ def gender_sheet(
             f"<title>Gender annotation, page {pno} of {len(pages)}</title><style>{_CSS}</style>"
             f"<script>{_JS}</script></head><body>"
             f"<h1>Gender annotation, page {pno} of {len(pages)}</h1>"
-            f"<p>Pages: {nav}. Choose 1 = male or 0 = female per identity (doubtful identities: 0, METHOD.md "
+            f"<p>Pages: {nav}. Choose 1 = male or 0 = female per identity (doubtful identities: 0, docs/method.md "
             f"&sect;3.5), press the button and copy the rows into {esc(TEMPLATE_NAME)}.</p>"
             f'<table>{"".join(rows)}</table>'
             '<p><button onclick="rows()">Show CSV rows</button></p><textarea id="csv" readonly></textarea>'

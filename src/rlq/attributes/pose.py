@@ -1,4 +1,4 @@
-"""Pose vectors from COCO-17 keypoints and their K-means clusters (METHOD.md §3.4).
+"""Pose vectors from COCO-17 keypoints and their K-means clusters (docs/method.md §3.4).
 
 The pipeline: select one person per image (``rlq.data.sidecars.select_person``), turn its keypoints into a
 body-line vector (:func:`pose_vector`), cluster the train split's vectors with K-means
@@ -44,16 +44,16 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The 13 body lines (start, end) over COCO-17 indices, in the order of METHOD.md §3.4. The authors' list
+#: The 13 body lines (start, end) over COCO-17 indices, in the order of docs/method.md §3.4. The authors' list
 #: also names two neck-hip lines; COCO-17 has no neck point, so those are always skipped (and left out here).
 BODY_LINES: tuple[tuple[int, int], ...] = (
     (0, 1), (0, 2), (1, 3), (2, 4), (5, 6),
     (5, 7), (7, 9), (6, 8), (8, 10),
     (11, 13), (12, 14), (13, 15), (14, 16),
 )
-#: The (width, height) frame keypoints are mapped to before measuring lines (METHOD.md §3.4).
+#: The (width, height) frame keypoints are mapped to before measuring lines (docs/method.md §3.4).
 FRAME_SIZE = (192, 384)
-#: Supported vector kinds. The authors' ``N_*`` kinds are degenerate and not supported (DATASETS.md §5.3).
+#: Supported vector kinds. The authors' ``N_*`` kinds are degenerate and not supported (docs/datasets.md §5.3).
 POSE_KINDS = ("R_LA", "R_A", "R_LAC")
 
 _NUM_KPTS = 17
@@ -92,10 +92,11 @@ def pose_vectors(keypoints: np.ndarray, sizes: np.ndarray, kind: str = "R_LA") -
         bad = np.flatnonzero(~(np.isfinite(wh) & (wh > 0)).all(axis=1))
         raise ValueError(f"image sizes of rows {bad[:5].tolist()} are not positive: {wh[bad[:5]].tolist()}")
     fw, fh = FRAME_SIZE
-    # METHOD.md §3.4: truncate toward zero, then x' = trunc(x_int*192/W), y' = trunc(y_int*384/H). The product
-    # is formed before the division, as written; for integer inputs the float quotient truncates exactly.
-    x = np.trunc(np.trunc(kp[..., 0]) * fw / wh[:, :1])
-    y = np.trunc(np.trunc(kp[..., 1]) * fh / wh[:, 1:])
+    # docs/method.md §3.4: truncate toward zero, then map as the authors' `resize_coordinates` does,
+    # (x_int * (192 / W)).astype(int): the float64 ratio is formed first. Forming x_int * 192 first gives a
+    # different pixel in about 1 of 4,000 cases (e.g. x_int = W = 47: 47 * (192/47) = 191.99999... -> 191, but 47 * 192 / 47 = 192).
+    x = np.trunc(np.trunc(kp[..., 0]) * (fw / wh[:, :1]))
+    y = np.trunc(np.trunc(kp[..., 1]) * (fh / wh[:, 1:]))
     x += 0.0  # -0.0 -> +0.0: no negative zeros in the R_LAC coordinates
     y += 0.0
     dx = x[:, _STARTS] - x[:, _ENDS]
@@ -157,7 +158,7 @@ def detection_vectors(
 def _kmeans(k: int, seed: int, n_init: int, max_iter: int) -> KMeans:
     from sklearn.cluster import KMeans
 
-    # METHOD.md §3.4: k-means++, n_init set explicitly (the default changed across versions), Lloyd.
+    # docs/method.md §3.4: k-means++, n_init set explicitly (the default changed across versions), Lloyd.
     return KMeans(n_clusters=k, init="k-means++", n_init=n_init, max_iter=max_iter, random_state=seed,
                   algorithm="lloyd")
 
@@ -210,10 +211,10 @@ def pose_cluster_table_with_models(
             if len(vecs) < k:
                 raise SideInputError(
                     f"only {len(vecs)} of {len(keys)} images have a pose, fewer than K={k} clusters; check the "
-                    "pose files (DATASETS.md §5.1) or choose a smaller K"
+                    "pose files (docs/datasets.md §5.1) or choose a smaller K"
                 )
             labels, model = cluster_poses(vecs, k=k, seed=seed, n_init=n_init, max_iter=max_iter)
-            col = np.zeros(len(keys), dtype=np.int64)  # METHOD.md §3.4: null pose -> 0
+            col = np.zeros(len(keys), dtype=np.int64)  # docs/method.md §3.4: null pose -> 0
             col[mask] = labels
             columns[f"{kind}_{k}"] = col
             models[f"{kind}_{k}"] = model
@@ -250,7 +251,7 @@ def write_pose_cluster_table(
     category: str | Sequence[str] = "train",
     authors_order: bool = True,
 ) -> None:
-    """Write label columns in the authors' CSV layout (DATASETS.md §5.3), columns in the authors' order."""
+    """Write label columns in the authors' CSV layout (docs/datasets.md §5.3), columns in the authors' order."""
     from rlq.data.sidecars import POSE_COLUMNS, write_pose_clusters
 
     if not columns:
@@ -276,7 +277,7 @@ def sweep_k(
     n_init: int = 10,
     max_iter: int = 1000,
 ) -> list[dict[str, Any]]:
-    """Cluster quality per K (the paper sweeps K = 5..40, METHOD.md §12).
+    """Cluster quality per K (the paper sweeps K = 5..40, docs/method.md §12).
 
     Per K: ``inertia``, ``silhouette`` (on a seeded subsample of ``sample_size`` vectors; None = all),
     ``calinski_harabasz``, ``davies_bouldin``, ``n_iter`` and the smallest / largest cluster size.

@@ -1,4 +1,4 @@
-"""Join keypoint files onto a dataset's samples and write its pose-cluster table (METHOD.md §3.4)."""
+"""Join keypoint files onto a dataset's samples and write its pose-cluster table (docs/method.md §3.4)."""
 
 from __future__ import annotations
 

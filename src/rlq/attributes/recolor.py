@@ -1,4 +1,4 @@
-"""Clothes recolouring from LIP parsing maps (METHOD.md §3.3), the synthetic clothes labels and the
+"""Clothes recolouring from LIP parsing maps (docs/method.md §3.3), the synthetic clothes labels and the
 positive-clothes sets they imply.
 
 Colour draws happen in the loader (explicit generator); the blend itself is a batched tensor op
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data.sidecars import ALL_CLOTHES_IDS, LOWER_IDS, UPPER_IDS  # METHOD.md §3.3 regions (LIP ids)
+from ..data.sidecars import ALL_CLOTHES_IDS, LOWER_IDS, UPPER_IDS  # docs/method.md §3.3 regions (LIP ids)
 
 __all__ = [
     "PALETTES",
@@ -31,7 +31,7 @@ _COLOURS = {
     "black": (0, 0, 0), "white": (255, 255, 255), "orange": (255, 165, 0), "yellow": (255, 255, 0),
     "pink": (255, 192, 203),
 }
-#: Palettes in index order (METHOD.md §3.3 table): P = 9 (M = 81) by default, P = 6 (M = 36) for LaST.
+#: Palettes in index order (docs/method.md §3.3 table): P = 9 (M = 81) by default, P = 6 (M = 36) for LaST.
 PALETTES = {
     "default": tuple(_COLOURS[c] for c in ("green", "blue", "purple", "red", "black", "white", "orange", "yellow", "pink")),
     "last": tuple(_COLOURS[c] for c in ("green", "blue", "purple", "red", "yellow", "pink")),

@@ -20,6 +20,7 @@ from . import demo as _demo  # noqa: F401,E402
 from . import estimate as _estimate  # noqa: F401,E402
 from . import analysis as _analysis  # noqa: F401,E402
 from . import deploy as _deploy  # noqa: F401,E402
+from . import compare as _compare  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 

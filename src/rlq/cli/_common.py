@@ -17,10 +17,10 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 #: Command groups shared by several modules (each module adds its commands to the group).
-poses_app = typer.Typer(help="Pose keypoints and clusters for CAP (METHOD.md §3.4).", no_args_is_help=True)
-parse_app = typer.Typer(help="Human parsing (LIP label maps) for clothes recolouring (METHOD.md §3.3).", no_args_is_help=True)
-gender_app = typer.Typer(help="Gender labels for CAP (METHOD.md §3.5).", no_args_is_help=True)
-lq_app = typer.Typer(help="Synthetic low-quality images (METHOD.md §5.2).", no_args_is_help=True)
+poses_app = typer.Typer(help="Pose keypoints and clusters for CAP (docs/method.md §3.4).", no_args_is_help=True)
+parse_app = typer.Typer(help="Human parsing (LIP label maps) for clothes recolouring (docs/method.md §3.3).", no_args_is_help=True)
+gender_app = typer.Typer(help="Gender labels for CAP (docs/method.md §3.5).", no_args_is_help=True)
+lq_app = typer.Typer(help="Synthetic low-quality images (docs/method.md §5.2).", no_args_is_help=True)
 analyze_app = typer.Typer(help="Analyses of trained models: robustness, LQ clusters, gender, quality buckets.", no_args_is_help=True)
 app.add_typer(poses_app, name="poses")
 app.add_typer(parse_app, name="parse")

@@ -102,7 +102,7 @@ def robustness_cmd(
     out_dir: Path = _opt_out(),
     artifacts: str = typer.Option("pixelation,defocus,motion,jpeg", help="Comma list of artifacts (rlq.lq.severity)."),
     levels: str = typer.Option("0,1,2,3,4", help="Comma list of severity levels (0 = clean ... 4)."),
-    apply_to: str = typer.Option("query", help="query (METHOD.md §12) or both (query and gallery)."),
+    apply_to: str = typer.Option("query", help="query (docs/method.md §12) or both (query and gallery)."),
     seed: int = typer.Option(0, help="Seed of the motion-blur angles."),
     protocol: str = typer.Option("test", help="Which protocol: test or val."),
     metric: str = typer.Option("rank1", help="Metric plotted first (rank1 and mAP are always plotted)."),
@@ -114,15 +114,29 @@ def robustness_cmd(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
     cache_images: bool = typer.Option(False, "--cache-images", help="Decode the test images once into memory (small datasets)."),
+    official_lq: Optional[str] = typer.Option(
+        None, "--official-lq",
+        help="Also run the authors' LQ test protocol (--LR-MODE/--LR-TYPE, docs/method.md §12) for these kinds, beside "
+             "rlq's grid: a comma list of mix, pixelation, gaussian, motion (or `all`). Degrades query and gallery at "
+             "original resolution with the training ranges, seeded by --seed; reported under `official_lq:<kind>`."),
 ) -> None:
-    """Metrics per artifact and severity level (paper Fig. 8 left; rlq's own protocol, METHOD.md §12), one curve per checkpoint."""
+    """Metrics per artifact and severity level (paper Fig. 8 left; rlq's own protocol, docs/method.md §12), one curve per
+    checkpoint; optionally the authors' LQ test protocol beside it (--official-lq)."""
     from ..analysis.report import write_report
     from ..analysis.robustness import ROBUSTNESS_PROTOCOL, plot_robustness, robustness_markdown, robustness_sweep
     from ..io import atomic_write_json
 
+    from ..lq.official_test import OFFICIAL_LQ_KINDS, OFFICIAL_LQ_LABEL
+
     arts = [a.strip() for a in artifacts.split(",") if a.strip()]
     lv = _ints(levels, "--levels")
-    results, infos = {}, {}
+    kinds: list[str] = []
+    if official_lq:
+        kinds = list(OFFICIAL_LQ_KINDS) if official_lq.strip() == "all" else [k.strip() for k in official_lq.split(",") if k.strip()]
+        bad = [k for k in kinds if k not in OFFICIAL_LQ_KINDS]
+        if bad or not kinds:
+            raise typer.BadParameter(f"--official-lq {official_lq!r}: expected `all` or a comma list of {', '.join(OFFICIAL_LQ_KINDS)}")
+    results, infos, official = {}, {}, {}
     for name, ck in zip(_names(checkpoints), checkpoints):
         model, state, hw, ds, _, dev, amp = _setup(ck, dataset, root, device, prefer, height, width, protocol)
         cache = None
@@ -135,9 +149,18 @@ def robustness_cmd(
         results[name] = robustness_sweep(model, ds, artifacts=arts, levels=lv, apply_to=apply_to, seed=seed, height=hw[0],
                                          width=hw[1], device=dev, batch_size=batch_size, workers=workers, protocol=protocol,
                                          amp_dtype=amp, cache=cache, progress=True)
+        if kinds:
+            from ..analysis.robustness import official_lq_evaluate
+
+            official[name] = official_lq_evaluate(model, ds, kinds=kinds, seed=seed, height=hw[0], width=hw[1], device=dev,
+                                                  batch_size=batch_size, workers=workers, protocol=protocol, amp_dtype=amp,
+                                                  cache=cache, progress=True)
         infos[name] = _ckpt_info(state)
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"protocol_label": ROBUSTNESS_PROTOCOL, "models": {n: {**infos[n], **r} for n, r in results.items()}}
+    if official:  # the authors' protocol, under its own key and label
+        payload["official_lq"] = {"protocol_label": OFFICIAL_LQ_LABEL,
+                                  "models": {n: {**infos[n], **r} for n, r in official.items()}}
     atomic_write_json(out_dir / "robustness.json", payload)
     files, images = [out_dir / "robustness.json"], {}
     if _have_matplotlib():
@@ -147,7 +170,14 @@ def robustness_cmd(
             files.append(png)
     md = robustness_markdown(results, evaluation)
     out.print(md)
-    files.append(write_report(out_dir, {"Robustness per artifact": md}, images, title="rlq analysis: robustness",
+    sections = {"Robustness per artifact": md}
+    if official:
+        from ..analysis.robustness import official_lq_markdown
+
+        md_off = official_lq_markdown(official, evaluation)
+        out.print(md_off)
+        sections["The authors' LQ test protocol"] = md_off
+    files.append(write_report(out_dir, sections, images, title="rlq analysis: robustness",
                               numbers={"robustness": payload}))
     _done(out_dir, files)
 
@@ -174,7 +204,7 @@ def lq_clusters_cmd(
     max_images: int = typer.Option(1000, help="At most this many images (a seeded random subset)."),
     mix: Optional[str] = typer.Option(None, help="LQ source: a dataset's training mix (ltcc, prcc, ...; default: "
                                       "--dataset's) or ARTIFACT:LEVEL of the severity grid (e.g. motion:3)."),
-    ranges: str = typer.Option("official", help="Training-mix parameter ranges: official or paper (METHOD.md §5.2)."),
+    ranges: str = typer.Option("official", help="Training-mix parameter ranges: official or paper (docs/method.md §5.2)."),
     seed: int = typer.Option(0, help="Seed of the LQ draws, the subset, the probe folds and t-SNE."),
     tsne: bool = typer.Option(True, "--tsne/--no-tsne", help="Draw the t-SNE picture (paper Fig. 7)."),
     tsne_points: int = typer.Option(1000, help="At most this many points in the t-SNE picture."),

@@ -26,7 +26,7 @@ def poses_cluster(
     out_csv: Path = typer.Option(Path("pose_clusters.csv"), "--out", "-o", help="CSV in the authors' layout."),
     k: str = typer.Option("15", "--k", help="K, or a comma list (e.g. 5,10,15,...,40 for every column the authors ship)."),
     kinds: str = typer.Option("R_LA", help="Vector kinds: R_LA (paper), R_A, R_LAC; comma list."),
-    split: str = typer.Option("train", help="Split to cluster (fit on train only for training labels, METHOD.md §3.4)."),
+    split: str = typer.Option("train", help="Split to cluster (fit on train only for training labels, docs/method.md §3.4)."),
     seed: int = typer.Option(0, help="K-means random_state (§3.4: 0)."),
     score_threshold: Optional[float] = typer.Option(None, help="Treat detections below this score as no pose (default: none, as the spec)."),
 ) -> None:

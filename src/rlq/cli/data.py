@@ -58,11 +58,20 @@ def evaluate_cmd(
     max_rank: int = typer.Option(50, help="CMC length."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cpu)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
+    resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples of the queries for the 95 % intervals of R1 and mAP."),
+    ci_seed: int = typer.Option(0, "--ci-seed", help="Seed of the bootstrap resamples."),
+    quality_csv: Optional[Path] = typer.Option(None, "--quality-csv", help="Quality table (Category,Image,Artifact,Severity,Param, "
+                                               "e.g. SynthCC's quality.csv): adds clean / LQ query rows."),
+    per_query: Optional[Path] = typer.Option(None, "--per-query", help="Also write per-query results (.npz) here, for paired "
+                                             "comparisons (`rlq compare`)."),
 ) -> None:
-    """Evaluate saved features with every mode of a dataset's protocol (CMC + mAP, CAL semantics)."""
+    """Evaluate saved features with every mode of a dataset's protocol (CMC + mAP, CAL semantics, 95 % bootstrap intervals)."""
     from ..data.datasets import load_dataset, standard_protocols
+    from ..data.side_tables import quality_groups
+    from ..evaluation.bootstrap import ci_info
     from ..evaluation.protocols import evaluate_features_file, format_table, summarize
     from ..io import atomic_write_json
+    from .train import _ci_note, _save_per_query, _with_intervals
 
     if root is not None:
         protocols = load_dataset(dataset, root).protocols
@@ -72,10 +81,15 @@ def evaluate_cmd(
         raise typer.BadParameter(f"dataset {dataset} has no {protocol_name!r} protocol; it has {sorted(protocols)}")
     protocol = protocols[protocol_name]
     res = evaluate_features_file(features, protocol, max_rank=max_rank, device=device)
-    out.print(format_table(res, selection=protocol.selection))
+    groups = quality_groups(".", quality_csv) if quality_csv is not None else None
+    res = _with_intervals(res, groups, resamples, ci_seed, str(quality_csv))
+    out.print(format_table(res, selection=protocol.selection), soft_wrap=True, markup=False, highlight=False)
+    console.print(_ci_note(resamples, ci_seed))
+    if per_query:
+        _save_per_query(per_query, res, {"features": str(features), "dataset": dataset, "protocol": protocol_name})
     if json_out:
         atomic_write_json(json_out, {"features": str(features), "dataset": dataset, "protocol": protocol_name,
-                                     "results": summarize(res)})
+                                     "results": summarize(res), "confidence_intervals": ci_info(resamples, ci_seed)})
         console.print(f"wrote {json_out}")
 
 

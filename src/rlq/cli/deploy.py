@@ -125,7 +125,7 @@ def export_cmd(
     check_images: Optional[Path] = typer.Option(None, "--check-images", help="Image or folder of images for the parity check (default: synthetic images)."),
     max_check_images: int = typer.Option(8, min=1, help="Use at most this many images from --check-images (sorted)."),
     opset: int = typer.Option(17, help="ONNX opset."),
-    no_flip: bool = typer.Option(False, "--no-flip", help="Export without the flip-sum (METHOD.md §2.5 uses it)."),
+    no_flip: bool = typer.Option(False, "--no-flip", help="Export without the flip-sum (docs/method.md §2.5 uses it)."),
     atol: float = typer.Option(1e-4, help="Parity tolerance: max L2 distance between ONNX and PyTorch features."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the export summary as JSON."),

@@ -73,8 +73,16 @@ def _print_report(report: dict) -> None:
         if not r:
             continue
         for name, m in r["results"].items():
-            t.add_row(label, str(r["epoch"]), name, f"{100 * m['rank1']:.1f}", f"{100 * m['mAP']:.1f}")
+            t.add_row(label, str(r["epoch"]), name, _pct_ci(m, "rank1"), _pct_ci(m, "mAP"))
     out.print(t)
+    if any("rank1_ci" in m for r in report.values() if isinstance(r, dict) for m in (r.get("results") or {}).values()):
+        console.print("R1 and mAP: value [95 % percentile bootstrap interval over queries]")
+
+
+def _pct_ci(m: dict, k: str) -> str:
+    """``41.2 [38.1, 44.0]`` (percent) when the result has an interval, else the value."""
+    iv = m.get(f"{k}_ci")
+    return f"{100 * m[k]:.1f}" + (f" [{100 * iv[0]:.1f}, {100 * iv[1]:.1f}]" if iv else "")
 
 
 @app.command("eval")
@@ -92,13 +100,27 @@ def eval_cmd(
     no_flip: bool = typer.Option(False, "--no-flip", help="Do not add the flipped image's embedding."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+    lq: Optional[str] = typer.Option(
+        None, "--lq",
+        help="Evaluate under the authors' LQ test protocol (their --LR-MODE/--LR-TYPE, docs/method.md §12): "
+             "official or official:KIND, KIND = mix (the dataset's training mix, the default), pixelation, gaussian "
+             "or motion. Degrades query and gallery images at original resolution, seeded by --seed."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --lq degradations (per split and image)."),
+    resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples of the queries for the 95 % intervals of R1 and mAP."),
+    ci_seed: int = typer.Option(0, "--ci-seed", help="Seed of the bootstrap resamples."),
+    quality_csv: Optional[Path] = typer.Option(None, "--quality-csv", help="Quality table (Category,Image,Artifact,Severity,Param) "
+                                               "for clean / LQ query rows (default: <root>/quality.csv when present)."),
+    per_query: Optional[Path] = typer.Option(None, "--per-query", help="Also write per-query results (.npz) here, for paired "
+                                             "comparisons (`rlq compare`)."),
 ) -> None:
-    """Evaluate a checkpoint on a dataset's protocol (every mode it reports)."""
+    """Evaluate a checkpoint on a dataset's protocol (every mode it reports), with 95 % bootstrap intervals; clean, or under --lq."""
     import torch
 
     from ..data.datasets import load_dataset
+    from ..data.side_tables import quality_groups
     from ..engine.distributed import resolve_device
     from ..engine.recipe import dataset_options, load_model_checkpoint
+    from ..evaluation.bootstrap import ci_info
     from ..evaluation.extract import extract_features
     from ..evaluation.protocols import evaluate_protocol, format_table, summarize
     from ..io import atomic_write_json
@@ -111,7 +133,14 @@ def eval_cmd(
     if split not in ds.protocols:
         raise typer.BadParameter(f"dataset {dataset} has no {split!r} protocol; it has {sorted(ds.protocols)}")
     protocol = ds.protocols[split]
-    amp = torch.bfloat16 if dev.type == "cuda" else None
+    # Evaluate in the precision the run trained in (the official/paper/default presets: fp32, train.amp=off);
+    # a checkpoint without a run spec keeps bf16 on CUDA.
+    run_amp = ((state.get("spec") or {}).get("train") or {}).get("amp", "auto")
+    amp = torch.bfloat16 if dev.type == "cuda" and run_amp != "off" else None
+    if lq is not None:
+        _eval_official_lq(model, state, ds, lq, seed, split, h, w, dev, batch_size, workers, not no_flip, amp, json_out,
+                          dataset)
+        return
     feats = {}
     for name in protocol.split_names:
         samples = ds.split(name)
@@ -119,11 +148,65 @@ def eval_cmd(
                              flip=not no_flip, amp_dtype=amp, progress=True, desc=f"extract {name}")
         feats[name] = (f, samples)
     res = evaluate_protocol(feats, protocol, device=dev)
-    out.print(format_table(res, selection=protocol.selection))
+    groups = quality_groups(ds.root, quality_csv)
+    res = _with_intervals(res, groups, resamples, ci_seed, str(quality_csv or Path(ds.root) / "quality.csv"))
+    out.print(format_table(res, selection=protocol.selection), soft_wrap=True, markup=False, highlight=False)
+    console.print(_ci_note(resamples, ci_seed))
+    console.print(f"checkpoint: {state['checkpoint']} ({state.get('method')}, input {h}x{w})")
+    if per_query:
+        _save_per_query(per_query, res, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split})
+    if json_out:
+        atomic_write_json(json_out, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split,
+                                     "results": summarize(res), "confidence_intervals": ci_info(resamples, ci_seed)})
+
+
+def _with_intervals(res: dict, groups: Optional[dict], resamples: int, seed: int, source: str) -> dict:
+    """Add clean / LQ query rows (when the quality is known) and 95 % bootstrap intervals to every result."""
+    from ..evaluation.bootstrap import add_intervals
+    from ..evaluation.protocols import query_group_results
+
+    if resamples < 1:
+        raise typer.BadParameter(f"--resamples must be >= 1 (1000 for the reported intervals), got {resamples}")
+    if groups is not None:
+        res = {**res, **query_group_results(res, groups, source=source)}
+    return add_intervals(res, num_resamples=resamples, seed=seed)
+
+
+def _ci_note(resamples: int, seed: int) -> str:
+    return (f"R1 and mAP: value [95 % percentile bootstrap interval over queries, {resamples} resamples, seed {seed}]; "
+            "<name>/clean and <name>/LQ: queries of that quality against the whole gallery")
+
+
+def _save_per_query(path: Path, res: dict, extra: dict) -> None:
+    from ..evaluation.bootstrap import PerQuery, save_per_query
+
+    save_per_query(path, {n: PerQuery.from_result(r) for n, r in res.items()}, extra=extra)
+    console.print(f"wrote {path}")
+
+
+def _eval_official_lq(model, state, ds, lq, seed, split, h, w, dev, batch_size, workers, flip, amp, json_out, dataset) -> None:
+    from ..analysis.robustness import official_lq_evaluate
+    from ..errors import ConfigError
+    from ..evaluation.protocols import format_table
+    from ..io import atomic_write_json
+    from ..lq.official_test import OFFICIAL_LQ_LABEL, official_lq_name, parse_lq_option
+
+    try:
+        kind = parse_lq_option(lq)
+    except ConfigError as e:
+        raise typer.BadParameter(str(e)) from None
+    rep = official_lq_evaluate(model, ds, kinds=(kind,), seed=seed, height=h, width=w, device=dev, batch_size=batch_size,
+                               workers=workers, protocol=split, flip=flip, amp_dtype=amp, progress=True)
+    name = official_lq_name(kind)
+    metrics = rep["results"][name]["metrics"]
+    out.print(f"{name}: {OFFICIAL_LQ_LABEL}, seed {seed}")
+    out.print(format_table({k: {**v, "mode": ""} for k, v in metrics.items()}, selection=ds.protocols[split].selection))
     console.print(f"checkpoint: {state['checkpoint']} ({state.get('method')}, input {h}x{w})")
     if json_out:
         atomic_write_json(json_out, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split,
-                                     "results": summarize(res)})
+                                     "lq_protocol": name, "protocol_label": OFFICIAL_LQ_LABEL,
+                                     "definition": rep["definition"], "seed": seed, "mix": rep["results"][name]["mix"],
+                                     name: metrics})
 
 
 @app.command("extract")
@@ -139,7 +222,7 @@ def extract_cmd(
     device: str = typer.Option("auto"),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
 ) -> None:
-    """Extract L2-normalised features (flip-summed, METHOD.md §2.5) for a dataset's splits or a folder of images."""
+    """Extract L2-normalised features (flip-summed, docs/method.md §2.5) for a dataset's splits or a folder of images."""
     import torch
 
     from ..engine.distributed import resolve_device
@@ -191,7 +274,7 @@ def model_info(
     backbone: str = typer.Option("resnet50", help="resnet50, resnet34, resnet18, narrow or tiny."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Parameter counts per part, at inference, and as paper Table 9 counts them (METHOD.md §2.6)."""
+    """Parameter counts per part, at inference, and as paper Table 9 counts them (docs/method.md §2.6)."""
     from ..models import build_model
     from ..models.params import parameter_report
 
@@ -223,7 +306,7 @@ def train_teacher(
     config: str = typer.Option("configs/teacher/celeb.yaml", "--config", "-c", help="Teacher recipe preset."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run from its newest good checkpoint."),
 ) -> None:
-    """Train the TAD teacher (METHOD.md §9): a Base Model on Celeb-reID with labels, no recolouring, seed 4,
+    """Train the TAD teacher (docs/method.md §9): a Base Model on Celeb-reID with labels, no recolouring, seed 4,
     200 epochs; its checkpoints carry the teacher-recipe metadata that TAD requires (tad.teacher=RUN)."""
     from ..engine.recipe import run_training
 

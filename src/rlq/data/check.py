@@ -1,4 +1,4 @@
-"""`check-data` logic: layout, per-split counts against DATASETS.md §3.1, unparsable names, unreadable images.
+"""`check-data` logic: layout, per-split counts against docs/datasets.md §3.1, unparsable names, unreadable images.
 
 `check_data` reports a broken dataset instead of raising; only an unknown dataset name raises.
 """
@@ -54,7 +54,7 @@ def _union_counts(samples: Sequence[Sample]) -> dict[str, int]:
 
 
 def compare_stats(dataset: Dataset, published: Mapping[str, Mapping[str, int]]) -> list[str]:
-    """One warning line per published number (DATASETS.md §3.1) that the parsed dataset does not reproduce."""
+    """One warning line per published number (docs/datasets.md §3.1) that the parsed dataset does not reproduce."""
     out = []
     for key, expected in published.items():
         parts = key.split("+")
@@ -115,7 +115,7 @@ def check_data(
     for w in ds.info.get("warnings", ()) or ():
         report.messages.append(f"warning: {w}")
     if key == "last":
-        report.messages.append("LaST query/gallery sub-split of the current release is unconfirmed (DATASETS.md §3.1)")
+        report.messages.append("LaST query/gallery sub-split of the current release is unconfirmed (docs/datasets.md §3.1)")
 
     usable = True
     empty = [s for s, samples in ds.splits.items() if not samples]
@@ -166,7 +166,7 @@ def format_report(report: CheckReport) -> str:
             lines.append(f"Differences from the published statistics ({len(report.stats_mismatches)}, warnings):")
             lines += [f"  {m}" for m in report.stats_mismatches]
         elif DATASET_INFO[report.name].stats:
-            lines.append("Published statistics (DATASETS.md §3.1): all match")
+            lines.append("Published statistics (docs/datasets.md §3.1): all match")
         else:
             lines.append("Published statistics: none for this dataset")
     for title, items, n in (

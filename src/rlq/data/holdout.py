@@ -1,4 +1,4 @@
-"""An identity-disjoint validation hold-out carved from the train split (METHOD.md §7 `default`).
+"""An identity-disjoint validation hold-out carved from the train split (docs/method.md §7 `default`).
 
 LTCC and PRCC have no retrieval validation set, so `test@best_val` needs an opt-in, seeded hold-out
 of train identities; it shrinks the train set. Each held-out identity contributes one query image per

@@ -70,16 +70,18 @@ def _lq_ingredients(
     height: int,
     width: int,
     source_size: tuple[int, int],
-    draw_lq: Callable[[np.random.Generator], tuple[int, np.ndarray]],
+    draw_lq: Callable[..., tuple[int, np.ndarray]],
     geo=None,
     erase: np.ndarray | None = None,
+    fresh_rng: np.random.Generator | None = None,
 ) -> dict[str, np.ndarray | int | bool]:
     """What the device needs to make one LQ view: the source image at a fixed size, the LQ draw, and the
-    view's own geometry and erase box (drawn here unless shared, e.g. the `aligned` ablation)."""
+    view's own geometry and erase box (drawn here unless shared, e.g. the `aligned` ablation). ``fresh_rng``
+    (when given) draws the flip and the Gaussian sigma, the draws that do not repeat in the `official` stream."""
     if geo is None:
-        geo = draw_geo_params(rng, height, width)
+        geo = draw_geo_params(rng, height, width, flip_rng=fresh_rng)
         erase = np.asarray(draw_erase_box(rng, height, width), np.int64)
-    art, params = draw_lq(rng)
+    art, params = draw_lq(rng) if fresh_rng is None else draw_lq(rng, fresh_rng)
     src_h, src_w = source_size
     src = img if img.size == (src_w, src_h) else img.resize((src_w, src_h), Image.BILINEAR)
     return {
@@ -139,8 +141,8 @@ class TrainSet(TorchDataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, item: tuple[int, int]) -> dict[str, np.ndarray | int]:
-        idx, seed = item
+    def __getitem__(self, item: tuple[int, ...]) -> dict[str, np.ndarray | int]:
+        idx, seed = item[0], item[1]
         s = self.samples[idx]
         rng = np.random.default_rng(seed)
         img = self.cache.get(s.path)
@@ -183,12 +185,17 @@ class TrainSet(TorchDataset):
 
 
 class EvalSet(TorchDataset):
-    """Test-transform items (§2.5 step 1): uint8 (3,H,W) resized image and its index."""
+    """Test-transform items (§2.5 step 1): uint8 (3,H,W) resized image and its index.
 
-    def __init__(self, paths: Sequence[str], height: int, width: int, cache: ImageCache | None = None) -> None:
+    ``image_transform(img, index) -> img`` (optional) runs on the original-resolution image before the resize,
+    e.g. the authors' LQ test protocol (:class:`rlq.lq.official_test.OfficialLQTransform`)."""
+
+    def __init__(self, paths: Sequence[str], height: int, width: int, cache: ImageCache | None = None,
+                 image_transform: Callable[[Image.Image, int], Image.Image] | None = None) -> None:
         self.paths = list(paths)
         self.h, self.w = height, width
         self.cache = cache or ImageCache()
+        self.image_transform = image_transform
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -196,6 +203,8 @@ class EvalSet(TorchDataset):
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, np.ndarray | int]:
         idx = item[0] if isinstance(item, tuple) else item
         img = self.cache.get(self.paths[idx])
+        if self.image_transform is not None:
+            img = self.image_transform(img, idx)
         return {"img": to_chw_uint8(resize_for_test(img, self.h, self.w)), "index": idx}
 
 
@@ -205,7 +214,7 @@ def PathSet(paths: Sequence[str], height: int, width: int) -> EvalSet:
 
 
 class ExternalSet(TorchDataset):
-    """External HQ stream for TAD (METHOD.md §5): the HQ view plus the ingredients of its LQ view.
+    """External HQ stream for TAD (docs/method.md §5): the HQ view plus the ingredients of its LQ view.
 
     Per item: ``hq`` uint8 (3,H,W) after §3.1 geometry and its ``hq_erase`` box; ``lq_src`` the
     original resized to ``source_size`` (h, w) (identity for Celeb-reID's 256x128 images), the LQ
@@ -234,18 +243,21 @@ class ExternalSet(TorchDataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, item: tuple[int, int]) -> dict[str, np.ndarray | int]:
-        idx, seed = item
+    def __getitem__(self, item: tuple[int, ...]) -> dict[str, np.ndarray | int]:
+        # (index, seed), or (index, repeating seed, per-epoch seed) for the `official` stream (samplers.PKSampler)
+        idx, seed, *fresh = item
         s = self.samples[idx]
         rng = np.random.default_rng(seed)
+        fresh_rng = np.random.default_rng(fresh[0]) if fresh else None
         img = self.cache.get(s.path)
-        geo = draw_geo_params(rng, self.h, self.w)
+        geo = draw_geo_params(rng, self.h, self.w, flip_rng=fresh_rng)
         hq_erase = np.asarray(draw_erase_box(rng, self.h, self.w), np.int64)
         shared = (geo, hq_erase) if self.aligned else (None, None)
         return {
             "hq": to_chw_uint8(apply_geo(img, self.h, self.w, geo)),
             "hq_erase": hq_erase,
-            **_lq_ingredients(rng, img, self.h, self.w, (self.src_h, self.src_w), self.draw_lq, *shared),
+            **_lq_ingredients(rng, img, self.h, self.w, (self.src_h, self.src_w), self.draw_lq, *shared,
+                              fresh_rng=fresh_rng),
             "pid": s.pid,
             "index": idx,
         }

@@ -1,4 +1,4 @@
-"""Pure dataset records (DESIGN.md boundary 2): frozen samples per split plus the evaluation protocol.
+"""Pure dataset records (docs/design.md boundary 2): frozen samples per split plus the evaluation protocol.
 
 Nothing here imports torch. A parser turns a folder into a :class:`Dataset`; everything downstream
 (samplers, loaders, side tables, evaluation) indexes the one sorted sample order it defines.
@@ -23,7 +23,7 @@ __all__ = [
     "relabel_test_clothes",
 ]
 
-#: Evaluation rules (DATASETS.md §2): which same-pid gallery items are good and which are junk.
+#: Evaluation rules (docs/datasets.md §2): which same-pid gallery items are good and which are junk.
 MODES = ("general", "cc", "sc")
 
 
@@ -49,7 +49,7 @@ class EvalSpec:
     """One reported evaluation: ``query`` split against ``gallery`` split under rule ``mode``.
 
     ``name`` is what the result is reported as: for LTCC the mode itself, for PRCC "sc" (B -> A) and
-    "cc" (C -> A), both under the general rule (DATASETS.md §3.4).
+    "cc" (C -> A), both under the general rule (docs/datasets.md §3.4).
     """
 
     name: str
@@ -162,7 +162,7 @@ def _id_sort_key(raw: str) -> tuple[int, int | str]:
 
 
 def relabel_train(raw: Sequence[RawSample]) -> tuple[tuple[Sample, ...], int, int, np.ndarray, tuple[str, ...], tuple[str, ...]]:
-    """Relabel train samples (DATASETS.md §1).
+    """Relabel train samples (docs/datasets.md §1).
 
     pids -> 0..C-1 in ascending raw-id order (numeric when numeric); outfit keys -> 0..N_cl-1 in
     ascending string order. Returns (samples, C, N_cl, pid2clothes, pid names, outfit names).

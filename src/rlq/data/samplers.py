@@ -1,8 +1,10 @@
-"""Identity (PK) sampling, DDP-aware and seeded per epoch (METHOD.md §3.2).
+"""Identity (PK) sampling, DDP-aware and seeded per epoch (docs/method.md §3.2).
 
 Every yielded item is ``(dataset_index, aug_seed)``: the augmentation seed is a pure function of
 (seed, epoch, rank, position in the epoch), so a sample's augmentation does not depend on the number
-of loader workers or on where a resumed run restarts.
+of loader workers or on where a resumed run restarts. With ``reseed_aug_each_epoch=False`` (the
+`official` external stream) items are ``(dataset_index, repeating_seed, per_epoch_seed)``: the first
+seeds the draws that repeat every epoch, the second the flips and the Gaussian sigma (docs/method.md §6).
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["pk_epoch_indices", "PKSampler", "SequentialSampler", "aug_seed"]
+__all__ = ["pk_epoch_indices", "PKSampler", "SequentialSampler", "aug_seed", "FRACTION_BY"]
+
+#: How ``fraction`` < 1 subsamples a stream (docs/method.md §5.1): ⌊n_id·p⌋ images of every identity,
+#: ⌊n·p⌋ of all images, or ⌊C·p⌋ whole identities (the authors' `--sampling` percent sampler).
+FRACTION_BY = ("identity", "image", "identities")
 
 _MASK63 = (1 << 63) - 1
 
@@ -26,7 +32,7 @@ def aug_seed(seed: int, epoch: int | None, rank: int, position: int, stream: int
 def pk_epoch_indices(
     pids: Sequence[int], num_instances: int, seed: int, epoch: int, world_size: int = 1, rank: int = 0
 ) -> list[int]:
-    """The indices replica ``rank`` visits in ``epoch`` (METHOD.md §3.2 steps 1-5)."""
+    """The indices replica ``rank`` visits in ``epoch`` (docs/method.md §3.2 steps 1-5)."""
     rng = random.Random(seed + epoch)  # §3.2: shuffle seed = seed + epoch, same on every replica
     by_pid: dict[int, list[int]] = {}
     for i, p in enumerate(pids):
@@ -50,10 +56,12 @@ class PKSampler:
 
     ``batch_size`` is the per-replica number of sampled images B; the index list is cut to a
     multiple of B (``drop_last``). ``set_epoch(e, start_batch)`` skips batches already consumed
-    (exact resume). For an external stream (METHOD.md §5.1): ``reshuffle=False`` reproduces the
+    (exact resume). For an external stream (docs/method.md §5.1): ``reshuffle=False`` reproduces the
     `official` order that never changes across epochs; ``fraction`` < 1 keeps ⌊n_id·p⌋ images per
-    identity (or ⌊n·p⌋ of all images with ``fraction_by="image"``), ``fixed`` for the whole run or drawn
-    ``per_epoch``. For an unlabeled stream give every image its own id and ``num_instances=1``.
+    identity (or ⌊n·p⌋ of all images with ``fraction_by="image"``, or ⌊C·p⌋ whole identities with
+    ``fraction_by="identities"``, the authors' `--sampling` percent sampler, whose epoch holds as many
+    chunks as the ⌊C·p⌋ smallest identities give), ``fixed`` for the whole run or drawn ``per_epoch``.
+    For an unlabeled stream give every image its own id and ``num_instances=1``.
     """
 
     def __init__(
@@ -79,8 +87,8 @@ class PKSampler:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
         if fraction_mode not in ("fixed", "per_epoch"):
             raise ValueError(f"fraction_mode must be 'fixed' or 'per_epoch', got {fraction_mode!r}")
-        if fraction_by not in ("identity", "image"):
-            raise ValueError(f"fraction_by must be 'identity' or 'image', got {fraction_by!r}")
+        if fraction_by not in FRACTION_BY:
+            raise ValueError(f"fraction_by must be one of {FRACTION_BY}, got {fraction_by!r}")
         self.fraction_by = fraction_by
         self.pids = [int(p) for p in pids]
         self.batch_size = batch_size
@@ -100,20 +108,36 @@ class PKSampler:
         self.epoch = epoch
         self.start_batch = start_batch
 
+    def _by_pid(self) -> dict[int, list[int]]:
+        by_pid: dict[int, list[int]] = {}
+        for i, p in enumerate(self.pids):
+            by_pid.setdefault(p, []).append(i)
+        return by_pid
+
     def _subset(self) -> list[int]:
         if self.fraction >= 1.0:
             return list(range(len(self.pids)))
         rng = random.Random(self.seed if self.fraction_mode == "fixed" else self.seed + self.epoch)
         if self.fraction_by == "image":
             return sorted(rng.sample(range(len(self.pids)), int(len(self.pids) * self.fraction)))
-        by_pid: dict[int, list[int]] = {}
-        for i, p in enumerate(self.pids):
-            by_pid.setdefault(p, []).append(i)
+        by_pid = self._by_pid()
+        if self.fraction_by == "identities":  # the authors' `--sampling`: ⌊C·p⌋ whole identities
+            chosen = rng.sample(sorted(by_pid), int(len(by_pid) * self.fraction))
+            return sorted(i for p in chosen for i in by_pid[p])
         keep: list[int] = []
         for p in sorted(by_pid):
             idxs = by_pid[p]
             keep += rng.sample(idxs, int(len(idxs) * self.fraction))
         return sorted(keep)
+
+    def _identities_cap(self) -> int:
+        """The authors' percent sampler sizes its epoch by the ⌊C·p⌋ identities with the fewest images:
+        that many chunks of ``num_instances`` (cut to a multiple of the world size), whichever identities
+        were drawn."""
+        k = self.num_instances
+        sizes = sorted(len(v) for v in self._by_pid().values())[: int(len(self._by_pid()) * self.fraction)]
+        chunks = sum(max(n, k) // k for n in sizes)
+        return chunks // self.world_size * k
 
     def _indices(self) -> list[int]:
         sub = self._subset()
@@ -121,6 +145,8 @@ class PKSampler:
         local = pk_epoch_indices([self.pids[i] for i in sub], self.num_instances, self.seed, order_epoch,
                                  self.world_size, self.rank)
         idx = [sub[i] for i in local]
+        if self.fraction_by == "identities" and self.fraction < 1.0:
+            idx = idx[: self._identities_cap()]
         return idx[: len(idx) - len(idx) % self.batch_size]
 
     def num_batches(self) -> int:
@@ -129,11 +155,19 @@ class PKSampler:
     def __len__(self) -> int:
         return max(0, len(self._indices()) - self.start_batch * self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, ...]]:
         idx = self._indices()
-        ep = self.epoch if self.reseed_aug_each_epoch else None
-        for pos in range(self.start_batch * self.batch_size, len(idx)):
-            yield idx[pos], aug_seed(self.seed, ep, self.rank, pos, self.stream)
+        start = self.start_batch * self.batch_size
+        if self.reseed_aug_each_epoch:
+            for pos in range(start, len(idx)):
+                yield idx[pos], aug_seed(self.seed, self.epoch, self.rank, pos, self.stream)
+            return
+        # The `official` quirk (docs/method.md §6): the draws the authors' code takes from Python's `random`
+        # (crop, erasing, LQ choice and parameters) repeat every epoch, so they get a seed without the epoch;
+        # the draws from torch's RNG (flips, the Gaussian sigma) do not repeat: a second, per-epoch seed.
+        for pos in range(start, len(idx)):
+            yield (idx[pos], aug_seed(self.seed, None, self.rank, pos, self.stream),
+                   aug_seed(self.seed, self.epoch, self.rank, pos, self.stream))
 
 
 class SequentialSampler:

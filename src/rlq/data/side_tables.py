@@ -12,9 +12,10 @@ import numpy as np
 
 from ..errors import ConfigError, SideInputError
 from .records import Dataset
-from .sidecars import check_coverage, match_gender, parsing_path, read_faulty, read_gender_csv, read_pose_clusters
+from .sidecars import (check_coverage, match_gender, parsing_path, read_faulty, read_gender_csv, read_pose_clusters,
+                       read_quality_csv)
 
-__all__ = ["TrainSideInputs", "build_side_inputs", "default_side_paths"]
+__all__ = ["TrainSideInputs", "build_side_inputs", "default_side_paths", "quality_groups"]
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +127,16 @@ def build_side_inputs(
     for n in out.notes:
         log.warning(n)
     return out
+
+
+def quality_groups(root: str | os.PathLike, quality_csv: str | os.PathLike | None = None) -> dict[str, str] | None:
+    """{image key: "clean" or "LQ"} from a quality table (``<root>/quality.csv`` by default, as SynthCC writes it).
+
+    ``None`` when no table is given and the dataset root has none (image quality unknown).
+    """
+    path = Path(quality_csv) if quality_csv else Path(root) / "quality.csv"
+    if not path.is_file():
+        if quality_csv:
+            raise SideInputError(f"quality table {path} does not exist; give a Category,Image,Artifact,Severity,Param CSV")
+        return None
+    return {k: ("clean" if v[0] == "clean" else "LQ") for k, v in read_quality_csv(path).items()}

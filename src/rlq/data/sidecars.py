@@ -1,6 +1,6 @@
 """Readers and writers for every side input: annotation CSVs, AlphaPose / COCO keypoints, LIP parsing maps.
 
-Formats are specified in DATASETS.md §5. Every reader validates what it reads and raises
+Formats are specified in docs/datasets.md §5. Every reader validates what it reads and raises
 :class:`rlq.errors.SideInputError` naming the file, the row / line / entry, the bad value and the fix.
 Every writer is atomic (``rlq.io``). No torch here.
 """
@@ -93,7 +93,7 @@ def _read_bytes(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise SideInputError(f"{what} file {path} does not exist; check the path (DATASETS.md §5)") from None
+        raise SideInputError(f"{what} file {path} does not exist; check the path (docs/datasets.md §5)") from None
     except IsADirectoryError:
         raise SideInputError(f"{what} path {path} is a directory; pass the file itself") from None
     except OSError as e:
@@ -132,7 +132,7 @@ def _check_header(path: Path, what: str, header: list[str], expected: Sequence[s
     if list(header) != list(expected):
         raise SideInputError(
             f"{what} file {path} line 1: header is {','.join(header)!r}, expected {','.join(expected)!r}; "
-            "check that this is the right file (DATASETS.md §5.3)"
+            "check that this is the right file (docs/datasets.md §5.3)"
         )
 
 
@@ -200,7 +200,7 @@ def _write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Se
 
 
 # --------------------------------------------------------------------------------------------------
-# Gender CSV (DATASETS.md §5.3, METHOD.md §3.5)
+# Gender CSV (docs/datasets.md §5.3, docs/method.md §3.5)
 # --------------------------------------------------------------------------------------------------
 
 GENDER_HEADER = ("Category", "ID", "Gender")
@@ -233,7 +233,7 @@ def read_gender_csv(path: str | os.PathLike, categories: Collection[str] | None 
         if g not in ("0", "1"):
             raise SideInputError(
                 f"{what} file {path} line {line}: Gender {g!r} for ID {raw!r} is not 0 or 1 (1 = male, 0 = female); "
-                "fix the row (doubtful identities are labelled 0, METHOD.md §3.5)"
+                "fix the row (doubtful identities are labelled 0, docs/method.md §3.5)"
             )
         gender = int(g)
         key = canonical_id(raw)
@@ -317,7 +317,7 @@ def match_gender(
 
 
 # --------------------------------------------------------------------------------------------------
-# Pose-cluster CSV (DATASETS.md §5.3, METHOD.md §3.4)
+# Pose-cluster CSV (docs/datasets.md §5.3, docs/method.md §3.4)
 # --------------------------------------------------------------------------------------------------
 
 POSE_CLUSTER_KS = (5, 10, 15, 20, 25, 30, 35, 40)
@@ -334,7 +334,7 @@ def read_pose_clusters(path: str | os.PathLike, column: str = "R_LA_15") -> dict
     if header[:2] != ["Category", "Image"]:
         raise SideInputError(
             f"{what} file {path} line 1: header starts {','.join(header[:2])!r}, expected 'Category,Image'; "
-            "check that this is a pose-cluster file (DATASETS.md §5.3)"
+            "check that this is a pose-cluster file (docs/datasets.md §5.3)"
         )
     label_cols = [h for h in header[2:] if h]
     if column not in header[2:]:
@@ -396,19 +396,19 @@ def write_pose_clusters(
 
 
 def check_coverage(keys: Iterable[str], table: Mapping[str, Any], what: str, path: str | os.PathLike) -> None:
-    """Raise if any key is missing from a side table (DATASETS.md §6 pitfall 9: cover 100 % of the keys)."""
+    """Raise if any key is missing from a side table (docs/datasets.md §6 pitfall 9: cover 100 % of the keys)."""
     keys = list(keys)
     missing = [k for k in keys if k not in table]
     if missing:
         raise SideInputError(
             f"{what} {path} lacks {len(missing)} of {len(keys)} keys: {_first(missing)}; the table's keys look "
             f"like {_first(list(table)[:3], 3)}; regenerate the table for this dataset or check the key "
-            "convention (DATASETS.md §1)"
+            "convention (docs/datasets.md §1)"
         )
 
 
 # --------------------------------------------------------------------------------------------------
-# Faulty-mask key lists (DATASETS.md §5.3)
+# Faulty-mask key lists (docs/datasets.md §5.3)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -432,7 +432,7 @@ def read_key_list(path: str | os.PathLike) -> set[str]:
 
 
 def read_faulty(pant_path: str | os.PathLike | None, shirt_path: str | os.PathLike | None) -> set[str]:
-    """Union of the pant- and shirt-faulty key lists (METHOD.md §3.3); a None path contributes nothing."""
+    """Union of the pant- and shirt-faulty key lists (docs/method.md §3.3); a None path contributes nothing."""
     out: set[str] = set()
     for p in (pant_path, shirt_path):
         if p is not None:
@@ -441,7 +441,7 @@ def read_faulty(pant_path: str | os.PathLike | None, shirt_path: str | os.PathLi
 
 
 # --------------------------------------------------------------------------------------------------
-# Size buckets (DATASETS.md §5.3)
+# Size buckets (docs/datasets.md §5.3)
 # --------------------------------------------------------------------------------------------------
 
 SIZE_BUCKETS = ("<32", "32-64", "64-128", "128-256", ">256")
@@ -552,7 +552,7 @@ def write_quality_csv(path: str | os.PathLike, rows: Iterable[tuple[str, str, st
 
 
 # --------------------------------------------------------------------------------------------------
-# Keypoints: AlphaPose results JSON and COCO annotations (DATASETS.md §5.1, METHOD.md §3.4)
+# Keypoints: AlphaPose results JSON and COCO annotations (docs/datasets.md §5.1, docs/method.md §3.4)
 # --------------------------------------------------------------------------------------------------
 
 ALPHAPOSE_FILE = "alphapose-results.json"
@@ -705,7 +705,7 @@ def write_alphapose(path: str | os.PathLike, detections_by_image: Mapping[str, S
 
 
 def select_person(dets: Sequence[Detection]) -> Detection | None:
-    """The highest-score detection, ties broken by the larger box (METHOD.md §3.4); None if there is none.
+    """The highest-score detection, ties broken by the larger box (docs/method.md §3.4); None if there is none.
 
     Without a box the keypoints' bounding box stands in; remaining ties keep the first in file order.
     """
@@ -730,7 +730,7 @@ def read_alphapose_tree(
     """The selected person per sample path from ``<pose_root>/<leaf folder>/alphapose-results.json``.
 
     ``pose_root`` may also be one JSON file (flat datasets). Images without entries, and leaf folders
-    without a results file, give None (null pose, METHOD.md §3.4). An ``image_id`` that is not an image of
+    without a results file, give None (null pose, docs/method.md §3.4). An ``image_id`` that is not an image of
     its leaf folder is an error.
     """
     pose_root = Path(pose_root)
@@ -738,7 +738,7 @@ def read_alphapose_tree(
     if not pose_root.exists():
         raise SideInputError(
             f"pose root {pose_root} does not exist; run AlphaPose per leaf folder into a tree that mirrors "
-            f"the dataset (DATASETS.md §5.1)"
+            f"the dataset (docs/datasets.md §5.1)"
         )
     flat = pose_root.is_file()
     by_leaf: dict[str, list[tuple[str, str]]] = {}  # leaf rel dir -> [(sample path, basename)]
@@ -782,7 +782,7 @@ def read_alphapose_tree(
             raise SideInputError(
                 f"AlphaPose results file {json_path}: image_id {_first(stray)} is not an image of {where}; "
                 "AlphaPose image ids are basenames, so run it once per leaf folder and store the results "
-                "under the mirrored path (DATASETS.md §5.1)"
+                "under the mirrored path (docs/datasets.md §5.1)"
             )
         for s, base in items:
             out[s] = select_person(dets.get(base, ()))
@@ -837,7 +837,7 @@ def read_coco_keypoints(path: str | os.PathLike) -> dict[str, list[Detection]]:
 
 
 # --------------------------------------------------------------------------------------------------
-# LIP parsing maps (DATASETS.md §5.2, METHOD.md §3.3)
+# LIP parsing maps (docs/datasets.md §5.2, docs/method.md §3.3)
 # --------------------------------------------------------------------------------------------------
 
 LIP_LABELS = (
@@ -846,11 +846,11 @@ LIP_LABELS = (
     "right-shoe",
 )
 _NUM_LIP = len(LIP_LABELS)
-# METHOD.md §3.3 regions
+# docs/method.md §3.3 regions
 UPPER_IDS = (5, 7, 10)
 LOWER_IDS = (9, 12)
 ALL_CLOTHES_IDS = (1, 3, 5, 6, 7, 8, 9, 10, 11, 12, 18, 19)
-#: Parts of the authors' legacy mask layout that the method uses (DATASETS.md §5.2).
+#: Parts of the authors' legacy mask layout that the method uses (docs/datasets.md §5.2).
 LEGACY_PARTS = ("shirt", "pant", "clothes")
 _LEGACY_FILL = 11  # scarf: an all-clothes id outside U and L
 
@@ -915,7 +915,7 @@ def read_parsing(path: str | os.PathLike, expected_size: tuple[int, int] | None 
     """
     path = Path(path)
     if not path.is_file():
-        raise SideInputError(f"parsing map {path} does not exist; run SCHP on this image's folder (DATASETS.md §5.2)")
+        raise SideInputError(f"parsing map {path} does not exist; run SCHP on this image's folder (docs/datasets.md §5.2)")
     if path.suffix.lower() == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
@@ -972,7 +972,7 @@ def write_parsing(path: str | os.PathLike, labels: np.ndarray) -> None:
 
 
 def lip_region_masks(labels: np.ndarray) -> dict[str, np.ndarray]:
-    """Recolouring regions of a label map (METHOD.md §3.3): ``upper`` U, ``lower`` L, ``all`` A (bool H x W)."""
+    """Recolouring regions of a label map (docs/method.md §3.3): ``upper`` U, ``lower`` L, ``all`` A (bool H x W)."""
     labels = np.asarray(labels)
     return {
         "upper": np.isin(labels, UPPER_IDS),

@@ -1,9 +1,9 @@
-"""Image transforms (METHOD.md §3.1), with every random draw from an explicit ``numpy.random.Generator``.
+"""Image transforms (docs/method.md §3.1), with every random draw from an explicit ``numpy.random.Generator``.
 
 The loader side does the geometric part on PIL images (resize, 1.125x upscale + random crop, flip)
 and only *draws* the random-erasing box; erasing, recolouring and LQ synthesis run batched on the
 training device (:mod:`rlq.data.batch_ops`). Images leave the loader as uint8 HxWx3 arrays; the
-model normalises its own input (METHOD.md §2.5, DESIGN.md boundary 5).
+model normalises its own input (docs/method.md §2.5, docs/design.md boundary 5).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: METHOD.md §3.1 step 5: as in CAL, these values are written into the *normalised* tensor.
+#: docs/method.md §3.1 step 5: as in CAL, these values are written into the *normalised* tensor.
 ERASE_FILL_NORMALISED = (0.4914, 0.4822, 0.4465)
 
 _UPSCALE = 1.125  # §3.1 step 2
@@ -42,15 +42,17 @@ class GeoParams:
     flip: bool
 
 
-def draw_geo_params(rng: np.random.Generator, height: int, width: int, p_crop: float = 0.5, p_flip: float = 0.5) -> GeoParams:
-    """Draw §3.1 steps 2-3 for an output of ``height`` x ``width``."""
+def draw_geo_params(rng: np.random.Generator, height: int, width: int, p_crop: float = 0.5, p_flip: float = 0.5,
+                    flip_rng: np.random.Generator | None = None) -> GeoParams:
+    """Draw §3.1 steps 2-3 for an output of ``height`` x ``width``; the flip comes from ``flip_rng`` when given
+    (the `official` external stream, whose flips do not repeat across epochs, docs/method.md §6)."""
     crop = None
     if rng.random() < p_crop:
         nw, nh = int(round(width * _UPSCALE)), int(round(height * _UPSCALE))
         left = int(round(rng.uniform(0, nw - width)))
         top = int(round(rng.uniform(0, nh - height)))
         crop = (left, top)
-    return GeoParams(crop=crop, flip=bool(rng.random() < p_flip))
+    return GeoParams(crop=crop, flip=bool((rng if flip_rng is None else flip_rng).random() < p_flip))
 
 
 def apply_geo(img: Image.Image, height: int, width: int, geo: GeoParams, resample: int = Image.BILINEAR) -> Image.Image:

@@ -1,6 +1,6 @@
 """``FeatureExtractor``: the §2.5 inference feature of a trained model for paths, images, arrays or tensors.
 
-Preprocessing is the evaluation transform (METHOD.md §2.5 step 1, :class:`rlq.data.loading.EvalSet`): a PIL
+Preprocessing is the evaluation transform (docs/method.md §2.5 step 1, :class:`rlq.data.loading.EvalSet`): a PIL
 bilinear resize to the checkpoint's input size, uint8 quantisation, then /255 (the model normalises with the
 ImageNet mean/std itself). Paths, PIL images, uint8 NumPy arrays and **uint8** tensors all take exactly this
 route, so they give bit-identical features for the same pixels. **Float** tensors (0-1) are resized on the
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 #: What a FeatureExtractor accepts: one image or a list of images of one kind, or a batch tensor/array.
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor, Sequence[Any]]
 AMP_MODES: tuple[str, ...] = ("auto", "off", "bf16", "fp16")
-_DEFAULT_INPUT_SIZE = (384, 192)  # METHOD.md §2.1 / §2.5: 384 x 192 (H x W)
+_DEFAULT_INPUT_SIZE = (384, 192)  # docs/method.md §2.1 / §2.5: 384 x 192 (H x W)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

@@ -1,6 +1,6 @@
 """Gallery search: an exact (torch) or faiss inner-product index over L2-normalised features, saved as a folder.
 
-Scores are inner products; for rlq features (L2-normalised, METHOD.md §2.5 step 4) they are cosine
+Scores are inner products; for rlq features (L2-normalised, docs/method.md §2.5 step 4) they are cosine
 similarities. Both backends are exact (no approximation):
 
 * ``exact``: chunked ``queries @ gallery.T`` in torch and ``torch.topk``; equal scores are ordered by gallery

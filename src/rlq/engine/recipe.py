@@ -23,8 +23,9 @@ from ..data.datasets import canonical_name, load_dataset
 from ..data.loading import ExternalSet, ImageCache, TrainSet
 from ..data.records import Dataset, Protocol
 from ..data.samplers import PKSampler
-from ..data.side_tables import build_side_inputs, default_side_paths
+from ..data.side_tables import build_side_inputs, default_side_paths, quality_groups
 from ..errors import CheckpointError, ConfigError
+from ..evaluation.bootstrap import ci_info
 from ..io import atomic_write_json, atomic_write_text
 from ..models import build_model
 from .checkpoint import read_checkpoint, resolve_checkpoint
@@ -39,6 +40,8 @@ __all__ = [
     "load_teacher",
     "build_method",
     "make_evaluator",
+    "per_query_path",
+    "run_per_query",
     "dataset_options",
     "amp_mode",
 ]
@@ -55,6 +58,8 @@ def validate_spec(spec: RunSpec) -> None:
     if spec.method not in METHODS:
         raise ConfigError(f"unknown method {spec.method!r}; choose one of {', '.join(METHODS)}")
     d, t = spec.data, spec.tad
+    if spec.eval.bootstrap_resamples < 1:
+        raise ConfigError(f"eval.bootstrap_resamples={spec.eval.bootstrap_resamples} must be >= 1 (1000 for the reported intervals)")
     if d.batch_size % d.num_instances:
         raise ConfigError(f"data.batch_size={d.batch_size} is not divisible by data.num_instances={d.num_instances}")
     if spec.method in ("tad", "rlq"):
@@ -62,6 +67,15 @@ def validate_spec(spec: RunSpec) -> None:
             raise ConfigError(
                 f"tad.external_batch_size={t.external_batch_size} is not divisible by tad.external_num_instances={t.external_num_instances}"
             )
+        from ..data.samplers import FRACTION_BY
+
+        if t.fraction_by not in FRACTION_BY:
+            raise ConfigError(f"tad.fraction_by={t.fraction_by!r}: choose one of {', '.join(FRACTION_BY)} "
+                              "(identities = the authors' --sampling percent-of-identities sampler)")
+        if t.fraction_mode not in ("fixed", "per_epoch"):
+            raise ConfigError(f"tad.fraction_mode={t.fraction_mode!r}: choose fixed or per_epoch")
+        if not 0.0 < t.fraction <= 1.0:
+            raise ConfigError(f"tad.fraction={t.fraction}: must be in (0, 1] (e.g. 0.08 for the Fig. 6 ablation)")
         if t.variant in ("tad", "ss_mse_tad") and not t.teacher:
             raise ConfigError(f"method {spec.method!r} with TAD variant {t.variant!r} needs tad.teacher=CHECKPOINT (a Base Model "
                               "trained on the external data: `rlq train --config configs/teacher/celeb.yaml`)")
@@ -145,7 +159,7 @@ def save_model_checkpoint(model: torch.nn.Module, out_dir: str | os.PathLike, *,
 
 
 def load_teacher(path: str, *, force: bool, device: torch.device) -> torch.nn.Module:
-    """A frozen Base Model teacher (METHOD.md §5.3); refuses checkpoints without teacher-recipe metadata."""
+    """A frozen Base Model teacher (docs/method.md §5.3); refuses checkpoints without teacher-recipe metadata."""
     ck = resolve_checkpoint(path, prefer="last")
     _, state = read_checkpoint(ck)
     role = state.get("role")
@@ -188,14 +202,50 @@ def _palette_name(spec: RunSpec) -> str:
     return palette_for(spec.data.dataset) if spec.data.palette == "auto" else spec.data.palette
 
 
+def per_query_path(run_dir: str | os.PathLike, epoch: int, protocol: str = "test") -> Path:
+    """Where the evaluation after ``epoch`` saved its per-query results (:func:`rlq.evaluation.load_per_query`)."""
+    return Path(run_dir) / "per_query" / f"{protocol}_epoch{epoch:04d}.npz"
+
+
+def run_per_query(run: str | os.PathLike, selection: str = "test@last") -> Path:
+    """The per-query file behind a run's ``results.json`` entry ``selection`` (or ``run`` itself when it is a file)."""
+    import json
+
+    p = Path(run)
+    if p.is_file():
+        return p
+    res = p / "results.json"
+    try:
+        rep = json.loads(res.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{res} is missing or unreadable ({type(e).__name__}); give a run folder of `rlq train` "
+                              "or a per-query .npz (`rlq eval --per-query`)") from None
+    entry = rep.get(selection)
+    if not entry:
+        raise CheckpointError(f"{res} has no {selection!r} entry; choose one of test@last, test@best_test, test@best_val")
+    f = per_query_path(p, int(entry["epoch"]), "test")
+    if not f.is_file():
+        raise CheckpointError(f"{f} does not exist: the run predates per-query results; re-evaluate it with "
+                              "`rlq eval ... --per-query FILE`")
+    return f
+
+
 def make_evaluator(dataset: Dataset, spec: RunSpec, device: torch.device, amp: str, cache: ImageCache | None = None):
-    """evaluator(model, epoch) -> (test results, val results or None), metrics as fractions (rank1, mAP, ...)."""
+    """evaluator(model, epoch) -> (test results, val results or None), metrics as fractions (rank1, mAP, ...).
+
+    Each result also has ``rank1_ci`` / ``mAP_ci`` (percentile bootstrap over queries, ``spec.eval.bootstrap_*``);
+    where the dataset has a quality table the test results add ``<name>/clean`` and ``<name>/LQ`` rows (queries of
+    that quality against the whole gallery). Per-query results go to :func:`per_query_path` in ``spec.output``.
+    """
+    from ..evaluation.bootstrap import PerQuery, add_intervals, save_per_query
     from ..evaluation.extract import extract_features
-    from ..evaluation.protocols import evaluate_protocol
+    from ..evaluation.protocols import evaluate_protocol, query_group_results
 
     amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    groups = quality_groups(dataset.root, spec.eval.quality_csv)
+    boot = dict(num_resamples=spec.eval.bootstrap_resamples, seed=spec.eval.bootstrap_seed)
 
-    def run(protocol: Protocol, model) -> dict:
+    def run(protocol: Protocol, model, epoch: int, name: str, with_groups: bool) -> dict:
         feats = {}
         for split in protocol.split_names:
             samples = dataset.split(split)
@@ -206,12 +256,18 @@ def make_evaluator(dataset: Dataset, spec: RunSpec, device: torch.device, amp: s
             )
             feats[split] = (f, samples)
         res = evaluate_protocol(feats, protocol, max_rank=spec.eval.max_rank, chunk_size=spec.eval.chunk_size, device=device)
+        if with_groups and groups is not None:
+            res.update(query_group_results(res, groups, source=spec.eval.quality_csv or f"{dataset.root}/quality.csv"))
+        res = add_intervals(res, **boot)
+        save_per_query(per_query_path(spec.output, epoch, name), {n: PerQuery.from_result(r) for n, r in res.items()},
+                       extra={"epoch": epoch, "protocol": name, "dataset": dataset.name})
         keep = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "num_valid_queries", "num_queries")
-        return {name: {k: float(r[k]) for k in keep if k in r} for name, r in res.items()}
+        return {n: {**{k: float(r[k]) for k in keep if k in r}, "rank1_ci": r["rank1_ci"], "mAP_ci": r["mAP_ci"]}
+                for n, r in res.items()}
 
     def evaluator(model, epoch: int):
-        test = run(dataset.protocols["test"], model)
-        val = run(dataset.protocols["val"], model) if "val" in dataset.protocols else None
+        test = run(dataset.protocols["test"], model, epoch, "test", True)
+        val = run(dataset.protocols["val"], model, epoch, "val", False) if "val" in dataset.protocols else None
         return test, val
 
     return evaluator
@@ -346,7 +402,8 @@ def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, role
         "num_train_clothes": dataset.num_train_clothes,
         "spec": dataclasses.asdict(spec),
         "summary": {"method": spec.method, "dataset": canonical_name(d.dataset), "preset": spec.preset,
-                    "world_size": dist.world_size, "batch_per_replica": d.batch_size, "notes": side.notes},
+                    "world_size": dist.world_size, "batch_per_replica": d.batch_size, "notes": side.notes,
+                    "confidence_intervals": ci_info(spec.eval.bootstrap_resamples, spec.eval.bootstrap_seed)},
     }
     if dist.is_main:
         _write_spec(spec, run_dir, dist, {"role": run_role})
@@ -369,8 +426,8 @@ def _external_loader(spec: RunSpec, dataset: Dataset, dist: DistInfo, cache: Ima
     t = spec.tad
     if t.variant == "target_pairs":
         ext_samples = list(dataset.train)
-    elif t.external_dataset == "folder":
-        ext_samples = folder_samples(t.external_root)
+    elif t.external_dataset in ("folder", "identity_folders"):
+        ext_samples = folder_samples(t.external_root) if t.external_dataset == "folder" else identity_folder_samples(t.external_root)
         if cache is not None:
             cache.preload([s.path for s in ext_samples], progress=spec.train.progress and dist.is_main, desc="caching external images")
     else:
@@ -390,6 +447,32 @@ def _external_loader(spec: RunSpec, dataset: Dataset, dist: DistInfo, cache: Ima
     return LoaderSpec(ds, sampler, t.external_batch_size, spec.data.workers)
 
 
+def identity_folder_samples(root: str | os.PathLike) -> list:
+    """An external stream with identities (paper Table 8, NTU): one subfolder of ``root`` per identity, its images
+    anywhere below it. Identities are numbered 0.. in sorted folder order; labels feed only the PK sampler."""
+    from ..data.images import image_files
+    from ..data.records import Sample
+
+    r = Path(root)
+    if not r.is_dir():
+        raise ConfigError(f"tad.external_root {root} is not a folder (tad.external_dataset=identity_folders wants one "
+                          "subfolder per identity)")
+    out: list = []
+    empty: list[str] = []
+    for d in sorted(d for d in r.iterdir() if d.is_dir()):
+        files = [Path(p) for p in image_files(d)]
+        if not files:
+            empty.append(d.name)
+        pid = len(out) and out[-1].pid + 1
+        out += [Sample(str(p), pid, 0, pid, p.relative_to(r).with_suffix("").as_posix(), {"raw_pid": d.name}) for p in files]
+    if not out:
+        raise ConfigError(f"no images in the identity subfolders of tad.external_root={root}; "
+                          "tad.external_dataset=identity_folders wants ROOT/<identity>/<images>")
+    if empty:
+        log.warning("%d identity folder(s) under %s hold no images (e.g. %s); they are skipped", len(empty), root, empty[0])
+    return out
+
+
 def folder_samples(root: str | os.PathLike) -> list:
     """Every image under ``root`` (recursive, sorted) as an unlabeled sample (its own pid) for the TAD stream."""
     from ..data.images import image_files
@@ -405,7 +488,7 @@ def folder_samples(root: str | os.PathLike) -> list:
 
 
 def _lq_draw(spec: RunSpec, dataset: Dataset | None = None) -> "_LQDraw":
-    """The per-image LQ draw of the target dataset's mix (METHOD.md §5.2) with the spec's ranges; a manifest's
+    """The per-image LQ draw of the target dataset's mix (docs/method.md §5.2) with the spec's ranges; a manifest's
     ``lq_mix`` (its protocol YAML) is used when the spec says ``auto``."""
     from ..lq.mix import LQMix, mix_for_dataset
 
@@ -425,7 +508,7 @@ class _LQDraw:
     def __init__(self, mix, ranges: str) -> None:
         self.mix, self.ranges = mix, ranges
 
-    def __call__(self, rng: np.random.Generator):
+    def __call__(self, rng: np.random.Generator, sigma_rng: np.random.Generator | None = None):
         from ..lq.mix import draw_lq
 
-        return draw_lq(rng, self.mix, self.ranges)
+        return draw_lq(rng, self.mix, self.ranges, sigma_rng=sigma_rng)

@@ -3,7 +3,7 @@
 These plain dataclasses are the schema the YAML presets are validated against (``rlq.config`` wraps
 them with OmegaConf at the edge) and the typed arguments :func:`rlq.engine.recipe.run_training` takes,
 so a run can be set up from Python without any YAML. Each field's comment cites the spec where the
-default comes from; every row of METHOD.md §10 is an individual key.
+default comes from; every row of docs/method.md §10 is an individual key.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ METHODS = ("cal", "bm", "bm+g", "bm+p", "cap", "tad", "rlq")
 class DataSpec:
     dataset: str = "synthcc"
     root: str = "???"
-    height: int = 384  # METHOD.md §2.1 input 3x384x192
+    height: int = 384  # docs/method.md §2.1 input 3x384x192
     width: int = 192
     batch_size: int = 32  # sampled target images per replica B (2B forwarded with recolouring), §3.2 / §8
     num_instances: int = 4  # §3.2
     workers: int = 4  # §6
     skip_bad: bool = False
     cache_images: bool = False  # decode every image once into memory (small datasets, the demo)
-    camera_rule: str = "unique"  # Celeb-reID camid at evaluation (DATASETS.md §3.7): unique | official
+    camera_rule: str = "unique"  # Celeb-reID camid at evaluation (docs/datasets.md §3.7): unique | official
     # Recolouring (§3.3)
     recolor: bool = True
     parsing_root: Optional[str] = None
@@ -49,7 +49,7 @@ class DataSpec:
 @dataclass
 class ModelSpec:
     backbone: str = "resnet50"
-    pretrained: str = "imagenet"  # imagenet | none | PATH (METHOD.md §2.1: IMAGENET1K_V1)
+    pretrained: str = "imagenet"  # imagenet | none | PATH (docs/method.md §2.1: IMAGENET1K_V1)
     split: str = "layer2"  # Table 13
     pose_split: str = "layer1"  # Table 14
     pose_clusters: int = 15  # K, §3.4
@@ -94,13 +94,17 @@ class OptimSpec:
 class TADSpec:
     teacher: Optional[str] = None  # checkpoint of a Base Model trained on the external data (§5.3, §9)
     force_teacher: bool = False  # accept a teacher checkpoint without recipe metadata
-    external_dataset: str = "celebreid"  # any dataset name, or "folder" (any folder of person crops, unlabeled)
+    # any dataset name; "folder" (any folder of person crops, unlabeled); or "identity_folders" (one subfolder per
+    # identity, sampled P x K over its identities, e.g. NTU for paper Table 8)
+    external_dataset: str = "celebreid"
     external_root: Optional[str] = None
-    external_batch_size: int = 32  # B per replica for the external stream
+    external_batch_size: int = 32  # B per replica for the external stream (the presets tie it to data.batch_size, as the code)
     external_num_instances: int = 4
     fraction: float = 1.0  # §5.1 amount (Fig. 6 ablation: ~0.08)
     fraction_mode: str = "fixed"  # fixed | per_epoch
-    fraction_by: str = "identity"  # identity (⌊n_id·p⌋ per identity) | image (⌊n·p⌋ of all images)
+    # identity (⌊n_id·p⌋ images of each identity) | image (⌊n·p⌋ of all images) | identities (⌊C·p⌋ whole
+    # identities: the authors' `--sampling` percent sampler, docs/method.md §5.1)
+    fraction_by: str = "identity"
     reshuffle: bool = True  # `official`: False (same order every epoch); `default`/`paper`: True (fix)
     source_height: int = 256  # LQ synthesis source size (Celeb-reID images are 128x256)
     source_width: int = 128
@@ -124,7 +128,8 @@ class TrainSpec:
     eval_every: int = 10  # §7
     eval_start: int = 0
     seed: int = 1
-    amp: str = "auto"  # auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16
+    # auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16. The official/paper/default presets set off (fp32, §6).
+    amp: str = "auto"
     channels_last: str = "auto"  # auto (CUDA only) | on | off
     deterministic: bool = True  # §6
     ckpt_every_epochs: int = 1
@@ -146,13 +151,18 @@ class EvalSpec_:
     flip: bool = True  # §2.5
     chunk_size: Optional[int] = None
     max_rank: int = 50
+    # 95 % percentile-bootstrap intervals of rank-1 / mAP over queries (docs/datasets.md, Confidence intervals)
+    bootstrap_resamples: int = 1000
+    bootstrap_seed: int = 0
+    # clean / LQ query rows: a Category,Image,Artifact,Severity,Param table (None: <data.root>/quality.csv if present)
+    quality_csv: Optional[str] = None
 
 
 @dataclass
 class RunSpec:
     method: str = "bm"
     preset: str = "default"  # informational: official | paper | default
-    role: str = "model"  # "teacher" marks a TAD teacher recipe (METHOD.md §9); TAD refuses other checkpoints unless forced
+    role: str = "model"  # "teacher" marks a TAD teacher recipe (docs/method.md §9); TAD refuses other checkpoints unless forced
     output: str = "runs/${method}-${data.dataset}"
     data: DataSpec = field(default_factory=DataSpec)
     model: ModelSpec = field(default_factory=ModelSpec)

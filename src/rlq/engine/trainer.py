@@ -1,4 +1,4 @@
-"""The one training loop (DESIGN.md boundary 4).
+"""The one training loop (docs/design.md boundary 4).
 
 The trainer owns device placement, AMP, DDP, the main optimizer and its schedule, checkpoints and
 exact resume, signal handling, logging and the evaluation cadence; a :class:`~rlq.methods.base.Method`
@@ -50,7 +50,7 @@ class TrainingInterrupted(TrainingError):
 
 
 def lr_at_epoch(epoch: int, base_lr: float, milestones: list[int], gamma: float, warmup_epochs: int = 0, warmup_factor: float = 0.1) -> float:
-    """MultiStep schedule stepped per epoch, with optional BoT-style linear warmup (METHOD.md §6, §10)."""
+    """MultiStep schedule stepped per epoch, with optional BoT-style linear warmup (docs/method.md §6, §10)."""
     lr = base_lr * gamma ** sum(1 for m in milestones if epoch >= m)
     if warmup_epochs > 0 and epoch < warmup_epochs:
         alpha = epoch / warmup_epochs
@@ -76,7 +76,7 @@ def _worker_init(_: int) -> None:
 
 @dataclass
 class Selection:
-    """Model selection records (METHOD.md §7)."""
+    """Model selection records (docs/method.md §7)."""
 
     metric: str  # the protocol evaluation whose R1 selects (e.g. "cc")
     best_test: dict | None = None  # {"epoch", "results"}
@@ -130,7 +130,7 @@ class Selection:
             out["test@best_test"] = {"epoch": self.best_test["epoch"], "selected_on": "test", "results": self.best_test["results"]}
             r = self.best_test["results"][self.metric]
             out["official"] = {"rank1": r["rank1"], "mAP_max_over_evaluations": self.max_map,
-                               "note": "selected on the test set (paper convention, METHOD.md §7)"}
+                               "note": "selected on the test set (paper convention, docs/method.md §7)"}
         if self.last:
             out["test@last"] = {"epoch": self.last["epoch"], "results": self.last["results"]}
         out["test@best_val"] = (

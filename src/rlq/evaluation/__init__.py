@@ -1,7 +1,17 @@
-"""Evaluation: exact chunked CMC/mAP/mINP (``ranking``), dataset protocols and feature files (``protocols``)."""
+"""Evaluation: exact chunked CMC/mAP/mINP (``ranking``), dataset protocols and feature files (``protocols``),
+bootstrap confidence intervals and paired comparisons (``bootstrap``)."""
 
 from __future__ import annotations
 
+from rlq.evaluation.bootstrap import (
+    PerQuery,
+    add_intervals,
+    bootstrap_ci,
+    ci_info,
+    load_per_query,
+    paired_bootstrap_ci,
+    save_per_query,
+)
 from rlq.evaluation.protocols import (
     SplitLabels,
     evaluate_features_file,
@@ -9,6 +19,7 @@ from rlq.evaluation.protocols import (
     features_meta,
     format_table,
     load_features,
+    query_group_results,
     save_features,
     summarize,
 )
@@ -16,6 +27,14 @@ from rlq.evaluation.ranking import DEFAULT_MEMORY_BUDGET_MB, chunk_size_for, eva
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET_MB",
+    "PerQuery",
+    "add_intervals",
+    "bootstrap_ci",
+    "ci_info",
+    "load_per_query",
+    "paired_bootstrap_ci",
+    "query_group_results",
+    "save_per_query",
     "SplitLabels",
     "chunk_size_for",
     "evaluate",

@@ -37,12 +37,15 @@ def extract_features(
     desc: str = "extracting",
     cache=None,
     batch_transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    image_transform: Callable | None = None,
 ) -> np.ndarray:
     """L2-normalised float32 features (N, D) of the images at ``paths``, in order.
 
     ``model`` must have ``embed(x, flip)`` taking 0-1 RGB (a ReIDModel); it is put in eval mode and
     restored afterwards. ``batch_transform(images_uint8 (N,3,H,W), indices (N,)) -> uint8 images`` is
-    applied to each resized batch before the model (e.g. a seeded degradation for robustness analysis).
+    applied to each resized batch before the model (e.g. a seeded degradation for robustness analysis);
+    ``image_transform(pil_image, index) -> pil_image`` to each original-resolution image before the resize
+    (the authors' LQ test protocol).
     """
     from tqdm.auto import tqdm
 
@@ -51,7 +54,7 @@ def extract_features(
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    ds = EvalSet(paths, height, width, cache=cache)
+    ds = EvalSet(paths, height, width, cache=cache, image_transform=image_transform)
     loader = DataLoader(
         ds,
         batch_size=batch_size,

@@ -27,6 +27,7 @@ __all__ = [
     "evaluate_protocol",
     "evaluate_features_file",
     "summarize",
+    "query_group_results",
     "format_table",
     "save_features",
     "load_features",
@@ -91,7 +92,7 @@ def evaluate_protocol(
     ``features`` maps each split the protocol reads to ``(feats, samples)`` (``feats``: numpy or torch,
     one row per sample in the split's order) or ``(feats, SplitLabels)``. Specs that share a query and
     gallery split are computed in one pass over the distances. Each result also carries ``name``,
-    ``query`` and ``gallery``.
+    ``query``, ``gallery`` and ``query_keys`` (the query split's keys, for per-query pairing).
     """
     missing = [s for s in protocol.split_names if s not in features]
     if missing:
@@ -118,38 +119,83 @@ def evaluate_protocol(
             memory_budget_mb=memory_budget_mb, modes=modes, progress=progress,
         )
         for spec in specs:
-            results[spec.name] = {**per_mode[spec.mode], "name": spec.name, "query": qs, "gallery": gs}
+            results[spec.name] = {**per_mode[spec.mode], "name": spec.name, "query": qs, "gallery": gs,
+                                  "query_keys": ql.keys}
     return {s.name: results[s.name] for s in protocol.specs}
 
 
 _SUMMARY_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "num_valid_queries", "num_queries")
+_CI_KEYS = ("rank1_ci", "mAP_ci")
 
 
-def summarize(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per evaluation name: rank1/5/10/20, mAP, mINP as fractions, plus valid and total query counts."""
-    out: dict[str, dict[str, float]] = {}
+def summarize(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per evaluation name: rank1/5/10/20, mAP, mINP as fractions, valid and total query counts, and
+    ``rank1_ci`` / ``mAP_ci`` ([low, high] fractions) when the results carry them (:func:`add_intervals`)."""
+    out: dict[str, dict[str, Any]] = {}
     for name, r in results.items():
         out[name] = {k: (int(r[k]) if k.startswith("num_") else float(r[k])) for k in _SUMMARY_KEYS}
+        out[name].update({k: [float(x) for x in r[k]] for k in _CI_KEYS if k in r})
     return out
 
 
+def query_group_results(
+    results: Mapping[str, Mapping[str, Any]],
+    groups: Mapping[str, str],
+    *,
+    order: Sequence[str] = ("clean", "LQ"),
+    source: str = "the quality table",
+) -> dict[str, dict[str, Any]]:
+    """Each evaluation restricted to the queries of each group (gallery unchanged): ``{"<name>/<group>": result}``.
+
+    ``groups`` maps query keys to a group label (e.g. ``clean`` / ``LQ`` from SynthCC's quality.csv); results need
+    ``query_keys`` (from :func:`evaluate_protocol`). Queries are independent, so a restricted result equals
+    evaluating the query subset on its own. Every query must have a group.
+    """
+    from rlq.evaluation.ranking import _summarise
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, r in results.items():
+        if "query_keys" not in r:
+            raise RlqError(f"evaluation {name!r} has no query_keys; evaluate it with evaluate_protocol")
+        keys = np.asarray(r["query_keys"])
+        lab = np.array([groups.get(str(k), "") for k in keys.tolist()], dtype=object)
+        missing = keys[lab == ""]
+        if missing.size:
+            raise RlqError(f"{source} has no entry for {missing.size} of {keys.size} queries of {name!r}, e.g. "
+                           f"{missing[:3].tolist()}; it must describe every query image of this dataset")
+        for g in order:
+            m = lab == g
+            sub = _summarise(r["mode"], np.asarray(r["ap"])[m], np.asarray(r["inp"])[m], np.asarray(r["first_rank"])[m],
+                             np.asarray(r["num_matches"])[m], int(r["max_rank"]), int(r["num_gallery"]))
+            out[f"{name}/{g}"] = {**sub, "name": f"{name}/{g}", "query": r.get("query"), "gallery": r.get("gallery"),
+                                  "query_keys": keys[m], "query_group": g}
+    return out
+
+
+def _cell(v: float, ci: Sequence[float] | None, percent: bool) -> str:
+    def f(x: float) -> str:
+        if x != x:  # NaN
+            return "nan"
+        return f"{100 * x:.1f}" if percent else f"{x:.4f}"
+
+    return f(v) if ci is None else f"{f(v)} [{f(ci[0])}, {f(ci[1])}]"
+
+
 def format_table(results: Mapping[str, Mapping[str, Any]], *, percent: bool = True, selection: str | None = None) -> str:
-    """A markdown table of :func:`summarize` (percent with one decimal by default); ``*`` marks ``selection``."""
+    """A markdown table of :func:`summarize` (percent with one decimal by default); ``*`` marks ``selection``.
+
+    With ``rank1_ci`` / ``mAP_ci`` in the results, the R1 and mAP cells read ``41.2 [38.1, 44.0]`` (95 % bootstrap).
+    """
     head = ["eval", "mode", "R1", "R5", "R10", "R20", "mAP", "mINP", "valid/queries"]
     rows = [head, ["---"] * len(head)]
-
-    def fmt(v: float) -> str:
-        if v != v:  # NaN
-            return "nan"
-        return f"{100 * v:.1f}" if percent else f"{v:.4f}"
-
     for name, r in results.items():
         s = summarize({name: r})[name]
         label = f"{name}*" if name == selection else name
-        rows.append([label, str(r.get("mode", "")), *(fmt(s[k]) for k in _SUMMARY_KEYS[:6]),
-                     f"{s['num_valid_queries']}/{s['num_queries']}"])
+        cells = [_cell(s[k], s.get(f"{k}_ci") if k in ("rank1", "mAP") else None, percent) for k in _SUMMARY_KEYS[:6]]
+        rows.append([label, str(r.get("mode", "")), *cells, f"{s['num_valid_queries']}/{s['num_queries']}"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    return "\n".join("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in rows)
+    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------------

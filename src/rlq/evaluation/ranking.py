@@ -1,6 +1,6 @@
-"""Exact, chunked CMC / mAP / mINP with CAL semantics (DATASETS.md §2), on CPU or GPU.
+"""Exact, chunked CMC / mAP / mINP with CAL semantics (docs/datasets.md §2), on CPU or GPU.
 
-Definitions (DATASETS.md §2). For a query, the gallery is sorted by ascending distance; **equal
+Definitions (docs/datasets.md §2). For a query, the gallery is sorted by ascending distance; **equal
 distances are ordered by ascending gallery index** (what a stable sort gives). Junk items are deleted;
 r_1 < ... < r_n are the 1-based ranks of the n good items in the cleaned list; CMC_q(k) = [r_1 <= k],
 AP_q = (1/n) sum_i i / r_i (non-interpolated), INP_q = n / r_n. Queries with n = 0 are invalid: they
@@ -14,8 +14,9 @@ The kernel never sorts a gallery row. Per query, the m same-pid gallery items ar
 can be good or junk; with their distances sorted (and each one's float successor, to see exact ties),
 one ``torch.searchsorted`` of the whole row into those 2m thresholds plus a per-row histogram gives,
 for every same-pid item, the number of gallery items strictly closer and exactly as close. The stable
-rank follows; rows where a same-pid distance is exactly shared with another gallery item take a slow
-path that counts, on that row only, the tied items with a smaller gallery index. One pass over the
+rank follows; on rows where a same-pid distance is exactly shared with another gallery item, the tied
+entries (found from the buckets) are listed as sorted keys and the ones with a smaller gallery index are
+counted with two more ``searchsorted`` calls, so ties cost about as much as no ties. One pass over the
 distances serves several modes at once (they differ only in which same-pid items are good).
 Cost per query: O(G log m) time, O(G) memory (distance + int32 bucket per gallery item).
 """
@@ -99,7 +100,7 @@ def _check_modes(mode: str, modes: Sequence[str] | None, clothes_given: bool) ->
             raise RlqError(f"unknown evaluation mode {m!r}; expected one of {MODES}")
         if m != "general" and not clothes_given:
             raise RlqError(
-                f"mode {m!r} needs clothes ids: pass q_clothes_ids and g_clothes_ids (DATASETS.md §2)"
+                f"mode {m!r} needs clothes ids: pass q_clothes_ids and g_clothes_ids (docs/datasets.md §2)"
             )
     if len(set(ms)) != len(ms):
         raise RlqError(f"duplicate modes in {ms}")
@@ -185,18 +186,19 @@ def _rank_chunk(
         bucket = torch.searchsorted(T, D, right=True, out_int32=not wide)
         bucket += (torch.arange(c, device=dev, dtype=bucket.dtype) * nb)[:, None]
         cum = torch.bincount(bucket.view(-1), minlength=c * nb).view(c, nb).cumsum(1)
-        del bucket
         n_lt = cum.gather(1, torch.searchsorted(T, s))  # #{d < s_j}
         n_le = cum.gather(1, torch.searchsorted(T, s_up))  # #{d <= s_j}
-        # Ties inside the same-pid set are resolved from s alone; others need the row (slow path).
+        del cum
+        # Ties inside the same-pid set are resolved from s alone; ties with other items need the row.
         first_eq = torch.searchsorted(s, s)
         n_eq_own = torch.searchsorted(s, s, right=True) - first_eq
         pos = torch.arange(m, device=dev)[None, :]
         before = n_lt + (pos - first_eq)
         foreign_tie = (n_le - n_lt) != n_eq_own
-        slow = ((foreign_tie | torch.isposinf(s)) & valid).any(1)
-        for r in torch.nonzero(slow).flatten().tolist():
-            before[r] = _before_slow(D[r], s[r], idx[r], valid[r])
+        tied = torch.nonzero(((foreign_tie | torch.isposinf(s)) & valid).any(1)).flatten()
+        if tied.numel():
+            before[tied] = _before_tied(D, bucket, nb, T, s, idx, valid, n_lt, tied)
+        del bucket
 
     cam = gal.camids[idx]
     same_cam = cam == q_cam[:, None]
@@ -235,18 +237,37 @@ def _rank_chunk(
     return out
 
 
-def _before_slow(row: torch.Tensor, s: torch.Tensor, idx: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Reference count of gallery items ahead of each same-pid item of one row (stable order)."""
-    res = torch.zeros(s.numel(), dtype=torch.int64, device=row.device)
-    sel = torch.nonzero(valid).flatten()
-    ar = torch.arange(row.numel(), device=row.device)
-    step = max(1, (1 << 24) // max(row.numel(), 1))
-    for a in range(0, sel.numel(), step):
-        j = sel[a : a + step]
-        v = s[j][:, None]
-        ahead = (row[None, :] < v) | ((row[None, :] == v) & (ar[None, :] < idx[j][:, None]))
-        res[j] = ahead.sum(1)
-    return res
+def _before_tied(
+    D: torch.Tensor, bucket: torch.Tensor, nb: int, T: torch.Tensor, s: torch.Tensor, idx: torch.Tensor,
+    valid: torch.Tensor, n_lt: torch.Tensor, rows: torch.Tensor,
+) -> torch.Tensor:
+    """Gallery items ahead of each same-pid item on rows whose distances tie with other gallery items.
+
+    Stable order: ahead = strictly closer (``n_lt``) + exactly as close with a smaller gallery index. An
+    item at distance exactly s_j falls in bucket #{T <= s_j} (T holds s_j and its float successor, so
+    that bucket holds d == s_j and nothing else). A lookup table over the chunk's (row, bucket) pairs marks
+    the buckets of the tied rows' same-pid distances; the entries that fall in them (few) are listed once as
+    sorted keys (row, bucket, gallery index), and two ``searchsorted`` calls per same-pid item count those
+    with a smaller index. Rows go in groups of 1/16 of the chunk, so the mask stays within the 1 byte per
+    distance of headroom that :func:`chunk_size_for` reserves. ``bucket`` holds row * nb + bucket.
+    """
+    c, G = D.shape
+    dev = D.device
+    kb = torch.searchsorted(T[rows], s[rows], right=True)  # bucket of d == s_j, per tied row
+    qkey = (rows[:, None] * nb + kb) * G  # the key of gallery index 0 in that bucket
+    lut = torch.zeros(c * nb, dtype=torch.bool, device=dev)
+    lut[(rows[:, None] * nb + kb)[valid[rows]]] = True
+    # all rows in slices (no copies) when most rows are tied, else only the tied rows
+    groups = ([slice(a, min(c, a + max(1, c // 16))) for a in range(0, c, max(1, c // 16))]
+              if 2 * rows.numel() >= c else [rows[a : a + max(1, c // 16)] for a in range(0, rows.numel(), max(1, c // 16))])
+    keys = []
+    for grp in groups:
+        bk = bucket[grp].reshape(-1)
+        # index_select, not lut[bk]: advanced indexing with an int32 index is ~10x slower on CPU
+        flat = torch.nonzero(lut.index_select(0, bk)).squeeze(1)
+        keys.append(bk[flat].long() * G + flat % G)
+    key = torch.sort(torch.cat(keys)).values
+    return n_lt[rows] + torch.searchsorted(key, qkey + idx[rows]) - torch.searchsorted(key, qkey)
 
 
 class _Accumulator:
@@ -384,7 +405,7 @@ def evaluate(
     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """CMC / mAP / mINP of a query x gallery distance matrix (smaller = closer), DATASETS.md §2.
+    """CMC / mAP / mINP of a query x gallery distance matrix (smaller = closer), docs/datasets.md §2.
 
     Returns fractions: ``mAP``, ``mINP``, ``cmc`` (float64, length ``max_rank``; past the gallery size
     it repeats its last value), ``rank1/5/10/20``, ``num_valid_queries``, ``num_queries``,

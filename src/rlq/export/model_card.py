@@ -2,7 +2,7 @@
 
 :func:`build_model_card` fills :data:`MODEL_CARD_TEMPLATE` (``string.Template``) from a checkpoint's state,
 its run's ``results.json`` (when present) and the export's parity-check numbers. Metrics are labelled with
-the rule that selected them: a checkpoint chosen on the test set (the paper's convention, METHOD.md §7) is
+the rule that selected them: a checkpoint chosen on the test set (the paper's convention, docs/method.md §7) is
 an optimistic estimate and the card says so.
 """
 
@@ -19,7 +19,7 @@ __all__ = ["MODEL_CARD_TEMPLATE", "build_model_card", "find_run_results", "respo
 
 log = logging.getLogger(__name__)
 
-#: Human-readable names of the training methods (METHOD.md §1, §12).
+#: Human-readable names of the training methods (docs/method.md §1, §12).
 METHOD_NAMES: dict[str, str] = {
     "cal": "CAL (single-branch clothes-adversarial baseline)",
     "bm": "Base Model (two-branch CAL + BOT)",
@@ -92,7 +92,7 @@ Exported by rlq $rlq_version (torch $torch_version) from `$checkpoint`.
 | Backbone | $backbone |
 | Input | `images`: float32 RGB in [0, 1], N x 3 x $height x $width (batch axis dynamic) |
 | Output | `features`: float32 N x $embed_dim, L2-normalised: compare two features with their dot product (cosine similarity) |
-| Feature | $feature_parts post-BN-neck features$flip_text, one global L2 normalisation (METHOD.md §2.5) |
+| Feature | $feature_parts post-BN-neck features$flip_text, one global L2 normalisation (docs/method.md §2.5) |
 | Normalisation | ImageNet mean/std, applied **inside** the model (feed raw 0-1 RGB) |
 | ONNX | `$onnx_file`, opset $opset, SHA-256 `$sha256` |
 

@@ -2,7 +2,7 @@
 
 The exported graph is :class:`rlq.models.reid.Embedder`: input ``images`` (float32 RGB in [0, 1],
 N x 3 x H x W, dynamic N), the model's own ImageNet normalisation, [f_CAL, f_BOT] summed with the
-horizontally flipped image, one global L2 normalisation (METHOD.md §2.5); output ``features`` (N x D).
+horizontally flipped image, one global L2 normalisation (docs/method.md §2.5); output ``features`` (N x D).
 
 Parity criterion: on real (or deterministic synthetic) images preprocessed like evaluation, run with batch
 sizes 1 and 3 through ONNX Runtime (CPU) and PyTorch (CPU, fp32), every feature pair must satisfy
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 PARITY_CRITERION = "max L2 distance between ONNX and PyTorch features <= atol (implies max |diff| <= atol, cosine >= 1 - atol^2/2)"
 _PARITY_BATCHES = (1, 3)
-_DEFAULT_INPUT_SIZE = (384, 192)  # METHOD.md §2.1
+_DEFAULT_INPUT_SIZE = (384, 192)  # docs/method.md §2.1
 
 
 def _import_onnx():
@@ -73,7 +73,7 @@ def synthetic_check_images(n: int = 4, seed: int = 0) -> list[Image.Image]:
 
 
 def _preprocess(images: Sequence[Image.Image], height: int, width: int) -> np.ndarray:
-    """Evaluation transform (METHOD.md §2.5 step 1): bilinear resize, uint8, then float32 / 255."""
+    """Evaluation transform (docs/method.md §2.5 step 1): bilinear resize, uint8, then float32 / 255."""
     from ..data.transforms import resize_for_test, to_chw_uint8
 
     x = np.stack([to_chw_uint8(resize_for_test(im, height, width)) for im in images])

@@ -1,4 +1,4 @@
-"""Small composable loss terms of the Base Model, CAP and TAD (METHOD.md §4, §5.4, §12)."""
+"""Small composable loss terms of the Base Model, CAP and TAD (docs/method.md §4, §5.4, §12)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CAL clothes-based adversarial loss and the positive-clothes masks it needs (METHOD.md §3.3, §4)."""
+"""CAL clothes-based adversarial loss and the positive-clothes masks it needs (docs/method.md §3.3, §4)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def pid2clothes_matrix(
 
     Row p is True at the real outfits worn by identity p (from the paired per-image `pids` / `clothes`) and,
     when `synthetic_block` = M > 0, on p's whole synthetic block num_real_clothes + p*M ... + M - 1
-    (METHOD.md §3.3, "Positive-clothes set").
+    (docs/method.md §3.3, "Positive-clothes set").
     """
     pid_t = torch.as_tensor(pids, dtype=torch.long).reshape(-1)
     cl_t = torch.as_tensor(clothes, dtype=torch.long).reshape(-1)
@@ -67,7 +67,7 @@ def cal_adversarial_loss(
     scale: float = 16.0,
     epsilon: float = 0.1,
 ) -> Tensor:
-    """CAL adversarial loss L_CAL (METHOD.md §4).
+    """CAL adversarial loss L_CAL (docs/method.md §4).
 
     z = scale*cos; log q_ik = z_ik - log(sum_{j not in P_i} e^{z_ij} + e^{z_ik});
     t_ik = (1-epsilon)*[k = c_i] + (epsilon/|P_i|)*[k in P_i]; L = mean_i sum_k -t_ik log q_ik.
@@ -87,7 +87,7 @@ def cal_adversarial_loss(
             f"{tuple(clothes_labels.shape)}"
         )
     if not 0.0 <= epsilon <= 1.0:
-        raise ConfigError(f"cal_adversarial_loss: epsilon must be in [0, 1], got {epsilon}; METHOD.md §4 uses 0.1")
+        raise ConfigError(f"cal_adversarial_loss: epsilon must be in [0, 1], got {epsilon}; docs/method.md §4 uses 0.1")
     z = scale * (cosines.float() if cosines.dtype in (torch.float16, torch.bfloat16) else cosines)
     pos = pos_mask.to(device=z.device, dtype=torch.bool)
     # log sum_{j not in P_i} e^{z_ij}; a large finite fill (not -inf) keeps the gradient finite when P_i covers

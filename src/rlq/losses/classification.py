@@ -21,10 +21,10 @@ def _check_logits_target(logits: Tensor, target: Tensor, what: str) -> None:
 def label_smoothed_ce(
     logits: Tensor, target: Tensor, eps: float = 0.1, ignore_index: int | None = None
 ) -> Tensor:
-    """CE against (1-eps)*onehot + eps/n_classes, averaged over the non-ignored samples (METHOD.md §4)."""
+    """CE against (1-eps)*onehot + eps/n_classes, averaged over the non-ignored samples (docs/method.md §4)."""
     _check_logits_target(logits, target, "label_smoothed_ce")
     if not 0.0 <= eps < 1.0:
-        raise ConfigError(f"label_smoothed_ce: eps must be in [0, 1), got {eps}; METHOD.md §4 uses 0.1")
+        raise ConfigError(f"label_smoothed_ce: eps must be in [0, 1), got {eps}; docs/method.md §4 uses 0.1")
     if ignore_index is None:
         # F.cross_entropy's default ignore_index (-100) would silently drop such rows; use the plain mean.
         per_sample = F.cross_entropy(logits, target, reduction="none", label_smoothing=eps)
@@ -39,6 +39,6 @@ def label_smoothed_ce(
 
 
 def clothes_ce(cosines: Tensor, target: Tensor, scale: float = 16.0) -> Tensor:
-    """Clothes-head loss L_CL = CE(scale*cos, c): CosFace with s=16, m=0, no smoothing (METHOD.md §4 step 2)."""
+    """Clothes-head loss L_CL = CE(scale*cos, c): CosFace with s=16, m=0, no smoothing (docs/method.md §4 step 2)."""
     _check_logits_target(cosines, target, "clothes_ce")
     return F.cross_entropy(scale * cosines, target)

@@ -1,4 +1,4 @@
-"""TAD feature distillation to a frozen teacher, and the SS_MSE self-supervision ablation (METHOD.md §5.4, §12)."""
+"""TAD feature distillation to a frozen teacher, and the SS_MSE self-supervision ablation (docs/method.md §5.4, §12)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def _normalised_sq_dist(a: Tensor, b: Tensor) -> Tensor:
 
 
 def distillation_loss(teacher_feats: Sequence[Tensor], student_feats: Sequence[Tensor]) -> Tensor:
-    """L_D = sum over (teacher, student) pairs of mean_i ||n(T_i) - n(S_i)||^2; teachers detached (METHOD.md §5.4)."""
+    """L_D = sum over (teacher, student) pairs of mean_i ||n(T_i) - n(S_i)||^2; teachers detached (docs/method.md §5.4)."""
     if len(teacher_feats) != len(student_feats) or not teacher_feats:
         raise ValueError(
             f"distillation_loss: need the same non-zero number of teacher and student tensors, got "
@@ -47,5 +47,5 @@ def tad_distillation(
 
 
 def ss_mse(student_hq: Tensor, student_lq: Tensor) -> Tensor:
-    """SS_MSE ablation (METHOD.md §12, Table 7): mean_i ||n(HQ_i) - n(LQ_i)||^2, both sides receive gradients."""
+    """SS_MSE ablation (docs/method.md §12, Table 7): mean_i ||n(HQ_i) - n(LQ_i)||^2, both sides receive gradients."""
     return _normalised_sq_dist(student_hq, student_lq)

@@ -1,4 +1,4 @@
-"""The KL box of METHOD.md §4: temperature-softened KL between two logit sets, `official` or `paper` weighting."""
+"""The KL box of docs/method.md §4: temperature-softened KL between two logit sets, `official` or `paper` weighting."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from torch import Tensor
 
 from rlq.errors import ConfigError
 
-#: λ of the authors' KL_Loss (METHOD.md §4 KL box); with τ = 0.8, λ·τ² = 0.4096.
+#: λ of the authors' KL_Loss (docs/method.md §4 KL box); with τ = 0.8, λ·τ² = 0.4096.
 OFFICIAL_KL_LAMBDA = 0.64
 KL_WEIGHTINGS = ("official", "paper")
 
@@ -18,7 +18,7 @@ def kl_divergence(
     """KL(p || q) with p = softmax(target/tau), q = softmax(pred/tau); both arguments receive gradients.
 
     `official`: 0.64 * tau^2 * sum_{i,k} p_ik (log p_ik - log q_ik) / (N*K), i.e. (0.4096/K) x batch-mean KL
-    at tau = 0.8. `paper`: (1/N) sum_i KL(p_i || q_i). (METHOD.md §4 KL box.)
+    at tau = 0.8. `paper`: (1/N) sum_i KL(p_i || q_i). (docs/method.md §4 KL box.)
     """
     if target_logits.dim() != 2 or target_logits.shape != pred_logits.shape:
         raise ValueError(
@@ -26,10 +26,10 @@ def kl_divergence(
             f"{tuple(target_logits.shape)} and {tuple(pred_logits.shape)}"
         )
     if tau <= 0:
-        raise ConfigError(f"kl_divergence: tau must be > 0, got {tau}; METHOD.md §4 uses 0.8")
+        raise ConfigError(f"kl_divergence: tau must be > 0, got {tau}; docs/method.md §4 uses 0.8")
     if weighting not in KL_WEIGHTINGS:
         raise ConfigError(f"kl_divergence: weighting must be one of {KL_WEIGHTINGS}, got {weighting!r}")
-    # Not detached: METHOD.md §4 "both get gradients".
+    # Not detached: docs/method.md §4 "both get gradients".
     log_p = F.log_softmax(target_logits / tau, dim=1)
     log_q = F.log_softmax(pred_logits / tau, dim=1)
     total = F.kl_div(log_q, log_p, reduction="sum", log_target=True)

@@ -50,7 +50,7 @@ def gather_with_local_grad(
     feat_slices = [f[:s] for f, s in zip(feats_all, sizes)]
     label_slices = [lab[:s] for lab, s in zip(labels_all, sizes)]
     # Gathered copies carry no graph; put the local tensor back so the gradient flows through it only
-    # (METHOD.md §4, L_Trip: "gradient only through the local slice").
+    # (docs/method.md §4, L_Trip: "gradient only through the local slice").
     feat_slices[rank] = features
     label_slices[rank] = labels
     offset = sum(sizes[:rank])
@@ -69,7 +69,7 @@ def batch_hard_triplet(
 
     d_ap = max over candidates of the anchor's identity (the anchor itself included, d = 0), d_an = min over
     candidates of other identities, loss = mean over local anchors of max(0, d_ap - d_an + margin)
-    (METHOD.md §4). An anchor without any negative has d_an = min(empty) = +inf, so it contributes 0 but still
+    (docs/method.md §4). An anchor without any negative has d_an = min(empty) = +inf, so it contributes 0 but still
     counts in the mean (as in the authors' code). Candidates are gathered from every replica when
     torch.distributed is initialised or `group` is given, unless `cross_replica=False`; gradients flow only
     through this replica's features.
@@ -81,7 +81,7 @@ def batch_hard_triplet(
             f"batch_hard_triplet: pids must be (N,) with N = {features.shape[0]}, got shape {tuple(pids.shape)}"
         )
     if margin < 0:
-        raise ConfigError(f"batch_hard_triplet: margin must be >= 0, got {margin}; METHOD.md §4 uses 0.3")
+        raise ConfigError(f"batch_hard_triplet: margin must be >= 0, got {margin}; docs/method.md §4 uses 0.3")
     anchors = F.normalize(_upcast(features), p=2, dim=1)
     pids = pids.to(anchors.device)
     if cross_replica and _distributed_active(group):
@@ -98,7 +98,7 @@ def batch_hard_triplet(
 
 
 def abs_cos_loss(f_a: Tensor, f_b: Tensor, eps: float = 1e-8, variant: str = "abs") -> Tensor:
-    """Orthogonality loss mean_i |cos(f_a,i, f_b,i)| (variant "relu": mean ReLU(cos)); not detached (METHOD.md §4)."""
+    """Orthogonality loss mean_i |cos(f_a,i, f_b,i)| (variant "relu": mean ReLU(cos)); not detached (docs/method.md §4)."""
     if f_a.shape != f_b.shape or f_a.dim() != 2:
         raise ValueError(
             f"abs_cos_loss: f_a and f_b must both be (N, D) with equal shapes, got {tuple(f_a.shape)} and "
@@ -108,6 +108,6 @@ def abs_cos_loss(f_a: Tensor, f_b: Tensor, eps: float = 1e-8, variant: str = "ab
     if variant == "abs":
         return cos.abs().mean()
     if variant == "relu":
-        # METHOD.md §12 (Table 6 ablation): ReLU(cos) instead of |cos|.
+        # docs/method.md §12 (Table 6 ablation): ReLU(cos) instead of |cos|.
         return F.relu(cos).mean()
     raise ConfigError(f"abs_cos_loss: variant must be 'abs' or 'relu', got {variant!r}")

@@ -1,4 +1,4 @@
-"""Synthetic low-quality images (METHOD.md §5.2): pixelation, out-of-focus and motion blur.
+"""Synthetic low-quality images (docs/method.md §5.2): pixelation, out-of-focus and motion blur.
 
 ``reference`` holds simple per-image numpy/PIL implementations (torch-free); ``batched`` the
 tensor implementation that runs inside the training step (GPU or CPU); ``mix`` the per-dataset

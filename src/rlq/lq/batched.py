@@ -1,4 +1,4 @@
-"""Batched LQ synthesis on tensors (CPU or CUDA): the training-step version of the METHOD.md §5.2 artifacts.
+"""Batched LQ synthesis on tensors (CPU or CUDA): the training-step version of the docs/method.md §5.2 artifacts.
 
 The loader draws ``(code, params)`` per image (:func:`rlq.lq.mix.draw_lq`) and hands the device each image
 resized to a fixed source size; :func:`synthesize_batch` applies every image's artifact at that source
@@ -38,7 +38,7 @@ _PIX, _DEF, _MOT = ARTIFACT_CODES["pixelation"], ARTIFACT_CODES["defocus"], ARTI
 
 
 def pixelated_hw(h: int, w: int, s: int) -> tuple[int, int]:
-    """(h, w) with the shorter side resized to ``s`` and the other to round(side * s / short) (METHOD.md §5.2)."""
+    """(h, w) with the shorter side resized to ``s`` and the other to round(side * s / short) (docs/method.md §5.2)."""
     short = min(h, w)
     if h <= w:
         return int(s), max(1, round(w * s / short))
@@ -91,7 +91,7 @@ def gaussian_kernels1d(k: torch.Tensor, sigma: torch.Tensor, size: int | None = 
 def motion_kernels(n: torch.Tensor, angle: torch.Tensor, size: int | None = None) -> torch.Tensor:
     """(N, size, size) motion-blur correlation kernels, centred on index size // 2 (float64, CPU).
 
-    Kernel i is the n x n line kernel of METHOD.md §5.2 (row floor((n-1)/2) of ones, rotated by ``angle`` degrees
+    Kernel i is the n x n line kernel of docs/method.md §5.2 (row floor((n-1)/2) of ones, rotated by ``angle`` degrees
     about (n/2 - 0.5, n/2 - 0.5) as cv2.getRotationMatrix2D + warpAffine do: bilinear, zero border, sum 1)
     placed so that its correlation anchor (n // 2, n // 2), cv2.filter2D's default, lands on the centre; an even
     n therefore sits one pixel off-centre inside the odd ``size``. Bilinear weights are exact (OpenCV quantises

@@ -1,6 +1,6 @@
 """Per-dataset LQ artifact mixes and parameter ranges, drawn per image from an explicit numpy Generator.
 
-METHOD.md §5.2: one artifact per external (Celeb-reID) image, chosen by r ~ U(0, 1) against thresholds that
+docs/method.md §5.2: one artifact per external (Celeb-reID) image, chosen by r ~ U(0, 1) against thresholds that
 depend on the *target* dataset; its parameters are drawn from the `official` (code) or `paper` ranges.
 """
 
@@ -34,7 +34,7 @@ ARTIFACT_NAMES: dict[int, str] = {v: k for k, v in ARTIFACT_CODES.items()}
 
 @dataclass(frozen=True)
 class LQRanges:
-    """Inclusive parameter ranges of the three artifacts (METHOD.md §5.2 table)."""
+    """Inclusive parameter ranges of the three artifacts (docs/method.md §5.2 table)."""
 
     name: str
     pixelation_s: tuple[int, int]  # shorter side after downsampling, integer, inclusive
@@ -45,7 +45,7 @@ class LQRanges:
     motion_angle_continuous: bool
 
 
-#: METHOD.md §5.2 / §10 "Motion blur" row: `official` = the code (random.choice(range(...))), `paper` = the text.
+#: docs/method.md §5.2 / §10 "Motion blur" row: `official` = the code (random.choice(range(...))), `paper` = the text.
 LQ_RANGES: dict[str, LQRanges] = {
     "official": LQRanges(
         name="official",
@@ -58,7 +58,7 @@ LQ_RANGES: dict[str, LQRanges] = {
     ),
     "paper": LQRanges(
         name="paper",
-        pixelation_s=(16, 63),
+        pixelation_s=(16, 64),  # "[16x16, 64x64]", inclusive like the motion range below
         defocus_k=tuple(range(5, 22, 2)),
         defocus_sigma=(0.1, 2.0),
         motion_n=(8, 20),  # "size in [8, 20]"
@@ -132,7 +132,7 @@ class LQMix:
         return out
 
 
-# METHOD.md §5.2 mix table (the official `flip_coin` comparisons).
+# docs/method.md §5.2 mix table (the official `flip_coin` comparisons).
 _MIX_LTCC = LQMix((("pixelation", 0.33, False), ("motion", 0.63, True), ("defocus", 1.0, True)), name="ltcc")
 _MIX_PRCC = LQMix((("defocus", 0.5, True), ("pixelation", 1.0, True)), name="prcc")
 _MIX_FALLBACK = LQMix((("motion", 0.5, True), ("pixelation", 1.0, True)), name="custom")  # r > 0.5: pixelation
@@ -147,7 +147,7 @@ _DATASET_MIXES = {
 
 
 def mix_for_dataset(name: str) -> LQMix:
-    """The METHOD.md §5.2 mix for a target dataset; unknown / custom targets get the official fallback."""
+    """The docs/method.md §5.2 mix for a target dataset; unknown / custom targets get the official fallback."""
     key = name.strip().lower().replace("-", "").replace("_", "")
     mix = _DATASET_MIXES.get(key)
     if mix is None:
@@ -164,15 +164,19 @@ def _ranges(ranges: str | LQRanges) -> LQRanges:
     return LQ_RANGES[ranges]
 
 
-def draw_params(rng: np.random.Generator, artifact: str, ranges: str | LQRanges = "official") -> np.ndarray:
-    """Draw the 3 parameters of one artifact: pixelation (s, 0, 0), defocus (k, sigma, 0), motion (n, angle, 0)."""
+def draw_params(rng: np.random.Generator, artifact: str, ranges: str | LQRanges = "official",
+                sigma_rng: np.random.Generator | None = None) -> np.ndarray:
+    """Draw the 3 parameters of one artifact: pixelation (s, 0, 0), defocus (k, sigma, 0), motion (n, angle, 0).
+
+    The Gaussian sigma comes from ``sigma_rng`` when given: in the authors' code it is torch's draw, which does
+    not repeat across epochs when their Python RNG does (docs/method.md §6)."""
     rg = _ranges(ranges)
     out = np.zeros(3, dtype=np.float32)
     if artifact == "pixelation":
         out[0] = rng.integers(rg.pixelation_s[0], rg.pixelation_s[1] + 1)
     elif artifact == "defocus":
         out[0] = rg.defocus_k[int(rng.integers(len(rg.defocus_k)))]
-        out[1] = rng.uniform(*rg.defocus_sigma)
+        out[1] = (rng if sigma_rng is None else sigma_rng).uniform(*rg.defocus_sigma)
     elif artifact == "motion":
         out[0] = rng.integers(rg.motion_n[0], rg.motion_n[1] + 1)
         lo, hi = rg.motion_angle
@@ -186,7 +190,8 @@ def draw_params(rng: np.random.Generator, artifact: str, ranges: str | LQRanges 
     return out
 
 
-def draw_lq(rng: np.random.Generator, mix: LQMix, ranges: str | LQRanges = "official") -> tuple[int, np.ndarray]:
-    """Draw one image's artifact code and its float32 parameter vector (METHOD.md §5.2)."""
+def draw_lq(rng: np.random.Generator, mix: LQMix, ranges: str | LQRanges = "official",
+            sigma_rng: np.random.Generator | None = None) -> tuple[int, np.ndarray]:
+    """Draw one image's artifact code and its float32 parameter vector (docs/method.md §5.2)."""
     artifact = mix.select(float(rng.random()))
-    return ARTIFACT_CODES[artifact], draw_params(rng, artifact, ranges)
+    return ARTIFACT_CODES[artifact], draw_params(rng, artifact, ranges, sigma_rng=sigma_rng)

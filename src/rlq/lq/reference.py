@@ -1,4 +1,4 @@
-"""Per-image reference implementations of the three LQ artifacts (METHOD.md §5.2), numpy/PIL/scipy only.
+"""Per-image reference implementations of the three LQ artifacts (docs/method.md §5.2), numpy/PIL/scipy only.
 
 These are the slow, obviously-correct versions: the batched implementation is tested against them, and
 the SynthCC generator uses them to degrade its images. The tests compare them with OpenCV.
@@ -45,7 +45,7 @@ def pixelated_size(size: tuple[int, int], s: int) -> tuple[int, int]:
     if not (isinstance(s, (int, np.integer)) and s >= 1):
         raise ConfigError(f"pixelation size s={s!r} must be an integer >= 1")
     short = min(w, h)
-    # METHOD.md §5.2: the other side is round(side * s / short) with Python's round.
+    # docs/method.md §5.2: the other side is round(side * s / short) with Python's round.
     if w <= h:
         return int(s), max(1, round(h * s / short))
     return max(1, round(w * s / short)), int(s)
@@ -124,7 +124,7 @@ def motion_kernel(n: int, angle: float) -> np.ndarray:
     n = int(n)
     kernel = np.zeros((n, n), dtype=np.float64)
     kernel[(n - 1) // 2, :] = 1.0
-    center = (n / 2 - 0.5, n / 2 - 0.5)  # METHOD.md §5.2
+    center = (n / 2 - 0.5, n / 2 - 0.5)  # docs/method.md §5.2
     rotated = _warp_affine_bilinear(kernel, _rotation_matrix(center, float(angle)))
     total = rotated.sum()
     if total <= 0:  # cannot happen: the centre row always passes through the rotation centre

@@ -1,6 +1,6 @@
-"""Graded severity levels of single LQ artifacts, for the robustness evaluation (METHOD.md §12, paper Fig. 8 left).
+"""Graded severity levels of single LQ artifacts, for the robustness evaluation (docs/method.md §12, paper Fig. 8 left).
 
-This grid is our own protocol definition (METHOD.md §12 asks for it to be labelled as such): level 0 is the
+This grid is our own protocol definition (docs/method.md §12 asks for it to be labelled as such): level 0 is the
 clean image, levels 1-4 grow in severity. Pixelation, defocus and motion blur reuse the training-path
 operators of :mod:`rlq.lq.batched`; JPEG compression is added as a fourth, unseen artifact.
 """
@@ -32,7 +32,7 @@ def defocus_kernel_size(sigma: float, cap: int = 21) -> int:
     return min(k, cap)
 
 
-_SIGMAS = (1.0, 2.0, 3.0, 4.0)  # 2.0 is the top of the training range (METHOD.md §5.2); 3 and 4 go beyond it
+_SIGMAS = (1.0, 2.0, 3.0, 4.0)  # 2.0 is the top of the training range (docs/method.md §5.2); 3 and 4 go beyond it
 
 #: SEVERITY_GRID[artifact][level] = parameters of that level; level 0 = clean ({}).
 SEVERITY_GRID: dict[str, list[dict]] = {

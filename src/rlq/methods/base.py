@@ -1,4 +1,4 @@
-"""The strategy interface between the one training loop and a training method (DESIGN.md boundary 4).
+"""The strategy interface between the one training loop and a training method (docs/design.md boundary 4).
 
 The trainer owns the loop (device, AMP, DDP, optimizer steps, checkpoints, logging, evaluation); a
 method says which phases an epoch has and turns one batch into named loss terms.

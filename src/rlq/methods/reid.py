@@ -1,4 +1,4 @@
-"""The ReID / CAP step (METHOD.md §4): CAL single branch, the Base Model, and its +G / +P / CAP variants.
+"""The ReID / CAP step (docs/method.md §4): CAL single branch, the Base Model, and its +G / +P / CAP variants.
 
 One step on the 2B-image batch [x0, x̃0, x1, x̃1, ...] (originals interleaved with their recoloured
 copies, §3.2): optional clothes-head update with its own optimizer (from ``start_epoch_cc``), then the

@@ -1,4 +1,4 @@
-"""TAD and RLQ (METHOD.md §5, §6): Task Agnostic Distillation steps on an external HQ stream with
+"""TAD and RLQ (docs/method.md §5, §6): Task Agnostic Distillation steps on an external HQ stream with
 synthetic LQ copies, alternating with the ReID/CAP step of :mod:`rlq.methods.reid`.
 
 `tad` = Base Model + TAD; `rlq` = CAP + TAD. Both share one main optimizer between their TAD and
@@ -22,7 +22,7 @@ from .reid import ReIDMethod, lq_views
 
 __all__ = ["TADMethod", "TAD_VARIANTS"]
 
-#: Table 7 variants (METHOD.md §12).
+#: Table 7 variants (docs/method.md §12).
 TAD_VARIANTS = ("tad", "ss_mse_tad", "ss_mse_nt", "kl_only", "target_pairs")
 
 

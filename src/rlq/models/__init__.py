@@ -1,4 +1,4 @@
-"""Backbone splitting, branches, pooling, heads and model assembly (METHOD.md §2)."""
+"""Backbone splitting, branches, pooling, heads and model assembly (docs/method.md §2)."""
 
 from __future__ import annotations
 

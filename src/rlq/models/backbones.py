@@ -1,4 +1,4 @@
-"""ResNet backbones split into stages (stem, layer1..layer4) with last stride 1 (METHOD.md §2.1)."""
+"""ResNet backbones split into stages (stem, layer1..layer4) with last stride 1 (docs/method.md §2.1)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ _SPECS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int], tuple[int, i
 #: Every backbone name ``build_backbone`` accepts.
 BACKBONES: tuple[str, ...] = tuple(_SPECS)
 
-#: Backbones with torchvision IMAGENET1K_V1 weights (the paper's "pretrained=True", METHOD.md §2.1).
+#: Backbones with torchvision IMAGENET1K_V1 weights (the paper's "pretrained=True", docs/method.md §2.1).
 IMAGENET_BACKBONES: dict[str, str] = {
     "resnet18": "ResNet18_Weights",
     "resnet34": "ResNet34_Weights",
@@ -217,7 +217,7 @@ def build_backbone(name: str, pretrained: str | os.PathLike | None = "none") -> 
 
 
 def build_backbone_stages(name: str, pretrained: str | os.PathLike | None = "none") -> BackboneStages:
-    """Build a ResNet (last stride 1) and return its stages as separate modules (METHOD.md §2.1)."""
+    """Build a ResNet (last stride 1) and return its stages as separate modules (docs/method.md §2.1)."""
     net = build_backbone(name, pretrained)
     stem = nn.Sequential(OrderedDict(conv1=net.conv1, bn1=net.bn1, relu=net.relu, maxpool=net.maxpool))
     widths = _SPECS[name][2]

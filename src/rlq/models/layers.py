@@ -1,4 +1,4 @@
-"""Input normalisation, Max-Avg pooling, BN-neck and the classifier heads (METHOD.md §2.2, §2.3, §2.5)."""
+"""Input normalisation, Max-Avg pooling, BN-neck and the classifier heads (docs/method.md §2.2, §2.3, §2.5)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,13 @@ __all__ = [
     "CosineClassifier",
 ]
 
-#: ImageNet normalisation constants (METHOD.md §3.1).
+#: ImageNet normalisation constants (docs/method.md §3.1).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 class Normalize(nn.Module):
-    """Map 0-1 RGB (B x 3 x H x W) to ImageNet-normalised input; the model owns this step (DESIGN.md §5)."""
+    """Map 0-1 RGB (B x 3 x H x W) to ImageNet-normalised input; the model owns this step (docs/design.md boundary 5)."""
 
     mean: torch.Tensor
     std: torch.Tensor
@@ -48,7 +48,7 @@ class MaxAvgPool(nn.Module):
 
 
 class BNNeck(nn.BatchNorm1d):
-    """BatchNorm1d feature neck; weight ~ N(1, 0.02), bias 0, both trainable (METHOD.md §2.2)."""
+    """BatchNorm1d feature neck; weight ~ N(1, 0.02), bias 0, both trainable (docs/method.md §2.2)."""
 
     def reset_parameters(self) -> None:
         """Reset running stats and initialise the affine parameters as in §2.2."""
@@ -59,7 +59,7 @@ class BNNeck(nn.BatchNorm1d):
 
 
 class LinearHead(nn.Linear):
-    """Linear classifier with bias; W ~ N(0, 0.001^2), b = 0 (METHOD.md §2.3: ID, pose and gender heads)."""
+    """Linear classifier with bias; W ~ N(0, 0.001^2), b = 0 (docs/method.md §2.3: ID, pose and gender heads)."""
 
     def reset_parameters(self) -> None:
         """Initialise as in §2.3."""
@@ -79,13 +79,13 @@ class CosineClassifier(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Rows ~ U(-1, 1), then L2-normalised (METHOD.md §2.3)."""
+        """Rows ~ U(-1, 1), then L2-normalised (docs/method.md §2.3)."""
         with torch.no_grad():
             self.weight.uniform_(-1.0, 1.0)
             self.weight.div_(self.weight.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
     def forward(self, f: torch.Tensor, detach_weight: bool = False) -> torch.Tensor:
-        """Cosines B x num_classes; ``detach_weight`` stops gradients into the head (L_CAL, METHOD.md §4 step 3)."""
+        """Cosines B x num_classes; ``detach_weight`` stops gradients into the head (L_CAL, docs/method.md §4 step 3)."""
         w = self.weight.detach() if detach_weight else self.weight
         return F.linear(F.normalize(f, dim=1), F.normalize(w, dim=1))
 

@@ -1,4 +1,4 @@
-"""Parameter counting, including the paper's Table 9 convention (METHOD.md §2.6)."""
+"""Parameter counting, including the paper's Table 9 convention (docs/method.md §2.6)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ __all__ = [
     "table9_formula",
 ]
 
-#: ResNet-50 stage sizes (conv + BN weights and biases), METHOD.md §2.6.
+#: ResNet-50 stage sizes (conv + BN weights and biases), docs/method.md §2.6.
 RESNET50_STAGE_PARAMS: dict[str, int] = {
     "stem": 9_536,
     "layer1": 215_808,
@@ -39,7 +39,7 @@ def stage_parameter_counts(stages: BackboneStages) -> dict[str, int]:
 
 
 def parameter_report(model: ReIDModel) -> dict[str, Any]:
-    """Per-part parameter counts, the inference-network size and the Table 9 count (METHOD.md §2.6).
+    """Per-part parameter counts, the inference-network size and the Table 9 count (docs/method.md §2.6).
 
     ``table9_params`` = trunk + CAL and BOT branches + their BN-necks + BOT-ID head, plus pose branch, pose
     neck and pose head for +P methods. For method ``cal`` (no BOT branch) its only ID head, CAL-ID, stands in

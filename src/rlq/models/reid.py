@@ -1,4 +1,4 @@
-"""The CAL+BOT Base Model with optional CAP heads/branch, and its forward modes (METHOD.md §2).
+"""The CAL+BOT Base Model with optional CAP heads/branch, and its forward modes (docs/method.md §2).
 
 Layout (default splits): a shared trunk (stem, layer1, layer2), a CAL branch and a BOT branch (each its own
 layer3, layer4, Max-Avg pooling and BN-neck), an optional pose branch (own layer2..layer4, fed after layer1),
@@ -46,7 +46,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Training methods; ``tad`` has the ``bm`` architecture and ``rlq`` the ``cap`` one (METHOD.md §1).
+#: Training methods; ``tad`` has the ``bm`` architecture and ``rlq`` the ``cap`` one (docs/method.md §1).
 METHODS: tuple[str, ...] = ("cal", "bm", "bm+g", "bm+p", "cap", "tad", "rlq")
 POSE_METHODS: frozenset[str] = frozenset({"bm+p", "cap", "rlq"})
 GENDER_METHODS: frozenset[str] = frozenset({"bm+g", "cap", "rlq"})
@@ -75,7 +75,7 @@ class ReIDOutput:
 
 
 class Branch(nn.Module):
-    """A branch: its own backbone stages, Max-Avg pooling and BN-neck (METHOD.md §2.1-2.2)."""
+    """A branch: its own backbone stages, Max-Avg pooling and BN-neck (docs/method.md §2.1-2.2)."""
 
     def __init__(self, layers: nn.Sequential, feat_dim: int) -> None:
         super().__init__()
@@ -124,7 +124,7 @@ def _check_count(what: str, value: object, minimum: int) -> int:
 
 
 class ReIDModel(nn.Module):
-    """CAL / Base Model / CAP model; takes 0-1 RGB, normalises inside (DESIGN.md boundary 5)."""
+    """CAL / Base Model / CAP model; takes 0-1 RGB, normalises inside (docs/design.md boundary 5)."""
 
     def __init__(
         self,
@@ -156,7 +156,7 @@ class ReIDModel(nn.Module):
             if pose_clusters is None:
                 raise ConfigError(
                     f"method {method!r} has a pose branch and needs pose_clusters (the number K of pose "
-                    f"clusters; the pose head gets K+1 classes, METHOD.md §3.4), e.g. pose_clusters=15"
+                    f"clusters; the pose head gets K+1 classes, docs/method.md §3.4), e.g. pose_clusters=15"
                 )
             self.pose_clusters: int | None = _check_count("pose_clusters", pose_clusters, 1)
         else:
@@ -182,7 +182,7 @@ class ReIDModel(nn.Module):
             self.pose_branch = Branch(_take(stages, STAGE_NAMES[t + 1 :]), self.feat_dim)
         del stages
 
-        # Heads (METHOD.md §2.3).
+        # Heads (docs/method.md §2.3).
         self.cal_id_head = LinearHead(self.feat_dim, self.num_ids)
         self.bot_id_head = LinearHead(self.feat_dim, self.num_ids) if self.has_bot else None
         self.pose_head = LinearHead(self.feat_dim, self.pose_clusters + 1) if self.pose_clusters else None
@@ -231,7 +231,7 @@ class ReIDModel(nn.Module):
         return f_cal, f_bot, f_pose
 
     def forward(self, x: torch.Tensor, mode: str = "embed") -> ReIDOutput | torch.Tensor:
-        """Run one forward mode (METHOD.md §2.4) on B x 3 x H x W RGB in [0, 1].
+        """Run one forward mode (docs/method.md §2.4) on B x 3 x H x W RGB in [0, 1].
 
         ``train``: all branches and heads; ``tad``: CAL and BOT with their ID heads (pose branch not run);
         ``features``: f_cal and f_bot, no heads (teacher); ``embed``: the tensor [f_CAL, f_BOT] (f_CAL alone
@@ -265,7 +265,7 @@ class ReIDModel(nn.Module):
         raise ValueError(f"unknown forward mode {mode!r}; choose one of {list(FORWARD_MODES)}")
 
     def embed(self, x: torch.Tensor, flip: bool = True) -> torch.Tensor:
-        """Inference feature: L2-normalise(e(x) + e(hflip(x))) once, globally, as float32 (METHOD.md §2.5)."""
+        """Inference feature: L2-normalise(e(x) + e(hflip(x))) once, globally, as float32 (docs/method.md §2.5)."""
         e = self.forward(x, "embed")
         assert isinstance(e, torch.Tensor)
         if flip:
@@ -329,7 +329,7 @@ def build_model(
 
 
 def build_clothes_classifier(model: ReIDModel, num_clothes: int, seed: int | None = 0) -> CosineClassifier:
-    """The clothes cosine classifier on the f_CAL dimension (own optimizer; METHOD.md §2.3, §4 step 2)."""
+    """The clothes cosine classifier on the f_CAL dimension (own optimizer; docs/method.md §2.3, §4 step 2)."""
     n = _check_count("num_clothes", num_clothes, 1)
     if seed is None:
         return CosineClassifier(model.feat_dim, n)

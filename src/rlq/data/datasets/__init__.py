@@ -1,4 +1,4 @@
-"""Dataset registry: `load_dataset(name, root, **options)` and per-dataset metadata (DATASETS.md §3).
+"""Dataset registry: `load_dataset(name, root, **options)` and per-dataset metadata (docs/datasets.md §3).
 
 Parsers are pure (no torch): they turn a folder (or a CSV manifest) into a frozen `records.Dataset`.
 """
@@ -41,7 +41,7 @@ __all__ = [
 
 
 class DatasetInfo(NamedTuple):
-    """Expected layout tree, published statistics per split (DATASETS.md §3.1) and a short description.
+    """Expected layout tree, published statistics per split (docs/datasets.md §3.1) and a short description.
 
     `stats` maps a split name, or several joined by '+' (counted over their union), to published
     ``images`` / ``ids`` / ``clothes`` / ``cameras`` numbers; only what §3.1 states is listed.

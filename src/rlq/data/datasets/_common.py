@@ -1,5 +1,5 @@
 """Helpers shared by the dataset parsers: root and layout checks, sorted listing, anchored name parsing,
-lenient-mode error collection and relabelling wrappers (DATASETS.md §1, §6)."""
+lenient-mode error collection and relabelling wrappers (docs/datasets.md §1, §6)."""
 
 from __future__ import annotations
 

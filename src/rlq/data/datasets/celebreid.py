@@ -1,4 +1,4 @@
-"""Celeb-reID parser (DATASETS.md §3.7)."""
+"""Celeb-reID parser (docs/datasets.md §3.7)."""
 
 from __future__ import annotations
 

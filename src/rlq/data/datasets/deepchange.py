@@ -1,4 +1,4 @@
-"""DeepChange parser (DATASETS.md §3.6): the *-bbox.txt lists define split membership and tracklet ids."""
+"""DeepChange parser (docs/datasets.md §3.6): the *-bbox.txt lists define split membership and tracklet ids."""
 
 from __future__ import annotations
 

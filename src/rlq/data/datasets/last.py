@@ -1,4 +1,4 @@
-"""LaST parser (DATASETS.md §3.5)."""
+"""LaST parser (docs/datasets.md §3.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""LTCC parser (DATASETS.md §3.3); SynthCC is written in the same layout and parsed here too."""
+"""LTCC parser (docs/datasets.md §3.3); SynthCC is written in the same layout and parsed here too."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def _load(root: str | os.PathLike, skip_bad: bool, name: str, label: str) -> Dat
                 problems.add(r / it.rel, f"camera c{cam_s}: cameras are numbered from 1")
                 continue
             s = stem(it.rel)
-            # DATASETS.md §1: train key = stem, test key = "<split folder>/<stem>".
+            # docs/datasets.md §1: train key = stem, test key = "<split folder>/<stem>".
             key = s if split == "train" else f"{folder}/{s}"
             items.append(RawSample(str(r / it.rel), pid_s, cam - 1, f"{pid_s}_{outfit_s}", key))
         raw[split] = items

@@ -1,4 +1,4 @@
-"""Generic CSV manifest for custom data (DATASETS.md §4), with an optional `<manifest>.protocol.yaml`."""
+"""Generic CSV manifest for custom data (docs/datasets.md §4), with an optional `<manifest>.protocol.yaml`."""
 
 from __future__ import annotations
 
@@ -192,7 +192,7 @@ def _resolve_selection(sel: str, specs: Sequence[EvalSpec], where: str) -> str:
 
 
 def _no_match_counts(specs: Sequence[EvalSpec], splits: Mapping[str, Sequence[Sample]]) -> list[str]:
-    """Warnings for queries without any true match in a mode (DATASETS.md §2 good sets)."""
+    """Warnings for queries without any true match in a mode (docs/datasets.md §2 good sets)."""
     out = []
     for spec in specs:
         by_pid: dict[int, list[tuple[int, int]]] = {}

@@ -1,4 +1,4 @@
-"""PRCC parser (DATASETS.md §3.4)."""
+"""PRCC parser (docs/datasets.md §3.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""VC-Clothes parser (DATASETS.md §3.8)."""
+"""VC-Clothes parser (docs/datasets.md §3.8)."""
 
 from __future__ import annotations
 

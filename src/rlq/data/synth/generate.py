@@ -1,6 +1,6 @@
 """Generate SynthCC: a deterministic, download-free clothes-changing ReID dataset in the LTCC layout.
 
-Layout (root = ``out``), see DATASETS.md §3.3 / §3.7 / §5 for the formats:
+Layout (root = ``out``), see docs/datasets.md §3.3 / §3.7 / §5 for the formats:
 
 * ``train/ query/ test/``: ``PPP_O_cCC_FFFFFF.png`` (LTCC naming; test = gallery, identities disjoint from train);
 * ``poses/<split>/alphapose-results.json`` and ``parsing/<split>/<stem>.png`` (LIP ids, "P" mode);
@@ -452,11 +452,11 @@ def _write_side_files(root: Path, preset: str, p: SynthPreset, seed: int, cams: 
         _write_poses(root, s, by_split[s])
     for s in EXTERNAL_SPLITS:
         _write_poses(root, f"external/{s}", [r for r in external if r["split"] == f"external/{s}"])
-    # quality.csv: Category,Image,Artifact,Severity,Param (keys as in DATASETS.md §1 for LTCC)
+    # quality.csv: Category,Image,Artifact,Severity,Param (keys as in docs/datasets.md §1 for LTCC)
     rows = [(r["split"], r["key"], r["quality"][0], r["quality"][1], repr(float(r["quality"][2])))
             for s in TARGET_SPLITS for r in sorted(by_split[s], key=lambda r: r["key"])]
     atomic_write_text(root / "quality.csv", _csv("Category,Image,Artifact,Severity,Param", rows), fsync=False)
-    # gender CSVs (DATASETS.md §5.3): ids zero-padded like LTCC; external unpadded like Celeb-reID
+    # gender CSVs (docs/datasets.md §5.3): ids zero-padded like LTCC; external unpadded like Celeb-reID
     atomic_write_text(root / "SynthCC_Gender.csv", _csv("Category,ID,Gender", [
         ("train", f"{pid:03d}", idents[pid].gender) for pid in ids["train_pids"]]), fsync=False)
     test_rows = [(s, f"{pid:03d}", idents[pid].gender) for s in ("query", "test")
@@ -491,17 +491,17 @@ def _write_side_files(root: Path, preset: str, p: SynthPreset, seed: int, cams: 
         "lip_labels": list(LIP_LABELS),
         "coco_keypoints": list(COCO_KEYPOINTS),
         "files": {
-            "train/, query/, test/": "LTCC layout (DATASETS.md §3.3): PPP_O_cCC_FFFFFF.png = pid, per-person outfit "
+            "train/, query/, test/": "LTCC layout (docs/datasets.md §3.3): PPP_O_cCC_FFFFFF.png = pid, per-person outfit "
                                      "index, camera (1-based), frame; test/ is the gallery; test ids are disjoint "
                                      "from train ids",
-            "poses/<split>/alphapose-results.json": "AlphaPose JSON (DATASETS.md §5.1), true keypoints with synthetic "
+            "poses/<split>/alphapose-results.json": "AlphaPose JSON (docs/datasets.md §5.1), true keypoints with synthetic "
                                                     "confidences; some images have no entry, a few have two",
-            "parsing/<split>/<stem>.png": "true LIP label map (DATASETS.md §5.2), 8-bit palette PNG, index = LIP id",
+            "parsing/<split>/<stem>.png": "true LIP label map (docs/datasets.md §5.2), 8-bit palette PNG, index = LIP id",
             "SynthCC_Gender.csv": "Category,ID,Gender for train ids (1 male, 0 female)",
             "SynthCC_test_Gender.csv": "Category (query/test),ID,Gender, analysis only",
             "quality.csv": "Category,Image,Artifact,Severity,Param per target image; Image = train stem or "
                            "<split>/<stem>; Param: pixelation shorter side px, defocus sigma, motion length px, 0",
-            "external/": "Celeb-reID layout (DATASETS.md §3.7): train/ query/ gallery/ <pid>_<index>_0.jpg, 128x256, "
+            "external/": "Celeb-reID layout (docs/datasets.md §3.7): train/ query/ gallery/ <pid>_<index>_0.jpg, 128x256, "
                          "other identities, all clean (TAD external data / teacher training)",
             "poses/external/<sub>/alphapose-results.json": "AlphaPose JSON for the external images",
             "SynthCC_external_Gender.csv": "Category,ID,Gender for external train ids (unpadded)",

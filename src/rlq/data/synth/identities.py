@@ -97,7 +97,7 @@ class Identity:
     """Persistent traits of one person; lengths are in body heights (head top to sole = 1)."""
 
     pid: int
-    gender: int  # 1 = male, 0 = female (DATASETS.md §5.3)
+    gender: int  # 1 = male, 0 = female (docs/datasets.md §5.3)
     stature: float  # relative height (1.0 = average man); sets how much of the crop the person fills
     build: float  # girth factor for torso and limb widths
     shoulder: float  # half distance between the shoulder joints

@@ -1,4 +1,4 @@
-"""Draw one SynthCC person: a LIP label map first (DATASETS.md §5.2 ids), then its colour image.
+"""Draw one SynthCC person: a LIP label map first (docs/datasets.md §5.2 ids), then its colour image.
 
 Everything is drawn at 2x with PIL polygons on "L" images (label, instance and shading layers); the
 colour image is box-downsampled to 1x for smooth edges and the label map is sampled nearest. Labels

@@ -1,4 +1,4 @@
-"""Parametric 3-D stick figure -> projected joints and the 17 COCO keypoints (METHOD.md §3.4 order).
+"""Parametric 3-D stick figure -> projected joints and the 17 COCO keypoints (docs/method.md §3.4 order).
 
 Body frame (units: body heights, head top to sole = 1): X points to the person's own left, Y down,
 Z forward. A yaw rotation about the vertical axis and an orthographic projection give image-plane
