@@ -141,6 +141,26 @@ def test_plot_robustness_png(sweep, tmp_path):
         plot_robustness({"a": sweep}, tmp_path / "x.png", evaluation="nope")
 
 
+def test_robustness_legend_covers_no_data(sweep):
+    """The legend sits outside every subplot (below them), whatever the number of models."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from rlq.analysis.robustness import robustness_figure
+
+    for n in (1, 3, 7):
+        fig = robustness_figure({f"model {i}": sweep for i in range(n)}, metric="mAP")
+        FigureCanvasAgg(fig).draw()
+        r = fig.canvas.get_renderer()
+        assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+        leg = fig.legends[0].get_window_extent(r)
+        assert len(fig.legends[0].get_texts()) == n
+        for ax in fig.axes:
+            box = ax.get_window_extent(r)
+            assert not leg.overlaps(box), (n, leg, box)
+            assert leg.y1 <= box.y0  # below the plots
+        assert leg.y0 >= 0 and leg.x0 >= 0 and leg.x1 <= fig.bbox.x1  # inside the picture
+
+
 # ---------------------------------------------------------------------------------------------- LQ clusters
 
 
@@ -194,9 +214,11 @@ def test_lq_cluster_diagnostics_seeded_with_tsne(synth, model, tmp_path):
     _, ds = synth
     g = ds.split("gallery")[:24]
     args = dict(height=H, width=W, seed=4)
-    a = lq_cluster_diagnostics(model, [s.path for s in g], [s.pid for s in g], tsne=True, out_png=tmp_path / "t.png", **args)
+    a = lq_cluster_diagnostics(model, [s.path for s in g], [s.pid for s in g], tsne=True, out_png=tmp_path / "t.png",
+                               model_name="model A", **args)
     b = lq_cluster_diagnostics(model, [s.path for s in g], [s.pid for s in g], tsne=False, **args)
-    assert _same({k: v for k, v in a.items() if k != "tsne_png"}, b)
+    assert _same({k: v for k, v in a.items() if k not in ("tsne_png", "tsne_title")}, b)
+    assert a["tsne_title"].startswith("model A: t-SNE") and "ltcc training mix" in a["tsne_title"]
     for k in ("lq_nn_other_lq_rate", "hq_nn_other_hq_rate", "lq_nn_lq_rate", "probe_accuracy", "lq_nn_own_hq_rate"):
         assert 0.0 <= a[k] <= 1.0, k
     assert a["lq"]["mix"] == "ltcc" and sum(a["lq"]["counts"].values()) == 24
@@ -353,7 +375,14 @@ def test_cli_analyze_commands(synth, model, tmp_path):
     assert _run(["analyze", "gender", str(a), *common, "--gender-csv", str(root / "SynthCC_test_Gender.csv"),
                  "--out", str(tmp_path / "gd")]) == 0
     g = json.loads((tmp_path / "gd" / "gender.json").read_text())
-    assert g["coverage"]["missing"] == [] and set(g["results"]) == {"general", "cc", "sc"}
+    assert g["coverage"]["missing"] == [] and set(g["models"]["model_a"]["results"]) == {"general", "cc", "sc"}
+    # Several checkpoints, and SynthCC's own test gender CSV found without --gender-csv.
+    assert _run(["analyze", "gender", str(a), str(b), *common, "--out", str(tmp_path / "gd2")]) == 0
+    g2 = json.loads((tmp_path / "gd2" / "gender.json").read_text())
+    assert g2["gender_csv"] == str(root / "SynthCC_test_Gender.csv") and set(g2["models"]) == {"model_a", "model_b"}
+    same = json.dumps(g2["models"]["model_b"]["results"]) == json.dumps(g["models"]["model_a"]["results"])
+    assert same  # the same weights give the same numbers
+    assert "model_b: cc" in (tmp_path / "gd2" / "report.md").read_text()
     assert _run(["analyze", "lq-clusters", str(a), *common, "--max-images", "12", "--no-tsne",
                  "--out", str(tmp_path / "lq")]) == 0
     assert json.loads((tmp_path / "lq" / "lq_clusters.json").read_text())["num_images"] == 12

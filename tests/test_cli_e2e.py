@@ -46,7 +46,7 @@ def test_train_eval_extract_evaluate(synthcc_tiny, tmp_path, capsys):
     feats = tmp_path / "f.npz"
     assert run_cli(["extract", str(run), "--dataset", "synthcc", "--root", str(synthcc_tiny), "--out", str(feats),
                     "--workers", "0"]) == 0
-    assert run_cli(["evaluate", str(feats), "--dataset", "synthcc", "--json", str(tmp_path / "evaluate.json")]) == 0
+    assert run_cli(["eval", str(feats), "--dataset", "synthcc", "--json", str(tmp_path / "evaluate.json")]) == 0
     ev2 = json.loads((tmp_path / "evaluate.json").read_text())["results"]
     assert set(ev2) == {"general", "cc", "sc"}  # no quality table given: no clean / LQ rows
     assert set(ev) == {*ev2, *(f"{m}/{g}" for m in ev2 for g in ("clean", "LQ"))}  # SynthCC's quality.csv found

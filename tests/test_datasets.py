@@ -452,7 +452,7 @@ def test_parsers_do_not_import_torch():
 
 @pytest.mark.parametrize("name", ["ltcc", "synthcc", "prcc", "last", "deepchange", "celebreid", "vcclothes"])
 def test_standard_protocols_match_the_parsers(tmp_path, name):
-    """`rlq evaluate` uses standard_protocols without the data; it must equal what each parser attaches."""
+    """`rlq eval FEATURES.npz` uses standard_protocols without the data; it must equal what each parser attaches."""
     from dataset_trees import write_dataset
 
     from rlq.data.datasets import load_dataset, standard_protocols

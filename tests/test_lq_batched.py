@@ -25,8 +25,8 @@ from rlq.lq.batched import (
     synthesize_batch,
 )
 from rlq.lq.mix import ARTIFACT_CODES, LQ_RANGES, LQMix, draw_lq, draw_params, mix_for_dataset
-from rlq.lq.preview import PREVIEW_LABEL_H, PREVIEW_PAD, lq_preview_sheet
-from rlq.lq.severity import SEVERITY_GRID, defocus_kernel_size, degrade_batch
+from rlq.lq.preview import PREVIEW_BLOCK_GAP, PREVIEW_LABEL_H, PREVIEW_PAD, lq_preview_sheet, preview_grid
+from rlq.lq.severity import SEVERITY_ARTIFACTS, SEVERITY_GRID, defocus_kernel_size, degrade_batch
 
 PIX, MOT = ARTIFACT_CODES["pixelation"], ARTIFACT_CODES["motion"]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -393,8 +393,10 @@ def test_preview_sheet(tmp_path):
     assert sheet.format == "PNG"
     pad, lab = PREVIEW_PAD, PREVIEW_LABEL_H
     assert (pad, lab) == (4, 14)
-    # tiles 56 x 112 (first image's aspect); 3 columns; 4 blocks of 2 label lines + 3 rows
-    assert sheet.size == (4 + 3 * (56 + 4), 4 + 4 * (2 * 14 + 3 * (112 + 4)))
+    # tiles 56 x 112 (first image's aspect); 3 columns per block; 4 blocks of 2 label lines + 3 rows, laid out
+    # 3 per row (10 columns at most: 3 blocks x 3 columns), so 2 block rows
+    assert preview_grid(2) == (3, 2) and preview_grid(4) == (2, 2) and preview_grid(4, max_columns=4) == (1, 4)
+    assert sheet.size == (4 + 3 * 3 * (56 + 4) + 2 * PREVIEW_BLOCK_GAP, 4 + 2 * (2 * 14 + 3 * (112 + 4)))
     arr = np.asarray(sheet.convert("RGB"))
     tiles = _batch([np.asarray(im.resize((56, 112), Image.Resampling.BILINEAR)) for im in images])
     clean_tile = arr[pad + 2 * lab : pad + 2 * lab + 112, pad : pad + 56]
@@ -403,3 +405,7 @@ def test_preview_sheet(tmp_path):
     y, x = pad + 2 * lab + (112 + pad), pad + 2 * (56 + pad)  # second image row, third column (level 3)
     assert np.array_equal(arr[y : y + 112, x : x + 56], pix3)
     assert not np.array_equal(pix3, tiles[1].permute(1, 2, 0).numpy())
+    # the 4th block (jpeg) wraps to the second block row, first position
+    jpeg1 = degrade_batch(tiles, "jpeg", 1, seed=0)[0].permute(1, 2, 0).numpy()
+    y, x = pad + (2 * lab + 3 * (112 + pad)) + 2 * lab, pad + 1 * (56 + pad)
+    assert SEVERITY_ARTIFACTS[3] == "jpeg" and np.array_equal(arr[y : y + 112, x : x + 56], jpeg1)

@@ -74,6 +74,9 @@ def test_status_and_border_colours_without_junk(case, tmp_path):
     assert STATUS_COLORS["junk"] not in colours
     assert all(_border(r["png"], row["query_box"]) == STATUS_COLORS["query"] for row in rows)
     assert "given" in r["order_text"] and "removed" in r["legend"] and r["html"] is None
+    # the legend names every border colour, the query's included; AP is a percentage (q0: 1 good item at rank 3)
+    assert "blue = the query" in r["legend"] and STATUS_COLORS["query"][2] > max(STATUS_COLORS["query"][:2])
+    assert [row["ap_text"] for row in rows] == ["AP 33.3%", "AP 100.0%"]
     with Image.open(r["png"]) as im:
         assert im.format == "PNG" and list(im.size) == r["size"]
 

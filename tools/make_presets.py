@@ -164,13 +164,15 @@ def main() -> None:
          "SynthCC settings of `rlq demo`: the tiny backbone at 128x64 and a 10-epoch schedule (fits 2 CPU cores).\n"
          "SynthCC's own side inputs (gender CSV, parsing maps, pose_clusters.csv) are found automatically.")
     for m in METHODS:
-        body = {"_base_": ["_demo.yaml", f"../methods/{m}.yaml"], "output": f"runs/synthcc-{m}"}
+        # The method file first, then the SynthCC settings: a later base wins, so the demo's paths replace the
+        # method's Celeb-reID defaults (tad.external_root).
+        body = {"_base_": [f"../methods/{m}.yaml", "_demo.yaml"], "output": f"runs/synthcc-{m}"}
         dump(ROOT / "synthcc" / f"{m}.yaml", body,
              f"{METHODS[m]['method']} on SynthCC (demo settings).\n"
              "rlq synth --out data/synthcc && rlq poses cluster -d synthcc -r data/synthcc -k data/synthcc/poses "
              "-o data/synthcc/pose_clusters.csv")
     dump(ROOT / "teacher" / "synthcc.yaml",
-         {"_base_": ["../synthcc/_demo.yaml", "../methods/bm.yaml"], "role": "teacher", "preset": "teacher",
+         {"_base_": ["../methods/bm.yaml", "../synthcc/_demo.yaml"], "role": "teacher", "preset": "teacher",
           "output": "runs/synthcc-teacher",
           "data": {"dataset": "celebreid", "root": "data/synthcc/external", "recolor": False},
           "loss": {"start_epoch_cc": 12, "start_epoch_adv": 12},

@@ -27,6 +27,7 @@ __all__ = [
     "resolve_config_path",
     "load_yaml_with_bases",
     "load_config",
+    "schema_keys",
     "to_container",
     "run_metadata",
     "write_snapshot",
@@ -36,24 +37,67 @@ __all__ = [
 PACKAGE_CONFIGS = Path(__file__).resolve().parent / "configs"
 
 
+def _shipped_presets() -> list[str]:
+    """Shipped preset paths as `configs/<dir>/<name>.yaml` (bases included, for `_base_` and suggestions)."""
+    return sorted(f"configs/{q.relative_to(PACKAGE_CONFIGS).as_posix()}" for q in PACKAGE_CONFIGS.rglob("*.yaml"))
+
+
+def _closest_presets(path: str | os.PathLike, n: int = 5) -> list[str]:
+    """The ``n`` shipped presets whose paths are closest to ``path`` (difflib), for "did you mean"."""
+    import difflib
+
+    shipped = _shipped_presets()
+    want = Path(path).as_posix()
+    if not want.startswith("configs/"):
+        want = "configs/" + want.lstrip("./")
+    if not want.endswith(".yaml"):
+        want += ".yaml"
+    return difflib.get_close_matches(want, shipped, n=n, cutoff=0.0)
+
+
 def resolve_config_path(path: str | os.PathLike) -> Path:
     """Find a config file: as given, else relative to the shipped presets (``configs/x.yaml`` works anywhere)."""
     p = Path(path)
     if p.is_file():
         return p.resolve()
-    parts = p.parts
-    candidates = [PACKAGE_CONFIGS / p]
-    if parts and parts[0] == "configs":
-        candidates.append(PACKAGE_CONFIGS.joinpath(*parts[1:]))
-    if p.suffix == "":
-        candidates += [c.with_suffix(".yaml") for c in list(candidates)]
+    candidates = _shipped_candidates(p)
     for c in candidates:
         if c.is_file():
             return c.resolve()
-    shipped = sorted(str(q.relative_to(PACKAGE_CONFIGS)) for q in PACKAGE_CONFIGS.rglob("*.yaml") if not q.name.startswith("_"))
+    near = _closest_presets(path)
     raise ConfigError(
         f"config file {str(path)!r} not found (looked in the current folder and in {PACKAGE_CONFIGS}). "
-        f"Shipped presets: {', '.join(shipped) or 'none'}"
+        f"Did you mean: {', '.join(near) or 'none'}? (`rlq presets` lists them all)"
+    )
+
+
+def _shipped_candidates(p: Path) -> list[Path]:
+    """Where a relative config path can name a shipped preset: ``x.yaml`` or ``configs/x.yaml`` (``.yaml`` optional)."""
+    if p.is_absolute():
+        return []
+    candidates = [PACKAGE_CONFIGS / p]
+    if p.parts and p.parts[0] == "configs":
+        candidates.append(PACKAGE_CONFIGS.joinpath(*p.parts[1:]))
+    if p.suffix == "":
+        candidates += [c.with_suffix(".yaml") for c in list(candidates)]
+    return candidates
+
+
+def _resolve_base(base: str, parent: Path) -> Path:
+    """A ``_base_`` entry of ``parent``: relative to ``parent``'s folder first, then a shipped preset."""
+    local = (parent.parent / base).resolve()
+    if local.is_file():
+        return local
+    tried = [local]
+    for c in _shipped_candidates(Path(base)):
+        if c.is_file():
+            return c.resolve()
+        tried.append(c)
+    near = _closest_presets(base, n=3)
+    raise ConfigError(
+        f"{parent}: _base_ file {base!r} not found; looked at " + ", ".join(str(t) for t in dict.fromkeys(tried))
+        + f". A _base_ path is relative to the file, or names a shipped preset (e.g. synthcc/bm.yaml)."
+        + (f" Closest shipped presets: {', '.join(near)}" if near else "")
     )
 
 
@@ -75,13 +119,15 @@ def _read_yaml(path: Path) -> dict:
 
 
 def load_yaml_with_bases(path: str | os.PathLike, _stack: tuple[Path, ...] = ()) -> DictConfig:
-    """Load a YAML file, merging its ``_base_`` file(s) first (paths relative to the file)."""
+    """Load a YAML file, merging its ``_base_`` file(s) first, in order (a later base and the file itself win).
+
+    A ``_base_`` entry is a path relative to the file; if no such file exists, a shipped preset
+    (``synthcc/bm.yaml`` or ``configs/synthcc/bm.yaml``).
+    """
     p = resolve_config_path(path) if not _stack else Path(path).resolve()
     if p in _stack:
         chain = " -> ".join(str(s) for s in (*_stack, p))
         raise ConfigError(f"_base_ cycle: {chain}")
-    if not p.is_file():
-        raise ConfigError(f"{_stack[-1] if _stack else p}: _base_ file {p} does not exist")
     data = _read_yaml(p)
     bases = data.pop("_base_", [])
     if isinstance(bases, str):
@@ -90,8 +136,50 @@ def load_yaml_with_bases(path: str | os.PathLike, _stack: tuple[Path, ...] = ())
         raise ConfigError(f"{p}: _base_ must be a path or a list of paths")
     merged = OmegaConf.create({})
     for b in bases:
-        merged = OmegaConf.merge(merged, load_yaml_with_bases(p.parent / b, (*_stack, p)))
+        merged = OmegaConf.merge(merged, load_yaml_with_bases(_resolve_base(b, p), (*_stack, p)))
     return OmegaConf.merge(merged, OmegaConf.create(data))
+
+
+def schema_keys(schema: type) -> list[dict[str, Any]]:
+    """Every key of a dataclass schema (nested sections flattened to ``section.key``) with its type, default and the
+    comment next to its field in the source (``rlq presets --keys`` prints these)."""
+    import dataclasses
+    import inspect
+    import re
+    import typing
+
+    def comments(cls: type) -> dict[str, str]:
+        try:
+            src = inspect.getsource(cls)
+        except (OSError, TypeError):  # pragma: no cover - no source (frozen app)
+            return {}
+        found = {}
+        for line in src.splitlines():
+            m = re.match(r"\s+(\w+)\s*:[^#]*#\s*(.*)$", line)
+            if m:
+                found[m.group(1)] = m.group(2).strip()
+        return found
+
+    def walk(cls: type, prefix: str) -> list[dict[str, Any]]:
+        hints = typing.get_type_hints(cls)
+        notes = comments(cls)
+        rows: list[dict[str, Any]] = []
+        for f in dataclasses.fields(cls):
+            t = hints.get(f.name, f.type)
+            if dataclasses.is_dataclass(t):
+                rows += walk(t, f"{prefix}{f.name}.")
+                continue
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                default = f.default_factory()  # type: ignore[misc]
+            else:  # pragma: no cover - every field has a default
+                default = None
+            name = t.__name__ if typing.get_origin(t) is None and isinstance(t, type) else str(t).replace("typing.", "")
+            rows.append({"key": prefix + f.name, "type": name, "default": default, "help": notes.get(f.name, "")})
+        return rows
+
+    return walk(schema, "")
 
 
 def _explain(e: OmegaConfBaseException, source: str) -> ConfigError:
@@ -99,7 +187,7 @@ def _explain(e: OmegaConfBaseException, source: str) -> ConfigError:
     msg = str(e).split("\n")[0]
     hint = ""
     if "Key '" in msg and "not in" in msg:
-        hint = " (unknown key: check the spelling; `rlq train --help` lists the sections)"
+        hint = " (unknown key: check the spelling; `rlq presets --keys` lists every key with its default)"
     return ConfigError(f"{source}: invalid config{f' at {key!r}' if key else ''}: {msg}{hint}")
 
 

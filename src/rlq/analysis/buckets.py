@@ -30,6 +30,7 @@ __all__ = [
     "bucket_metrics",
     "protocol_bucket_metrics",
     "plot_buckets",
+    "bucket_panels",
     "buckets_markdown",
     "SIZE_BUCKETS",
 ]
@@ -199,35 +200,66 @@ def protocol_bucket_metrics(
     return out
 
 
+#: Most buckets side by side in one panel of :func:`plot_buckets`; more wrap onto the next row.
+MAX_BUCKET_COLUMNS = 8
+#: What tables and pictures show for a bucket without a valid query (instead of nan).
+EMPTY = "\u2013"
+
+
+def bucket_panels(results: Mapping[str, Mapping[str, Any]], evaluations: Sequence[str] | None = None,
+                  max_columns: int = MAX_BUCKET_COLUMNS) -> list[tuple[str, list[str]]]:
+    """The panels of :func:`plot_buckets`, top to bottom: (evaluation, its buckets), at most ``max_columns`` buckets
+    per panel (an evaluation with more buckets continues on the next row), so the figure fits a screen."""
+    if max_columns < 1:
+        raise ConfigError(f"max_columns must be >= 1, got {max_columns}")
+    evs = list(evaluations or results)
+    missing = [e for e in evs if e not in results]
+    if missing:
+        raise ConfigError(f"plot_buckets: evaluation(s) {missing} are not in the results {list(results)}")
+    return [(ev, list(results[ev]["order"][i:i + max_columns]))
+            for ev in evs for i in range(0, max(1, len(results[ev]["order"])), max_columns)]
+
+
 def plot_buckets(results: Mapping[str, Mapping[str, Any]], out_png: str | os.PathLike, *,
-                 evaluations: Sequence[str] | None = None, title: str = "") -> Path:
-    """Grouped bars of R1 and mAP (%) per bucket for each evaluation of :func:`protocol_bucket_metrics`; PNG."""
+                 evaluations: Sequence[str] | None = None, title: str = "",
+                 max_columns: int = MAX_BUCKET_COLUMNS) -> Path:
+    """Grouped bars of R1 and mAP (%) per bucket for each evaluation of :func:`protocol_bucket_metrics`; PNG.
+
+    One panel per row (:func:`bucket_panels`: at most ``max_columns`` buckets each); a bucket without a valid
+    query shows "\u2013" instead of bars."""
     try:
         from matplotlib.figure import Figure
     except ImportError:  # pragma: no cover - optional extra
         raise ConfigError("plotting needs matplotlib; install the 'viz' extra: pip install 'rlq[viz]'") from None
-    evs = list(evaluations or results)
-    if not evs:
+    panels = bucket_panels(results, evaluations, max_columns)
+    if not panels:
         raise ConfigError("plot_buckets: no results to plot")
-    fig = Figure(figsize=(max(4.0, 1.1 * len(results[evs[0]]["order"]) + 1.5) * len(evs), 3.6), dpi=100)
-    for i, ev in enumerate(evs):
+    widest = max(len(names) for _, names in panels)
+    fig = Figure(figsize=(max(4.0, 1.1 * widest + 1.5), 0.4 + 2.9 * len(panels)), dpi=100)
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
+    seen: set[str] = set()
+    for ax, (ev, names) in zip(axes, panels):
         r = results[ev]
         mode = r["modes"][0]
-        names = r["order"]
         x = np.arange(len(names))
         r1 = [100 * r["buckets"][b]["results"][mode]["rank1"] for b in names]
         mp = [100 * r["buckets"][b]["results"][mode]["mAP"] for b in names]
-        ax = fig.add_subplot(1, len(evs), i + 1)
         ax.bar(x - 0.2, r1, width=0.4, label="R1")
         ax.bar(x + 0.2, mp, width=0.4, label="mAP")
+        for xi, v in zip(x, r1):
+            if v != v:  # no valid query in this bucket
+                ax.text(xi, 2, EMPTY, ha="center", va="bottom", fontsize=9)
         ax.set_xticks(x, [f"{b}\n(n={r['buckets'][b]['num_queries']})" for b in names], fontsize=7)
-        ax.set_title(ev, fontsize=10)
+        ax.set_xlim(-0.6, max(len(names), widest) - 0.4)  # equal bar widths on every row
+        ax.set_ylim(0, 100)
+        ax.set_title(ev if ev not in seen else f"{ev} (continued)", fontsize=9)
+        seen.add(ev)
         ax.set_ylabel("%", fontsize=8)
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper right")
     if title:
         fig.suptitle(title, fontsize=9)
-        fig.tight_layout(rect=(0, 0, 1, 0.92))
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     else:
         fig.tight_layout()
     return save_figure(fig, out_png)
@@ -238,7 +270,7 @@ def buckets_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
     lines: list[str] = []
 
     def pct(v: float) -> str:
-        return "nan" if v != v else f"{100 * v:.1f}"
+        return EMPTY if v != v else f"{100 * v:.1f}"
 
     for ev, r in results.items():
         mode = r["modes"][0]

@@ -27,7 +27,7 @@ from rlq.lq.severity import SEVERITY_ARTIFACTS, SEVERITY_GRID
 
 from .robustness import degrade_transform, level_skip_reason
 
-__all__ = ["lq_cluster_diagnostics", "lq_cluster_metrics", "nearest_neighbours", "plot_tsne", "draw_lq_plan",
+__all__ = ["lq_cluster_diagnostics", "lq_cluster_metrics", "nearest_neighbours", "plot_tsne", "tsne_title", "draw_lq_plan",
            "lq_clusters_markdown"]
 
 logger = logging.getLogger(__name__)
@@ -146,13 +146,14 @@ def lq_cluster_diagnostics(
     out_png: str | os.PathLike | None = None,
     max_tsne_points: int = 1000,
     progress: bool = False,
+    model_name: str | None = None,
 ) -> dict[str, Any]:
     """Extract HQ and LQ features of ``paths`` and return :func:`lq_cluster_metrics` plus how LQ was made.
 
     ``artifact_mix``: a dataset name / :class:`LQMix` (one training artifact per image, drawn with
     :func:`draw_lq` from ``default_rng(seed)`` and applied with ``synthesize_batch`` to the test-resized
     image), or ``(artifact, level)`` of :data:`SEVERITY_GRID` (``degrade_batch``). With ``tsne`` and
-    ``out_png`` a t-SNE PNG is written (``result["tsne_png"]``).
+    ``out_png`` a t-SNE PNG is written (``result["tsne_png"]``), titled with ``model_name`` (``result["tsne_title"]``).
     """
     paths = list(paths)
     n = len(paths)
@@ -189,8 +190,18 @@ def lq_cluster_diagnostics(
     lq = extract(transform, "extract LQ")
     out = {**lq_cluster_metrics(hq, lq, pids, seed=seed), **info}
     if tsne and out_png is not None:
-        out["tsne_png"] = str(plot_tsne(hq, lq, out_png, seed=seed, max_points=max_tsne_points))
+        lq_text = (f"{info['lq']['artifact']} level {info['lq']['level']}" if info["lq"]["kind"] == "severity"
+                   else f"{info['lq']['mix']} training mix")
+        out["tsne_title"] = tsne_title(model_name, lq_text, seed)
+        out["tsne_png"] = str(plot_tsne(hq, lq, out_png, seed=seed, max_points=max_tsne_points, title=out["tsne_title"]))
     return out
+
+
+def tsne_title(model_name: str | None, lq_text: str | None = None, seed: int = 0) -> str:
+    """Title of the t-SNE picture: which model, how the LQ copies were made, the seed."""
+    head = f"{model_name}: " if model_name else ""
+    how = f"; LQ = {lq_text}" if lq_text else ""
+    return f"{head}t-SNE of HQ (blue) and LQ (red) features{how} (seed {seed})"
 
 
 def plot_tsne(
@@ -228,7 +239,7 @@ def plot_tsne(
     ax.set_xticks([])
     ax.set_yticks([])
     ax.legend(fontsize=8, loc="best")
-    ax.set_title(title or f"t-SNE of HQ and LQ features (seed {seed})", fontsize=9)
+    ax.set_title(title or tsne_title(None, None, seed), fontsize=9, wrap=True)
     fig.tight_layout()
     return save_figure(fig, out_png)
 

@@ -160,8 +160,9 @@ def rank_list_figure(
     chosen, order_text = _choose(order, per_query, query_indices, num_queries, seed, label)
     junk_text = ("grey = junk (same identity, same camera or clothes rule), shown" if show_junk
                  else "junk (same identity, same camera or clothes rule) removed, as in the evaluation")
-    legend = f"border: green = correct match, red = wrong identity; {junk_text}"
-    key_text = "captions: #rank, id = identity, c = camera, o = clothes id, d = distance (-cosine); query: AP under the rule"
+    legend = f"border: blue = the query (first column), green = correct match, red = wrong identity; {junk_text}"
+    key_text = ("captions: #rank, id = identity, c = camera, o = clothes id, d = distance (-cosine); "
+                "query: its AP (%) under the rule")
     rows: list[dict[str, Any]] = []
     d_rows = _distance_rows(chosen, distances, query_feats, gallery_feats) if chosen else np.zeros((0, len(gs)))
     for r, qi in enumerate(chosen):
@@ -211,7 +212,7 @@ def rank_list_figure(
     for r, row in enumerate(rows):
         y = head_h + r * row_h
         q = qs[row["query_index"]]
-        ap_txt = "AP n/a" if row["ap"] is None else f"AP {100 * row['ap']:.1f}"
+        ap_txt = row["ap_text"] = "AP n/a" if row["ap"] is None else f"AP {100 * row['ap']:.1f}%"
         row["query_box"] = cell(_PAD, y, q, "query", _caption(q, f"query id{q.pid}", ap_txt))
         for k, c in enumerate(row["cells"]):
             g = gs[c["gallery_index"]]
@@ -372,6 +373,10 @@ def gender_awareness(
     return res
 
 
+def _pct(x: float) -> str:
+    return "\u2013" if x != x else f"{100 * x:.1f}"  # undefined (e.g. no mistake to score): a dash, not nan
+
+
 def gender_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
     """A markdown table of :func:`gender_awareness` results per evaluation."""
     lines = ["Among top-1 mistakes (top-1 identity != query identity): truth = the query's gender, prediction = the "
@@ -381,8 +386,9 @@ def gender_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         rule = r.get("junk_rule") or "no"
+        pct = [_pct(r[k]) for k in ("f1", "precision", "recall", "accuracy")]
         lines.append(f"| {name} | {rule} | {r['num_queries']} | {r['num_mistakes']} ({r['num_evaluated']}) | "
-                     f"{100 * r['f1']:.1f} | {100 * r['precision']:.1f} | {100 * r['recall']:.1f} | {100 * r['accuracy']:.1f} |")
+                     + " | ".join(pct) + " |")
     return "\n".join(lines)
 
 

@@ -157,7 +157,8 @@ def demo_analysis(
         for m, model in models.items():
             png = figs / f"tsne_{m}.png" if (plots and m in tsne_for) else None
             lqc[m] = lq_cluster_diagnostics(model, [s.path for s in gal], [s.pid for s in gal], artifact_mix=ds.name,
-                                            seed=seed, tsne=png is not None, out_png=png, max_tsne_points=800, **common)
+                                            seed=seed, tsne=png is not None, out_png=png, max_tsne_points=800,
+                                            model_name=m, **common)
             if png is not None:
                 figures[f"tsne_{m}"] = f"figures/{png.name}"
         numbers["lq_clusters"] = lqc

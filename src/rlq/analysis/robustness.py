@@ -218,6 +218,12 @@ def plot_robustness(
     evaluation: str | None = None,
 ) -> Path:
     """One subplot per artifact, one curve per model (``metric`` in % against severity level); PNG written atomically."""
+    return save_figure(robustness_figure(results_by_model, metric, evaluation), out_png)
+
+
+def robustness_figure(results_by_model: Mapping[str, Mapping[str, Any]], metric: str = "rank1",
+                      evaluation: str | None = None) -> Any:
+    """The matplotlib Figure of :func:`plot_robustness` (the legend sits below the subplots, outside the data)."""
     try:
         from matplotlib.figure import Figure
     except ImportError:  # pragma: no cover - optional extra
@@ -254,10 +260,15 @@ def plot_robustness(
     fig.suptitle(f"{ROBUSTNESS_PROTOCOL}; degraded: {'queries only' if applied == 'query' else 'queries and gallery'}",
                  fontsize=9)
     handles, labels = fig.axes[0].get_legend_handles_labels()
+    bottom = 0.0
     if handles:
-        fig.axes[-1].legend(handles, labels, fontsize=7, loc="best")
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    return save_figure(fig, out_png)
+        # Below the subplots, outside every axes, so that no curve is hidden (one row per 5 models).
+        ncol = min(len(labels), 5)
+        n_rows = -(-len(labels) // ncol)
+        bottom = min(0.4, (0.07 * n_rows + 0.03) * 3.6 / fig.get_figheight())
+        fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, bottom, 1, 0.93))
+    return fig
 
 
 def robustness_markdown(results_by_model: Mapping[str, Mapping[str, Any]], evaluation: str | None = None) -> str:
@@ -281,7 +292,7 @@ def robustness_markdown(results_by_model: Mapping[str, Mapping[str, Any]], evalu
 
 
 def _pct(x: float) -> str:
-    return "nan" if x != x else f"{100 * x:.1f}"
+    return "\u2013" if x != x else f"{100 * x:.1f}"  # no valid query: a dash, not nan
 
 
 # -- the authors' LQ test protocol (`--LR-MODE/--LR-TYPE`), beside rlq's own grid ------------------------------------

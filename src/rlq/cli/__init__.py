@@ -21,6 +21,7 @@ from . import estimate as _estimate  # noqa: F401,E402
 from . import analysis as _analysis  # noqa: F401,E402
 from . import deploy as _deploy  # noqa: F401,E402
 from . import compare as _compare  # noqa: F401,E402
+from . import official as _official  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 

@@ -234,7 +234,8 @@ def lq_clusters_cmd(
     res = lq_cluster_diagnostics(model, [s.path for s in samples], [s.pid for s in samples],
                                  artifact_mix=_parse_mix(mix, dataset), seed=seed, height=hw[0], width=hw[1], device=dev,
                                  batch_size=batch_size, workers=workers, ranges=ranges, amp_dtype=amp, tsne=png is not None,
-                                 out_png=png, max_tsne_points=tsne_points, progress=True)
+                                 out_png=png, max_tsne_points=tsne_points, progress=True,
+                                 model_name=f"{Path(checkpoint).name or checkpoint} ({state.get('method')})")
     res = {**_ckpt_info(state), "dataset": dataset, "split": split, **res}
     atomic_write_json(out_dir / "lq_clusters.json", res)
     md = lq_clusters_markdown({Path(checkpoint).name or str(checkpoint): res})
@@ -245,14 +246,25 @@ def lq_clusters_cmd(
     _done(out_dir, [out_dir / "lq_clusters.json", *images.values(), report])
 
 
+def _default_gender_csv(dataset: str, root: Path) -> Path:
+    """SynthCC writes its test gender CSV itself; other datasets need --gender-csv."""
+    from ..data.synth import is_synthcc_root
+
+    if is_synthcc_root(root) and (root / "SynthCC_test_Gender.csv").is_file():
+        return root / "SynthCC_test_Gender.csv"
+    raise typer.BadParameter(f"--gender-csv is required for {dataset} (the test gender CSV in the authors' format, "
+                             "e.g. annotations/LTCC_test_Gender.csv); only SynthCC ships its own")
+
+
 @analyze_app.command("gender")
 def gender_cmd(
-    checkpoint: Path = typer.Argument(..., help=_CKPT_HELP),
+    checkpoints: List[Path] = typer.Argument(..., help=f"{_CKPT_HELP} Several give one group of bars each."),
     dataset: str = _opt_dataset(),
     root: Path = _opt_root(),
-    gender_csv: Path = typer.Option(..., "--gender-csv", help="Test gender CSV in the authors' format "
-                                    "(Category,ID,Gender; e.g. LTCC_test_Gender.csv)."),
     out_dir: Path = _opt_out(),
+    gender_csv: Optional[Path] = typer.Option(None, "--gender-csv", help="Test gender CSV in the authors' format "
+                                              "(Category,ID,Gender; e.g. LTCC_test_Gender.csv). Default on SynthCC: "
+                                              "its SynthCC_test_Gender.csv."),
     categories: Optional[str] = typer.Option(None, help="Only rows of these categories (comma list; default: all)."),
     keep_junk: bool = typer.Option(False, "--keep-junk", help="Take the top-1 over the whole gallery (default: delete "
                                    "the query's junk first, as the evaluation does)."),
@@ -264,30 +276,38 @@ def gender_cmd(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
 ) -> None:
-    """Gender awareness: F1 of the female class among top-1 mistakes, per evaluation (paper Fig. 8 right)."""
+    """Gender awareness: F1 of the female class among top-1 mistakes, per evaluation and checkpoint (paper Fig. 8 right)."""
     from ..analysis.ranklist import gender_awareness, gender_markdown, load_test_gender, plot_gender
     from ..analysis.report import write_report
     from ..io import atomic_write_json
 
-    model, state, hw, ds, proto, dev, amp = _setup(checkpoint, dataset, root, device, prefer, height, width, protocol)
-    feats = _extract(model, ds, proto.split_names, hw, dev, amp, batch_size, workers)
+    gender_csv = gender_csv or _default_gender_csv(dataset, root)
     cats = [c.strip() for c in categories.split(",")] if categories else None
-    all_samples = [s for n in proto.split_names for s in ds.split(n)]
-    gmap, cover = load_test_gender(gender_csv, all_samples, cats)
-    res = {}
-    for spec in proto.specs:
-        (qf, qs), (gf, gs) = feats[spec.query], feats[spec.gallery]
-        junk = {} if keep_junk else dict(q_camids=[s.camid for s in qs], g_camids=[s.camid for s in gs],
-                                         q_clothes_ids=[s.clothes_id for s in qs], g_clothes_ids=[s.clothes_id for s in gs],
-                                         mode=spec.mode)
-        res[spec.name] = gender_awareness(qf, gf, [s.pid for s in qs], [s.pid for s in gs], gmap, **junk)
+    models: dict[str, dict] = {}
+    cover: dict = {}
+    for name, ck in zip(_names(checkpoints), checkpoints):
+        model, state, hw, ds, proto, dev, amp = _setup(ck, dataset, root, device, prefer, height, width, protocol)
+        if not cover:
+            all_samples = [s for n in proto.split_names for s in ds.split(n)]
+            gmap, cover = load_test_gender(gender_csv, all_samples, cats)
+        feats = _extract(model, ds, proto.split_names, hw, dev, amp, batch_size, workers)
+        res = {}
+        for spec in proto.specs:
+            (qf, qs), (gf, gs) = feats[spec.query], feats[spec.gallery]
+            junk = {} if keep_junk else dict(q_camids=[s.camid for s in qs], g_camids=[s.camid for s in gs],
+                                             q_clothes_ids=[s.clothes_id for s in qs],
+                                             g_clothes_ids=[s.clothes_id for s in gs], mode=spec.mode)
+            res[spec.name] = gender_awareness(qf, gf, [s.pid for s in qs], [s.pid for s in gs], gmap, **junk)
+        models[name] = {**_ckpt_info(state), "results": res}
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {**_ckpt_info(state), "dataset": dataset, "gender_csv": str(gender_csv), "coverage": cover, "results": res}
+    payload = {"dataset": dataset, "gender_csv": str(gender_csv), "coverage": cover, "models": models}
     atomic_write_json(out_dir / "gender.json", payload)
     images = {}
+    several = len(models) > 1
+    flat = {(f"{m}: {e}" if several else e): r for m, v in models.items() for e, r in v["results"].items()}
     if _have_matplotlib():
-        images["gender of top-1 mistakes"] = plot_gender(res, out_dir / "gender.png")
-    md = gender_markdown(res) + f"\n\nGender known for {cover['num_with_gender']} of {cover['num_ids']} test identities."
+        images["gender of top-1 mistakes"] = plot_gender(flat, out_dir / "gender.png")
+    md = gender_markdown(flat) + f"\n\nGender known for {cover['num_with_gender']} of {cover['num_ids']} test identities."
     out.print(md)
     report = write_report(out_dir, {"Gender awareness": md}, images, title="rlq analysis: gender of mistakes",
                           numbers={"gender": payload})

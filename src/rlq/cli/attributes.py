@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from ._common import gender_app, lq_app, out, poses_app
+
+
+_DATASET_HELP = "Dataset name (ltcc, prcc, last, deepchange, celebreid, synthcc, manifest, ...)."
+
+
+def _words(values: List[str]) -> list[str]:
+    """Repeated options and comma lists alike: ["a,b", "c"] -> ["a", "b", "c"]."""
+    return [w.strip() for v in values for w in v.split(",") if w.strip()]
+
+
+def _int_list(values: List[str], what: str) -> list[int]:
+    try:
+        return [int(w) for w in _words(values)]
+    except ValueError:
+        raise typer.BadParameter(f"{what} takes integers (repeat the option or give a comma list), got {values}") from None
 
 
 def _train(name: str, root: Path, split: str):
@@ -24,8 +39,10 @@ def poses_cluster(
     keypoints: Path = typer.Option(..., "--keypoints", "-k", help="AlphaPose results: a tree mirroring the dataset "
                                    "(<dir>/<leaf folder>/alphapose-results.json), one JSON, or COCO keypoint annotations."),
     out_csv: Path = typer.Option(Path("pose_clusters.csv"), "--out", "-o", help="CSV in the authors' layout."),
-    k: str = typer.Option("15", "--k", help="K, or a comma list (e.g. 5,10,15,...,40 for every column the authors ship)."),
-    kinds: str = typer.Option("R_LA", help="Vector kinds: R_LA (paper), R_A, R_LAC; comma list."),
+    k: List[str] = typer.Option(["15"], "--k", help="K; repeat (--k 5 --k 15) or give a comma list (5,10,...,40: "
+                                "every column the authors ship)."),
+    kind: List[str] = typer.Option(["R_LA"], "--kind", help="Vector kind: R_LA (paper), R_A or R_LAC; repeat or comma list."),
+    kinds_old: Optional[str] = typer.Option(None, "--kinds", hidden=True, help="Old spelling of --kind."),
     split: str = typer.Option("train", help="Split to cluster (fit on train only for training labels, docs/method.md §3.4)."),
     seed: int = typer.Option(0, help="K-means random_state (§3.4: 0)."),
     score_threshold: Optional[float] = typer.Option(None, help="Treat detections below this score as no pose (default: none, as the spec)."),
@@ -34,8 +51,10 @@ def poses_cluster(
     from ..attributes.pose_io import cluster_dataset_poses
 
     ds, samples = _train(dataset, root, split)
-    hist = cluster_dataset_poses(root, samples, keypoints, out_csv, ks=[int(x) for x in k.split(",")],
-                                 kinds=kinds.split(","), seed=seed, score_threshold=score_threshold, category=split)
+    kinds = _words([kinds_old] if kinds_old else kind)
+    hist = cluster_dataset_poses(root, samples, keypoints, out_csv, ks=_int_list(k, "--k"),
+                                 kinds=kinds, seed=seed, score_threshold=score_threshold, category=split)
+    out.print("images per label (label 0 = no pose detected):")
     for col, h in hist.items():
         out.print(f"{col}: " + ", ".join(f"{lab}: {n}" for lab, n in sorted(h.items())))
     out.print(f"wrote {out_csv} ({len(samples)} images; train with data.pose_csv={out_csv})")
@@ -43,13 +62,15 @@ def poses_cluster(
 
 @poses_app.command("sweep")
 def poses_sweep(
-    dataset: str = typer.Option(..., "--dataset", "-d"),
-    root: Path = typer.Option(..., "--root", "-r"),
+    dataset: str = typer.Option(..., "--dataset", "-d", help=_DATASET_HELP),
+    root: Path = typer.Option(..., "--root", "-r", help="Dataset root."),
     keypoints: Path = typer.Option(..., "--keypoints", "-k", help="AlphaPose tree / JSON, or COCO keypoints."),
-    out_dir: Path = typer.Option(Path("pose_sweep"), "--out", "-o"),
-    ks: str = typer.Option("5,10,15,20,25,30,35,40", help="K values to try (the paper sweeps 5..40)."),
-    kind: str = typer.Option("R_LA"),
-    seed: int = typer.Option(0),
+    out_dir: Path = typer.Option(Path("pose_sweep"), "--out", "-o", help="Output folder (sweep.json, sweep.png)."),
+    k: List[str] = typer.Option(["5,10,15,20,25,30,35,40"], "--k", help="K values to try; repeat or comma list "
+                                "(the paper sweeps 5..40)."),
+    ks_old: Optional[str] = typer.Option(None, "--ks", hidden=True, help="Old spelling of --k."),
+    kind: str = typer.Option("R_LA", "--kind", help="Vector kind: R_LA (paper), R_A or R_LAC."),
+    seed: int = typer.Option(0, help="K-means random_state (§3.4: 0)."),
 ) -> None:
     """Cluster quality (silhouette, Calinski-Harabasz, inertia) for K in 5..40, as JSON and a plot."""
     from ..attributes.pose import detection_vectors, plot_sweep, sweep_k
@@ -59,7 +80,7 @@ def poses_sweep(
     ds, samples = _train(dataset, root, "train")
     dets = sample_detections(root, samples, keypoints)
     vecs, _ = detection_vectors(dets, image_sizes(samples), [s.key for s in samples], kind=kind)
-    res = sweep_k(vecs, ks=[int(x) for x in ks.split(",")], seed=seed)
+    res = sweep_k(vecs, ks=_int_list([ks_old] if ks_old else k, "--k"), seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "sweep.json", res)
     plot_sweep(res, out_dir / "sweep.png")
@@ -70,15 +91,15 @@ def poses_sweep(
 
 @poses_app.command("sheet")
 def poses_sheet(
-    dataset: str = typer.Option(..., "--dataset", "-d"),
-    root: Path = typer.Option(..., "--root", "-r"),
+    dataset: str = typer.Option(..., "--dataset", "-d", help=_DATASET_HELP),
+    root: Path = typer.Option(..., "--root", "-r", help="Dataset root."),
     clusters: Path = typer.Option(..., "--clusters", "-c", help="Pose-cluster CSV (ours or the authors')."),
     column: str = typer.Option("R_LA_15", help="Label column."),
-    out_png: Path = typer.Option(Path("pose_clusters.png"), "--out", "-o"),
+    out_png: Path = typer.Option(Path("pose_clusters.png"), "--out", "-o", help="Output PNG."),
     per_cluster: int = typer.Option(8, help="Images per cluster row."),
     keypoints: Optional[Path] = typer.Option(None, help="Draw the skeleton from these keypoints (AlphaPose tree / JSON)."),
-    split: str = typer.Option("train"),
-    seed: int = typer.Option(0),
+    split: str = typer.Option("train", help="Split whose images to show."),
+    seed: int = typer.Option(0, help="Seed of the images picked per cluster."),
 ) -> None:
     """A contact sheet of images per pose cluster (paper Figures 16-18), one row per cluster."""
     from ..attributes.pose_io import sample_detections
@@ -101,12 +122,12 @@ def poses_sheet(
 
 @gender_app.command("sheet")
 def gender_sheet_cmd(
-    dataset: str = typer.Option(..., "--dataset", "-d"),
-    root: Path = typer.Option(..., "--root", "-r"),
-    out_dir: Path = typer.Option(Path("gender_sheet"), "--out", "-o"),
+    dataset: str = typer.Option(..., "--dataset", "-d", help=_DATASET_HELP),
+    root: Path = typer.Option(..., "--root", "-r", help="Dataset root."),
+    out_dir: Path = typer.Option(Path("gender_sheet"), "--out", "-o", help="Output folder (HTML pages + CSV template)."),
     split: str = typer.Option("train", help="Split whose identities to label."),
     per_id: int = typer.Option(6, help="Thumbnails per identity."),
-    ids_per_page: int = typer.Option(20),
+    ids_per_page: int = typer.Option(20, help="Identities per HTML page."),
     existing: Optional[Path] = typer.Option(None, help="Prefill from an existing gender CSV."),
 ) -> None:
     """HTML pages of identities to label by hand, plus a CSV template `Category,ID,Gender` to fill in."""
@@ -122,10 +143,10 @@ def gender_sheet_cmd(
 @lq_app.command("preview")
 def lq_preview(
     images: Path = typer.Option(..., "--images", "-i", help="A folder of person images (searched recursively)."),
-    out_png: Path = typer.Option(Path("lq_preview.png"), "--out", "-o"),
+    out_png: Path = typer.Option(Path("lq_preview.png"), "--out", "-o", help="Output PNG."),
     n: int = typer.Option(4, help="How many images (rows)."),
     levels: str = typer.Option("1,2,3,4", help="Severity levels to show."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Seed of the image choice and the random LQ parameters."),
 ) -> None:
     """Each artifact (pixelation, out-of-focus, motion blur, JPEG) at several severities (paper Figure 14)."""
     import random

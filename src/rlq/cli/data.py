@@ -1,7 +1,8 @@
-"""Data commands: `rlq synth`, `rlq check-data`, `rlq evaluate`, `rlq presets`."""
+"""Data commands: `rlq synth`, `rlq check-data`, `rlq presets` (and the deprecated `rlq evaluate`)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -28,10 +29,29 @@ def synth(
     out.print(f"preview: {out_dir / 'preview.png'}; check it with `rlq check-data synthcc {out_dir}`")
 
 
+def _name_and_root(name: Optional[str], root: Optional[Path], dataset_opt: Optional[str],
+                   root_opt: Optional[Path]) -> tuple[str, Path]:
+    """check-data takes `NAME ROOT` (positional, as before) or `-d NAME -r ROOT` (as every other command)."""
+    if dataset_opt is not None and name is not None and root is None and root_opt is None:
+        name, root = None, Path(name)  # `check-data -d NAME ROOT`
+    if name is not None and dataset_opt is not None and name != dataset_opt:
+        raise typer.BadParameter(f"two dataset names: {name!r} and -d {dataset_opt!r}; give one")
+    if root is not None and root_opt is not None and root != root_opt:
+        raise typer.BadParameter(f"two roots: {root} and -r {root_opt}; give one")
+    name, root = name or dataset_opt, root or root_opt
+    if name is None or root is None:
+        raise typer.BadParameter("give the dataset and its root: `rlq check-data -d NAME -r ROOT` (or `NAME ROOT`)")
+    return name, root
+
+
 @app.command("check-data")
 def check_data_cmd(
-    name: str = typer.Argument(..., help="ltcc, prcc, last, deepchange, celebreid, vcclothes, synthcc or manifest."),
-    root: Path = typer.Argument(..., help="Dataset root (the top folder of its tree; for `manifest`: the CSV file)."),
+    name: Optional[str] = typer.Argument(None, metavar="NAME", help="ltcc, prcc, last, deepchange, celebreid, vcclothes, "
+                                         "synthcc or manifest (or -d NAME, as in the other commands)."),
+    root: Optional[Path] = typer.Argument(None, metavar="ROOT", help="Dataset root (the top folder of its tree; for "
+                                          "`manifest`: the CSV file) (or -r ROOT)."),
+    dataset_opt: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name (instead of NAME)."),
+    root_opt: Optional[Path] = typer.Option(None, "--root", "-r", help="Dataset root (instead of ROOT)."),
     quick: bool = typer.Option(False, "--quick", help="Only read image headers instead of decoding every image."),
     no_images: bool = typer.Option(False, "--no-images", help="Do not open images at all (layout and names only)."),
     max_list: int = typer.Option(10, help="How many bad files to list before counting."),
@@ -42,6 +62,7 @@ def check_data_cmd(
     from ..data.check import check_data, format_report
     from ..data.datasets import canonical_name
 
+    name, root = _name_and_root(name, root, dataset_opt, root_opt)
     opts = {"camera_rule": camera_rule} if canonical_name(name) == "celebreid" else {}
     rep = check_data(name, root, verify_images=not no_images, full_decode=not quick, max_list=max_list, progress=True, **opts)
     out.print(format_report(rep), highlight=False, markup=False)
@@ -49,23 +70,12 @@ def check_data_cmd(
         raise typer.Exit(code=1)
 
 
-@app.command("evaluate")
-def evaluate_cmd(
-    features: Path = typer.Argument(..., help="Features file (.npz) written by `rlq extract`."),
-    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset whose protocol to apply."),
-    root: Optional[Path] = typer.Option(None, "--root", help="Only for `manifest` (its protocol lives next to the CSV)."),
-    protocol_name: str = typer.Option("test", "--protocol", help="test or val."),
-    max_rank: int = typer.Option(50, help="CMC length."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cpu)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
-    resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples of the queries for the 95 % intervals of R1 and mAP."),
-    ci_seed: int = typer.Option(0, "--ci-seed", help="Seed of the bootstrap resamples."),
-    quality_csv: Optional[Path] = typer.Option(None, "--quality-csv", help="Quality table (Category,Image,Artifact,Severity,Param, "
-                                               "e.g. SynthCC's quality.csv): adds clean / LQ query rows."),
-    per_query: Optional[Path] = typer.Option(None, "--per-query", help="Also write per-query results (.npz) here, for paired "
-                                             "comparisons (`rlq compare`)."),
-) -> None:
-    """Evaluate saved features with every mode of a dataset's protocol (CMC + mAP, CAL semantics, 95 % bootstrap intervals)."""
+def evaluate_features_cmd(features: Path, dataset: str, root: Optional[Path], protocol_name: str = "test",
+                          max_rank: int = 50, device: Optional[str] = None, json_out: Optional[Path] = None,
+                          resamples: int = 1000, ci_seed: int = 0, quality_csv: Optional[Path] = None,
+                          per_query: Optional[Path] = None) -> None:
+    """`rlq eval FEATURES.npz`: every mode of a dataset's protocol on saved features (CMC + mAP, CAL semantics,
+    95 % bootstrap intervals)."""
     from ..data.datasets import load_dataset, standard_protocols
     from ..data.side_tables import quality_groups
     from ..evaluation.bootstrap import ci_info
@@ -93,11 +103,57 @@ def evaluate_cmd(
         console.print(f"wrote {json_out}")
 
 
+@app.command("evaluate", hidden=True)
+def evaluate_cmd(
+    features: Path = typer.Argument(..., help="Features file (.npz) written by `rlq extract`."),
+    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset whose protocol to apply."),
+    root: Optional[Path] = typer.Option(None, "--root", "-r", help="Only for `manifest` (its protocol lives next to the CSV)."),
+    protocol_name: str = typer.Option("test", "--protocol", help="test or val."),
+    max_rank: int = typer.Option(50, help="CMC length."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cpu)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
+    resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples of the queries for the 95 % intervals of R1 and mAP."),
+    ci_seed: int = typer.Option(0, "--ci-seed", help="Seed of the bootstrap resamples."),
+    quality_csv: Optional[Path] = typer.Option(None, "--quality-csv", help="Quality table (Category,Image,Artifact,Severity,Param, "
+                                               "e.g. SynthCC's quality.csv): adds clean / LQ query rows."),
+    per_query: Optional[Path] = typer.Option(None, "--per-query", help="Also write per-query results (.npz) here, for paired "
+                                             "comparisons (`rlq compare`)."),
+) -> None:
+    """Deprecated: use `rlq eval FEATURES.npz --dataset NAME` (same options)."""
+    console.print("[yellow]`rlq evaluate` is deprecated: use `rlq eval FEATURES.npz --dataset NAME` "
+                  "(it takes a checkpoint, a run folder or a features file)[/yellow]")
+    evaluate_features_cmd(features, dataset, root, protocol_name, max_rank, device, json_out, resamples, ci_seed,
+                          quality_csv, per_query)
+
+
 @app.command("presets")
-def presets(filter_: Optional[str] = typer.Argument(None, metavar="FILTER", help="Only presets whose path contains this.")) -> None:
-    """List the shipped YAML presets (use with `rlq train --config configs/<preset>`)."""
+def presets(
+    filter_: Optional[str] = typer.Argument(None, metavar="FILTER", help="Only presets whose path contains this "
+                                            "(with --keys: only keys that contain it, e.g. tad or data.root)."),
+    keys: bool = typer.Option(False, "--keys", help="List every config key (section.key) with its type, default and "
+                              "meaning instead of the presets."),
+) -> None:
+    """List the shipped YAML presets (use with `rlq train --config configs/<preset>`), or with --keys every config key.
+
+    A preset names its parents in `_base_` (merged first, in order): a path relative to the file, or a shipped
+    preset such as `synthcc/bm.yaml`. Any key can be overridden on the command line: `rlq train ... train.epochs=5`.
+    """
     from ..config import PACKAGE_CONFIGS
 
+    if keys:
+        from ..config import schema_keys
+        from ..engine.spec import RunSpec
+
+        rows = [r for r in schema_keys(RunSpec) if not filter_ or filter_ in r["key"]]
+        if not rows:
+            raise typer.BadParameter(f"no config key contains {filter_!r}; `rlq presets --keys` lists them all")
+        width = max(len(r["key"]) for r in rows)
+        for r in rows:
+            default = r["default"] if isinstance(r["default"], str) else json.dumps(r["default"])
+            note = f"  # {r['help']}" if r["help"] else ""
+            out.print(f"{r['key']:{width}s} = {default!s:14s} ({r['type']}){note}", highlight=False, markup=False,
+                      soft_wrap=True)
+        return
     for p in sorted(PACKAGE_CONFIGS.rglob("*.yaml")):
         rel = p.relative_to(PACKAGE_CONFIGS).as_posix()
         if p.name.startswith("_") or rel.startswith(("_base_/", "datasets/", "methods/")) or (filter_ and filter_ not in rel):

@@ -37,7 +37,7 @@ def search_cmd(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON."),
     force: bool = typer.Option(False, "--force", help="Search even if the gallery was extracted with another checkpoint."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    batch_size: int = typer.Option(64, min=1),
+    batch_size: int = typer.Option(64, min=1, help="Query images per forward pass."),
 ) -> None:
     """Find the gallery images most similar to each query image (cosine similarity of §2.5 features).
 

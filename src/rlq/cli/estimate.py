@@ -38,7 +38,7 @@ def poses_estimate(
     min_confidence: float = typer.Option(0.3, help="mediapipe person-detection threshold."),
     min_height: int = typer.Option(256, help="Upscale shorter images to this height before inference (0: never)."),
     pad: float = typer.Option(0.2, help="Edge-replicated margin added on every side, as a fraction of the height."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     from ..attributes.estimators import estimate_poses_tree
     from ..errors import RlqError
@@ -71,7 +71,7 @@ def parse_estimate(
     pad: float = typer.Option(0.2, help="Edge-replicated margin added on every side, as a fraction of the height."),
     conf_threshold: float = typer.Option(0.3, help="Keypoints below this visibility count as missing."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Keep maps that already exist (resume)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     from ..attributes.estimators import estimate_parsing, list_images, require_mediapipe
     from ..errors import RlqError, SideInputError

@@ -1,4 +1,4 @@
-"""Training and model commands: `rlq train`, `rlq eval`, `rlq extract`, `rlq model-info`."""
+"""Training and model commands: `rlq train`, `rlq eval` (checkpoints and features), `rlq extract`, `rlq model-info`."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ def train(
 
     One process on CPU or one GPU; several GPUs with `torchrun --nproc_per_node N -m rlq.cli train ...`.
     Writes config.yaml, meta.json, metrics.jsonl, TensorBoard logs, checkpoints/ and results.json into `output`.
+    Config sections: method, preset, role, output, data.*, model.*, loss.*, optim.*, train.*, tad.*, eval.*;
+    `rlq presets --keys [SECTION]` lists every key with its default.
     """
     import dataclasses
 
@@ -87,9 +89,11 @@ def _pct_ci(m: dict, k: str) -> str:
 
 @app.command("eval")
 def eval_cmd(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint folder, or a run folder (uses checkpoints/best, else the newest)."),
+    checkpoint: Path = typer.Argument(..., help="Checkpoint folder, a run folder (uses checkpoints/best, else the newest), "
+                                      "or a features file (.npz from `rlq extract`)."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name (ltcc, prcc, last, deepchange, celebreid, vcclothes, synthcc, manifest)."),
-    root: Path = typer.Option(..., "--root", "-r", help="Dataset root (for `manifest`: the CSV file)."),
+    root: Optional[Path] = typer.Option(None, "--root", "-r", help="Dataset root (for `manifest`: the CSV file). "
+                                        "Required with a checkpoint; with a features file only for `manifest`."),
     split: str = typer.Option("test", "--protocol", help="Which protocol to run: test or val."),
     height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
     width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
@@ -113,7 +117,21 @@ def eval_cmd(
     per_query: Optional[Path] = typer.Option(None, "--per-query", help="Also write per-query results (.npz) here, for paired "
                                              "comparisons (`rlq compare`)."),
 ) -> None:
-    """Evaluate a checkpoint on a dataset's protocol (every mode it reports), with 95 % bootstrap intervals; clean, or under --lq."""
+    """Evaluate a checkpoint, or saved features (.npz), on a dataset's protocol (every mode it reports), with 95 %
+    bootstrap intervals; clean, or under --lq (the authors' LQ test protocol).
+
+    With a features file only --dataset, --root (manifest), --protocol, --device, --json and the interval
+    options apply.
+    """
+    if checkpoint.suffix == ".npz":  # saved features, detected by the path
+        from .data import evaluate_features_cmd
+
+        evaluate_features_cmd(checkpoint, dataset, root, split, device=None if device == "auto" else device,
+                              json_out=json_out, resamples=resamples, ci_seed=ci_seed, quality_csv=quality_csv,
+                              per_query=per_query)
+        return
+    if root is None:
+        raise typer.BadParameter("evaluating a checkpoint needs --root (the dataset's folder)")
     import torch
 
     from ..data.datasets import load_dataset
@@ -217,9 +235,9 @@ def extract_cmd(
     root: Optional[Path] = typer.Option(None, "--root", "-r", help="Dataset root."),
     images: Optional[Path] = typer.Option(None, "--images", help="A folder of images (searched recursively) instead of a dataset."),
     splits: Optional[str] = typer.Option(None, help="Comma-separated splits to extract (default: the test protocol's)."),
-    batch_size: int = typer.Option(128),
-    workers: int = typer.Option(2),
-    device: str = typer.Option("auto"),
+    batch_size: int = typer.Option(128, help="Extraction batch size."),
+    workers: int = typer.Option(2, help="Loader workers."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
 ) -> None:
     """Extract L2-normalised features (flip-summed, docs/method.md §2.5) for a dataset's splits or a folder of images."""
@@ -271,7 +289,7 @@ def model_info(
     method: str = typer.Option("bm", help="cal, bm, bm+g, bm+p, cap, tad or rlq."),
     num_ids: int = typer.Option(77, help="Train identities C (LTCC 77, PRCC 150, DeepChange 450, LaST 5000)."),
     pose_clusters: int = typer.Option(15, help="Pose clusters K (pose methods)."),
-    backbone: str = typer.Option("resnet50", help="resnet50, resnet34, resnet18, narrow or tiny."),
+    backbone: str = typer.Option("resnet50", help="resnet50, resnet34, resnet18, mobilenetv2, narrow or tiny."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Parameter counts per part, at inference, and as paper Table 9 counts them (docs/method.md §2.6)."""

@@ -146,16 +146,21 @@ def load_model_checkpoint(path: str | os.PathLike, *, device: str | torch.device
 
 
 def save_model_checkpoint(model: torch.nn.Module, out_dir: str | os.PathLike, *, input_size: tuple[int, int] = (384, 192),
-                          **meta: Any) -> Path:
+                          extra_tensors: dict[str, torch.Tensor] | None = None, **meta: Any) -> Path:
     """Write a weights-only checkpoint folder (safetensors + JSON + checksums) that `rlq eval`, `rlq export`
-    and :func:`load_model_checkpoint` read; ``meta`` goes into its state (e.g. role="teacher", dataset=...)."""
+    and :func:`load_model_checkpoint` read; ``meta`` goes into its state (e.g. role="teacher", dataset=...).
+    ``extra_tensors`` (names outside ``model.``, e.g. ``clothes.weight``) are stored alongside."""
     from .checkpoint import CheckpointManager
 
     out = Path(out_dir)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for k, v in (extra_tensors or {}).items():
+        if k.startswith("model."):
+            raise ValueError(f"extra tensor {k!r} would overwrite a model weight")
+        tensors[k] = v
     state = {"method": model.method, "model_args": model.build_kwargs, "input_size": list(input_size),
              "weights_only": True, **meta}
-    return CheckpointManager(out.parent, create=True)._save_dir(out, tensors, state)
+    return CheckpointManager._save_dir(out, tensors, state)  # no manager: it would create a stray checkpoints/ folder
 
 
 def load_teacher(path: str, *, force: bool, device: torch.device) -> torch.nn.Module:

@@ -475,8 +475,14 @@ def evaluate_features(
     *,
     modes: Sequence[str] | None = None,
     progress: bool = False,
+    rerank: Any = None,
+    rerank_form: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate with distance = -cos of L2-normalised features; same result as ``evaluate(-(qn @ gn.T))``.
+
+    ``rerank``: a :class:`~rlq.evaluation.rerank.RerankSettings` ranks by the k-reciprocal re-ranked
+    distance instead (each result then carries ``rerank``: its settings). ``rerank_form``: ``dense`` (the
+    exact (N x N) form), ``sparse`` (kNN graph, streamed) or ``auto`` (dense when it fits the budget).
 
     Features (numpy or torch, N x d) are normalised here (``F.normalize``, eps 1e-12) and never
     combined into a full query x gallery matrix: each query chunk's distances are built gallery block
@@ -492,6 +498,9 @@ def evaluate_features(
     dim = q.shape[1]
     labels = _labels(q_pids, g_pids, q_camids, g_camids, q_clothes_ids, g_clothes_ids, nq, ng)
     dev = torch.device(device) if device is not None else q.device
+    if rerank is not None:
+        return _evaluate_reranked(q, g, labels, ms, modes is not None, ng, max_rank, dev, rerank, rerank_form,
+                                  chunk_size, memory_budget_mb)
     dt = torch.float64 if (q.dtype == torch.float64 or g.dtype == torch.float64) else torch.float32
     isz = torch.finfo(dt).bits // 8
     budget = int(memory_budget_mb * 2**20)
@@ -532,3 +541,27 @@ def evaluate_features(
     for r in res.values():
         r["chunk_size"] = cs
     return res if modes is not None else res[ms[0]]
+
+
+def _evaluate_reranked(q, g, labels, ms, several, ng, max_rank, dev, settings, form, chunk_size, memory_budget_mb):
+    """evaluate_features on k-reciprocal re-ranked distances (rlq.evaluation.rerank)."""
+    from rlq.evaluation.rerank import RerankSettings, dense_fits, rerank_chunks, rerank_dense
+
+    if not isinstance(settings, RerankSettings):
+        raise RlqError(f"rerank must be a RerankSettings, got {type(settings).__name__}")
+    if form not in ("auto", "dense", "sparse"):
+        raise RlqError(f"rerank_form must be auto, dense or sparse, got {form!r}")
+    if form == "auto":
+        form = "dense" if dense_fits(q.shape[0], ng, memory_budget_mb) else "sparse"
+    qd, gd = q.to(dev), g.to(dev)
+    if form == "dense":
+        D = rerank_dense(qd, gd, settings)
+        chunks = iter([(0, q.shape[0], D)])
+    else:
+        chunks = rerank_chunks(qd, gd, settings, chunk_size=chunk_size, memory_budget_mb=memory_budget_mb)
+    res = _run(chunks, labels, ms, ng, max_rank, dev)
+    for r in res.values():
+        r["rerank"] = settings.as_dict()
+        r["rerank_form"] = form
+    return res if several else res[ms[0]]
+

@@ -5,11 +5,13 @@ from __future__ import annotations
 from .backbones import (
     BACKBONES,
     IMAGENET_BACKBONES,
+    MOBILENETV2_STAGES,
     STAGE_NAMES,
     BackboneStages,
     build_backbone,
     build_backbone_stages,
     imagenet_weights_path,
+    mobilenetv2_imagenet_path,
 )
 from .layers import IMAGENET_MEAN, IMAGENET_STD, BNNeck, CosineClassifier, LinearHead, MaxAvgPool, Normalize
 from .params import RESNET50_STAGE_PARAMS, count_parameters, parameter_report, stage_parameter_counts, table9_formula
@@ -31,11 +33,13 @@ from .reid import (
 __all__ = [
     "BACKBONES",
     "IMAGENET_BACKBONES",
+    "MOBILENETV2_STAGES",
     "STAGE_NAMES",
     "BackboneStages",
     "build_backbone",
     "build_backbone_stages",
     "imagenet_weights_path",
+    "mobilenetv2_imagenet_path",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "BNNeck",

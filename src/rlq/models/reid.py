@@ -2,7 +2,8 @@
 
 Layout (default splits): a shared trunk (stem, layer1, layer2), a CAL branch and a BOT branch (each its own
 layer3, layer4, Max-Avg pooling and BN-neck), an optional pose branch (own layer2..layer4, fed after layer1),
-and linear heads. Every part is a separate copy of the same backbone stage (§2.1).
+and linear heads. Every part is a separate copy of the same backbone stage (§2.1). The stage names are ResNet's;
+``mobilenetv2`` is cut into stages of the same names at the same output strides (``MOBILENETV2_STAGES``).
 
 Pose-branch feeding rule (ablations of Tables 13/14): the pose branch forks from the *BOT path* (trunk
 followed by the BOT branch) right after its pose split stage t, and owns its own copies of every stage after t.
