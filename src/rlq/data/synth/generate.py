@@ -83,10 +83,10 @@ SYNTH_PRESETS: dict[str, SynthPreset] = {
     "tiny": SynthPreset(8, 6, 6, 2, 6, (2, 3), (2, 2), (2, 2), 2, (3, 5)),
     # ~1,000 target images
     "small": SynthPreset(30, 16, 20, 6, 8, (2, 4), (2, 3), (2, 4), 3, (8, 14)),
-    # the demo: ~2,600 train, 1,200 query (every one a valid clothes-changing query, so one query is 0.08 rank-1
+    # the demo: ~1,700 train, 1,200 query (every one a valid clothes-changing query, so one query is 0.08 rank-1
     # points) and 1,800 gallery images, + ~1,000 external images. Test identities get 2-3 outfits x 2 cameras x 2
     # frames (one query per (outfit, camera) session), so the test split is wide (300 ids) but cheap to extract.
-    "default": SynthPreset(60, 300, 50, 15, 12, (2, 5), (2, 3), (3, 6), 4, (14, 26),
+    "default": SynthPreset(60, 300, 50, 15, 12, (2, 5), (2, 3), (2, 4), 4, (14, 26),
                            test_outfits=(2, 3), test_cameras_per_outfit=(2, 2), test_frames_per_session=(2, 2)),
 }
 
