@@ -10,7 +10,8 @@ from rlq.engine.spec import LossSpec, TADSpec
 from rlq.engine.trainer import Trainer
 
 
-def target_batch(b: int, h: int, w: int, num_ids: int, num_clothes: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def target_batch(b: int, h: int, w: int, num_ids: int, num_clothes: int, seed: int = 0,
+                 num_poses: int = 15) -> dict[str, torch.Tensor]:
     """A collated TrainSet batch with recolour ingredients (what the loader hands the step)."""
     g = np.random.default_rng(seed)
     labels = np.zeros((b, h, w), np.uint8)
@@ -27,7 +28,7 @@ def target_batch(b: int, h: int, w: int, num_ids: int, num_clothes: int, seed: i
         "camid": torch.zeros(b, dtype=torch.long),
         "clothes": torch.from_numpy(g.integers(0, num_clothes, b)),
         "gender": torch.from_numpy(g.integers(0, 2, b)),
-        "pose": torch.from_numpy(g.integers(0, 16, b)),
+        "pose": torch.from_numpy(g.integers(0, num_poses, b)),  # < the model's pose clusters (15, docs/method.md)
         "index": torch.arange(b),
         "copy_img": torch.from_numpy(g.integers(0, 256, (b, 3, h, w), dtype=np.uint8)),
         "copy_labels": torch.from_numpy(labels),

@@ -123,3 +123,80 @@ def test_settings_are_checked():
     with pytest.raises(RlqError, match="lambda"):
         RerankSettings(20, 6, 1.5)
     assert dense_fits(100, 100, 1) and not dense_fits(10_000, 60_000, 1024)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the re-ranked protocol evaluation, search and CLI
+
+
+def _samples(split, pids, cams, clothes):
+    from rlq.data.records import Sample
+
+    return [Sample(f"/x/{split}/{i}.jpg", int(p), int(c), int(k), f"{split}/{i}") for i, (p, c, k) in enumerate(zip(pids, cams, clothes))]
+
+
+def _ltcc_features(seed=21, nq=24, ng=120, ids=12):
+    qf, gf, qp, gp = _problem(seed, nq=nq, ng=ng, dim=10, ids=ids)
+    rng = np.random.default_rng(seed)
+    qs = _samples("query", qp, rng.integers(0, 3, nq), qp * 2 + rng.integers(0, 2, nq))
+    gs = _samples("gallery", gp, rng.integers(0, 3, ng), gp * 2 + rng.integers(0, 2, ng))
+    return qf, gf, qs, gs
+
+
+def test_protocol_evaluation_with_reranking_equals_ranking_the_dense_distances():
+    from rlq.data.datasets import standard_protocols
+    from rlq.evaluation.protocols import evaluate_protocol, format_table, summarize
+
+    qf, gf, qs, gs = _ltcc_features()
+    proto = standard_protocols("ltcc")["test"]
+    st = RerankSettings(8, 3, 0.3)
+    res = evaluate_protocol({"query": (qf, qs), "gallery": (gf, gs)}, proto, rerank=st)
+    D = rerank_dense(torch.from_numpy(qf), torch.from_numpy(gf), st).numpy()
+    lab = lambda ss, a: [getattr(s, a) for s in ss]  # noqa: E731
+    for name, r in res.items():
+        ref = evaluate(D, lab(qs, "pid"), lab(gs, "pid"), lab(qs, "camid"), lab(gs, "camid"), lab(qs, "clothes_id"),
+                       lab(gs, "clothes_id"), mode=r["mode"])
+        np.testing.assert_allclose(r["ap"], ref["ap"], atol=1e-6, equal_nan=True)
+        assert r["rerank"] == st.as_dict()
+    assert all(s["rerank"]["k1"] == 8 for s in summarize(res).values())
+    assert "re-ranked: k-reciprocal, k1=8" in format_table(res)
+    plain = evaluate_protocol({"query": (qf, qs), "gallery": (gf, gs)}, proto)
+    assert "re-ranked" not in format_table(plain) and "rerank" not in summarize(plain)["cc"]
+
+
+def test_gallery_search_with_reranking_returns_the_smallest_reranked_distances():
+    from rlq.deploy.search import GalleryIndex
+
+    qf, gf, _, _ = _problem(31, nq=7, ng=50)
+    gfn = gf / np.linalg.norm(gf, axis=1, keepdims=True)
+    index = GalleryIndex.build(gfn, [f"g{i}" for i in range(len(gf))])
+    st = RerankSettings(6, 2, 0.3)
+    scores, idx = index.search(qf / np.linalg.norm(qf, axis=1, keepdims=True), 5, rerank=st)
+    D = rerank_dense(torch.from_numpy(qf), torch.from_numpy(gfn), st).numpy()
+    for i in range(len(qf)):
+        order = np.argsort(D[i], kind="stable")[:5]
+        np.testing.assert_array_equal(idx[i], order)
+        np.testing.assert_allclose(scores[i], D[i, order], atol=2e-5)
+    assert (np.diff(scores, axis=1) >= 0).all()  # distances: ascending
+
+
+def test_cli_eval_features_file_with_rerank_is_labelled(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from rlq.cli import app
+    from rlq.evaluation.protocols import save_features
+
+    qf, gf, qs, gs = _ltcc_features()
+    path = tmp_path / "feats.npz"
+    save_features(path, {"query": qf, "gallery": gf}, {"query": qs, "gallery": gs})
+    out = tmp_path / "res.json"
+    r = CliRunner().invoke(app, ["eval", str(path), "--dataset", "ltcc", "--rerank", "--rerank-k1", "8",
+                                 "--rerank-k2", "3", "--resamples", "200", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "re-ranked: k-reciprocal, k1=8, k2=3, lambda=0.3" in r.output
+    res = json.loads(out.read_text())["results"]
+    assert res["cc"]["rerank"] == {"method": "k-reciprocal", "k1": 8, "k2": 3, "lambda": 0.3}
+    r2 = CliRunner().invoke(app, ["eval", str(path), "--dataset", "ltcc", "--resamples", "200"])
+    assert r2.exit_code == 0 and "re-ranked" not in r2.output

@@ -60,3 +60,20 @@ def version() -> None:
     except ImportError:  # pragma: no cover
         tv = "not installed"
     out.print(f"rlq {rlq.__version__} (torch {tv}, Python {platform.python_version()})")
+
+
+RERANK_HELP = ("Rank by k-reciprocal re-ranked distances (Zhong et al., CVPR 2017) instead of cosine. Labelled as "
+               "such in every output; the paper's numbers use no re-ranking.")
+RERANK_K1_HELP = "Re-ranking k1 (k-reciprocal neighbours)."
+RERANK_K2_HELP = "Re-ranking k2 (local query expansion)."
+RERANK_LAMBDA_HELP = "Re-ranking lambda: weight of the original distance (1 - lambda goes to the Jaccard distance)."
+
+
+def rerank_settings(rerank: bool, k1: int, k2: int, lam: float):
+    """The RerankSettings of the --rerank options, or None without --rerank."""
+    if not rerank:
+        return None
+    from ..evaluation.rerank import RerankSettings
+
+    return RerankSettings(k1, k2, lam)
+

@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from ._common import app, console, out
+from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, console, out,
+                      rerank_settings)
 
 
 @app.command("synth")
@@ -73,7 +74,7 @@ def check_data_cmd(
 def evaluate_features_cmd(features: Path, dataset: str, root: Optional[Path], protocol_name: str = "test",
                           max_rank: int = 50, device: Optional[str] = None, json_out: Optional[Path] = None,
                           resamples: int = 1000, ci_seed: int = 0, quality_csv: Optional[Path] = None,
-                          per_query: Optional[Path] = None) -> None:
+                          per_query: Optional[Path] = None, rerank=None) -> None:
     """`rlq eval FEATURES.npz`: every mode of a dataset's protocol on saved features (CMC + mAP, CAL semantics,
     95 % bootstrap intervals)."""
     from ..data.datasets import load_dataset, standard_protocols
@@ -90,7 +91,7 @@ def evaluate_features_cmd(features: Path, dataset: str, root: Optional[Path], pr
     if protocol_name not in protocols:
         raise typer.BadParameter(f"dataset {dataset} has no {protocol_name!r} protocol; it has {sorted(protocols)}")
     protocol = protocols[protocol_name]
-    res = evaluate_features_file(features, protocol, max_rank=max_rank, device=device)
+    res = evaluate_features_file(features, protocol, max_rank=max_rank, device=device, rerank=rerank)
     groups = quality_groups(".", quality_csv) if quality_csv is not None else None
     res = _with_intervals(res, groups, resamples, ci_seed, str(quality_csv))
     out.print(format_table(res, selection=protocol.selection), soft_wrap=True, markup=False, highlight=False)
@@ -118,12 +119,16 @@ def evaluate_cmd(
                                                "e.g. SynthCC's quality.csv): adds clean / LQ query rows."),
     per_query: Optional[Path] = typer.Option(None, "--per-query", help="Also write per-query results (.npz) here, for paired "
                                              "comparisons (`rlq compare`)."),
+    rerank: bool = typer.Option(False, "--rerank", help=RERANK_HELP),
+    rerank_k1: int = typer.Option(20, "--rerank-k1", help=RERANK_K1_HELP),
+    rerank_k2: int = typer.Option(6, "--rerank-k2", help=RERANK_K2_HELP),
+    rerank_lambda: float = typer.Option(0.3, "--rerank-lambda", help=RERANK_LAMBDA_HELP),
 ) -> None:
     """Deprecated: use `rlq eval FEATURES.npz --dataset NAME` (same options)."""
     console.print("[yellow]`rlq evaluate` is deprecated: use `rlq eval FEATURES.npz --dataset NAME` "
                   "(it takes a checkpoint, a run folder or a features file)[/yellow]")
     evaluate_features_cmd(features, dataset, root, protocol_name, max_rank, device, json_out, resamples, ci_seed,
-                          quality_csv, per_query)
+                          quality_csv, per_query, rerank_settings(rerank, rerank_k1, rerank_k2, rerank_lambda))
 
 
 @app.command("presets")

@@ -8,7 +8,8 @@ from typing import Optional
 import typer
 
 from ..errors import RlqError
-from ._common import app, console, out
+from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, console, out,
+                      rerank_settings)
 
 
 def _load_gallery(gallery: Path, backend: Optional[str], split: Optional[str]):
@@ -38,8 +39,13 @@ def search_cmd(
     force: bool = typer.Option(False, "--force", help="Search even if the gallery was extracted with another checkpoint."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(64, min=1, help="Query images per forward pass."),
+    rerank: bool = typer.Option(False, "--rerank", help=RERANK_HELP),
+    rerank_k1: int = typer.Option(20, "--rerank-k1", help=RERANK_K1_HELP),
+    rerank_k2: int = typer.Option(6, "--rerank-k2", help=RERANK_K2_HELP),
+    rerank_lambda: float = typer.Option(0.3, "--rerank-lambda", help=RERANK_LAMBDA_HELP),
 ) -> None:
-    """Find the gallery images most similar to each query image (cosine similarity of §2.5 features).
+    """Find the gallery images most similar to each query image (cosine similarity of §2.5 features, or
+    k-reciprocal re-ranked distance with --rerank).
 
     Person re-identification: use it only where the people pictured consented and a legal basis exists
     (see the README's Responsible use section).
@@ -89,12 +95,15 @@ def search_cmd(
             raise RlqError(msg + "; re-extract the gallery or pass --force")
         console.print(f"warning: {msg} (--force)", highlight=False, markup=False)
     qfeats = fe(qpaths)
-    scores, idx = index.search(qfeats.numpy(), top_k)
+    rr = rerank_settings(rerank, rerank_k1, rerank_k2, rerank_lambda)
+    scores, idx = index.search(qfeats.numpy(), top_k, rerank=rr)
 
-    info = {"gallery": f"{gallery} ({len(index)} images)", "checkpoint": ck, "backend": index.backend, "top-k": top_k}
+    info = {"gallery": f"{gallery} ({len(index)} images)", "checkpoint": ck, "backend": index.backend, "top-k": top_k,
+            "ranking": "cosine similarity (higher = closer)" if rr is None else rr.label() + ", distance (lower = closer)"}
     thumbs = write_search_html(out_html, qkeys, qpaths, scores, idx, index, info=info)
-    table = Table(title=f"top-{min(top_k, len(index))} of {len(index)} gallery images")
-    for col in ("query", "rank", "score", "gallery key"):
+    title = f"top-{min(top_k, len(index))} of {len(index)} gallery images"
+    table = Table(title=title if rr is None else f"{title}, {rr.label()}")
+    for col in ("query", "rank", "score" if rr is None else "re-ranked distance", "gallery key"):
         table.add_column(col)
     results = []
     for qi, (qk, qp) in enumerate(zip(qkeys, qpaths)):
@@ -111,7 +120,8 @@ def search_cmd(
     out.print(table)
     if json_out:
         atomic_write_json(json_out, {"gallery": str(gallery), "checkpoint": ck, "backend": index.backend, "top_k": top_k,
-                                     "num_gallery": len(index), "queries": results})
+                                     "num_gallery": len(index), "rerank": None if rr is None else rr.as_dict(),
+                                     "score": "cosine" if rr is None else "re-ranked distance", "queries": results})
     if save_index:
         index.save(save_index)
         console.print(f"saved the gallery index to {save_index}", highlight=False, markup=False)

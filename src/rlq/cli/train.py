@@ -8,7 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from ._common import app, console, out
+from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, console, out,
+                      rerank_settings)
 
 
 def load_run_spec(config: Optional[str], overrides: List[str]):
@@ -116,6 +117,10 @@ def eval_cmd(
                                                "for clean / LQ query rows (default: <root>/quality.csv when present)."),
     per_query: Optional[Path] = typer.Option(None, "--per-query", help="Also write per-query results (.npz) here, for paired "
                                              "comparisons (`rlq compare`)."),
+    rerank: bool = typer.Option(False, "--rerank", help=RERANK_HELP),
+    rerank_k1: int = typer.Option(20, "--rerank-k1", help=RERANK_K1_HELP),
+    rerank_k2: int = typer.Option(6, "--rerank-k2", help=RERANK_K2_HELP),
+    rerank_lambda: float = typer.Option(0.3, "--rerank-lambda", help=RERANK_LAMBDA_HELP),
 ) -> None:
     """Evaluate a checkpoint, or saved features (.npz), on a dataset's protocol (every mode it reports), with 95 %
     bootstrap intervals; clean, or under --lq (the authors' LQ test protocol).
@@ -128,7 +133,7 @@ def eval_cmd(
 
         evaluate_features_cmd(checkpoint, dataset, root, split, device=None if device == "auto" else device,
                               json_out=json_out, resamples=resamples, ci_seed=ci_seed, quality_csv=quality_csv,
-                              per_query=per_query)
+                              per_query=per_query, rerank=rerank_settings(rerank, rerank_k1, rerank_k2, rerank_lambda))
         return
     if root is None:
         raise typer.BadParameter("evaluating a checkpoint needs --root (the dataset's folder)")
@@ -156,6 +161,8 @@ def eval_cmd(
     run_amp = ((state.get("spec") or {}).get("train") or {}).get("amp", "auto")
     amp = torch.bfloat16 if dev.type == "cuda" and run_amp != "off" else None
     if lq is not None:
+        if rerank:
+            raise typer.BadParameter("--rerank is not available with --lq (the authors' LQ protocol ranks by cosine)")
         _eval_official_lq(model, state, ds, lq, seed, split, h, w, dev, batch_size, workers, not no_flip, amp, json_out,
                           dataset)
         return
@@ -165,7 +172,8 @@ def eval_cmd(
         f = extract_features(model, [s.path for s in samples], h, w, device=dev, batch_size=batch_size, workers=workers,
                              flip=not no_flip, amp_dtype=amp, progress=True, desc=f"extract {name}")
         feats[name] = (f, samples)
-    res = evaluate_protocol(feats, protocol, device=dev)
+    res = evaluate_protocol(feats, protocol, device=dev,
+                            rerank=rerank_settings(rerank, rerank_k1, rerank_k2, rerank_lambda))
     groups = quality_groups(ds.root, quality_csv)
     res = _with_intervals(res, groups, resamples, ci_seed, str(quality_csv or Path(ds.root) / "quality.csv"))
     out.print(format_table(res, selection=protocol.selection), soft_wrap=True, markup=False, highlight=False)

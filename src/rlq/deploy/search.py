@@ -30,6 +30,7 @@ import torch
 
 from ..errors import CheckpointError, RlqError
 from ..data.images import IMAGE_EXTENSIONS, image_files  # noqa: F401  (re-exported by rlq.deploy)
+from ..evaluation.rerank import topk_rows
 from ..io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text, replace_dir
 
 __all__ = [
@@ -102,22 +103,7 @@ def topk_exact(queries: torch.Tensor, gallery: torch.Tensor, k: int, chunk_size:
     if k <= 0:
         return scores_out, index_out
     for a in range(0, nq, chunk_size):
-        s = queries[a : a + chunk_size] @ gallery.T
-        extra = 1 if k < n else 0
-        vals, idx = torch.topk(s, k + extra, dim=1, largest=True, sorted=True)
-        # Where the (k+1)-th score equals the k-th, the cut at rank k is a tie, which topk resolves
-        # arbitrarily. Redo those rows with a full stable sort (lower index first among equal scores).
-        ambiguous = vals[:, k] == vals[:, k - 1] if extra else torch.zeros(len(vals), dtype=torch.bool, device=vals.device)
-        vals, idx = vals[:, :k], idx[:, :k]
-        if bool(ambiguous.any()):
-            rows = ambiguous.nonzero().squeeze(1)
-            sv, si = torch.sort(s[rows], dim=1, descending=True, stable=True)
-            vals[rows], idx[rows] = sv[:, :k], si[:, :k]
-        # Inside the top k, order equal scores by index: sort by index, then stably by score.
-        idx, perm = torch.sort(idx, dim=1)
-        vals = vals.gather(1, perm)
-        vals, perm = torch.sort(vals, dim=1, descending=True, stable=True)
-        idx = idx.gather(1, perm)
+        vals, idx = topk_rows(queries[a : a + chunk_size] @ gallery.T, k)
         scores_out[a : a + chunk_size] = vals.float().cpu()
         index_out[a : a + chunk_size] = idx.cpu()
     return scores_out, index_out
@@ -213,8 +199,13 @@ class GalleryIndex:
         return index
 
     def search(self, queries: Any, k: int = 10, *, device: str | torch.device | None = None,
-               chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(scores float32 Q x k', gallery indices int64 Q x k'), best first, k' = min(k, len(gallery))."""
+               chunk_size: int | None = None, rerank: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores float32 Q x k', gallery indices int64 Q x k'), best first, k' = min(k, len(gallery)).
+
+        Scores are cosine similarities (higher = closer). With ``rerank`` (a
+        :class:`~rlq.evaluation.rerank.RerankSettings`) the ranking is by k-reciprocal re-ranked distance over
+        queries ∪ gallery (exact torch, whatever the backend) and the scores are those distances (lower = closer).
+        """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise RlqError(f"k must be a positive integer, got {k!r}")
         q = _as_float32_2d(queries, "queries")
@@ -224,6 +215,8 @@ class GalleryIndex:
         k = min(k, len(self))
         if k == 0 or q.shape[0] == 0:
             return np.zeros((q.shape[0], k), np.float32), np.zeros((q.shape[0], k), np.int64)
+        if rerank is not None:
+            return self._search_reranked(q, k, rerank, device, chunk_size)
         if self.backend == "faiss":
             scores, idx = self._faiss.search(q, k)
             return np.asarray(scores, np.float32), np.asarray(idx, np.int64)
@@ -233,6 +226,19 @@ class GalleryIndex:
             self._torch_cache = (dev, g.to(dev) if dev.type != "cpu" else g)
         s, i = topk_exact(torch.from_numpy(q).to(dev), self._torch_cache[1], k, chunk_size)
         return s.numpy(), i.numpy()
+
+    def _search_reranked(self, q: np.ndarray, k: int, settings: Any, device: Any, chunk_size: int | None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        from ..evaluation.rerank import rerank_chunks, topk_rows
+
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        scores = np.empty((q.shape[0], k), np.float32)
+        index = np.empty((q.shape[0], k), np.int64)
+        for a, b, D in rerank_chunks(torch.from_numpy(q).to(dev), torch.from_numpy(self.features).to(dev), settings,
+                                     chunk_size=chunk_size):
+            s, i = topk_rows(-D, k)  # smallest distance first; equal distances: lower gallery index first
+            scores[a:b], index[a:b] = (-s).cpu().numpy(), i.cpu().numpy()
+        return scores, index
 
     # -- persistence ------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:

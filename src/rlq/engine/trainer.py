@@ -215,7 +215,9 @@ class Trainer:
         method.setup(self.raw_model, device, ddp_wrap)
         self.model = ddp_wrap(self.raw_model)
         self.optimizer = torch.optim.Adam(self.raw_model.parameters(), lr=lr, weight_decay=weight_decay)  # §6
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        # The scaler follows the training device: GradScaler("cuda") on a CPU run (e.g. train.device=cpu on a
+        # GPU machine) would try to unscale CPU gradients with CUDA kernels.
+        self.scaler = torch.amp.GradScaler(device.type) if self.amp_dtype == torch.float16 else None
         self.ckpt = CheckpointManager(self.run_dir, keep_last=keep_last, create=dist.is_main)
         self.selection = Selection(selection_metric)
         self.pos = {"epoch": 0, "phase": 0, "batch": 0, "ext_epoch": 0, "ext_batch": 0}

@@ -86,8 +86,12 @@ def evaluate_protocol(
     device: Any = None,
     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
     progress: bool = False,
+    rerank: Any = None,
 ) -> dict[str, dict[str, Any]]:
     """One :func:`~rlq.evaluation.ranking.evaluate_features` result per ``EvalSpec`` name.
+
+    ``rerank``: a :class:`~rlq.evaluation.rerank.RerankSettings` ranks by k-reciprocal re-ranked distances
+    (each result then carries ``rerank``); None (default, and the paper's protocol) ranks by cosine.
 
     ``features`` maps each split the protocol reads to ``(feats, samples)`` (``feats``: numpy or torch,
     one row per sample in the split's order) or ``(feats, SplitLabels)``. Specs that share a query and
@@ -116,7 +120,7 @@ def evaluate_protocol(
         per_mode = evaluate_features(
             features[qs][0], features[gs][0], ql.pids, gl.pids, ql.camids, gl.camids,
             ql.clothes_ids, gl.clothes_ids, max_rank=max_rank, chunk_size=chunk_size, device=device,
-            memory_budget_mb=memory_budget_mb, modes=modes, progress=progress,
+            memory_budget_mb=memory_budget_mb, modes=modes, progress=progress, rerank=rerank,
         )
         for spec in specs:
             results[spec.name] = {**per_mode[spec.mode], "name": spec.name, "query": qs, "gallery": gs,
@@ -135,6 +139,8 @@ def summarize(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, A
     for name, r in results.items():
         out[name] = {k: (int(r[k]) if k.startswith("num_") else float(r[k])) for k in _SUMMARY_KEYS}
         out[name].update({k: [float(x) for x in r[k]] for k in _CI_KEYS if k in r})
+        if r.get("rerank"):
+            out[name]["rerank"] = dict(r["rerank"])
     return out
 
 
@@ -195,6 +201,10 @@ def format_table(results: Mapping[str, Mapping[str, Any]], *, percent: bool = Tr
         rows.append([label, str(r.get("mode", "")), *cells, f"{s['num_valid_queries']}/{s['num_queries']}"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
+    rr = next((r["rerank"] for r in results.values() if r.get("rerank")), None)
+    if rr:  # the paper's numbers use no re-ranking: say so next to every re-ranked table
+        lines.append(f"(re-ranked: k-reciprocal, k1={rr['k1']}, k2={rr['k2']}, lambda={rr['lambda']}; "
+                     "not comparable with the paper's numbers, which use none)")
     return "\n".join(lines)
 
 
@@ -331,6 +341,7 @@ def evaluate_features_file(
     device: Any = None,
     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
     progress: bool = False,
+    rerank: Any = None,
 ) -> dict[str, dict[str, Any]]:
     """Evaluate a saved features file against ``protocol`` (splits matched by name).
 
@@ -365,5 +376,5 @@ def evaluate_features_file(
         inputs[split] = (feats[split], lab)
     return evaluate_protocol(
         inputs, protocol, max_rank=max_rank, chunk_size=chunk_size, device=device,
-        memory_budget_mb=memory_budget_mb, progress=progress,
+        memory_budget_mb=memory_budget_mb, progress=progress, rerank=rerank,
     )
