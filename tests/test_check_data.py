@@ -53,7 +53,9 @@ def test_corrupt_image_listed_and_counted(tmp_path):
     bad.write_bytes(b"this is not a png")
     (root / "train" / "001_1_c2_000002.png").write_bytes(b"")
     rep = check_data("ltcc", root, progress=True)
-    assert rep.usable  # 2 of 13 unreadable
+    assert not rep.usable  # 2 of 13 unreadable: training would stop at the first one it reads
+    assert any("replace or remove them" in m for m in rep.messages)
+    assert not check_data("ltcc", root, skip_bad=True).usable  # --skip-bad is about names, not unreadable images
     assert rep.n_bad_images == 2
     assert rep.bad_images[0].startswith(str(root / "train" / "001_1_c2_000002.png") + ": empty file")
     assert rep.bad_images[1].startswith(str(bad) + ": not a readable image")
@@ -83,7 +85,14 @@ def test_unparsable_names_counted(tmp_path):
     for i in range(12):
         write_image(root / "train" / f"bad_{i:02d}.png")
     rep = check_data("ltcc", root, max_list=10)
-    assert rep.usable and rep.n_unparsable == 12 and len(rep.unparsable) == 10
+    # training refuses unparsable names unless --skip-bad: so does check-data, naming the option
+    assert not rep.usable and rep.n_unparsable == 12 and len(rep.unparsable) == 10
+    assert any("--skip-bad" in m for m in rep.messages) and "NOT USABLE" in format_report(rep)
+    with pytest.raises(DatasetError, match="--skip-bad"):
+        load_dataset("ltcc", root)  # what `rlq train` does with the same tree
+    lenient = check_data("ltcc", root, skip_bad=True)
+    assert lenient.usable and lenient.n_unparsable == 12
+    assert len(load_dataset("ltcc", root, skip_bad=True).skipped) == 12
     assert rep.unparsable[0].startswith(str(root / "train" / "bad_00.png") + ": file name does not match")
     assert "Unparsable or inconsistent files: 12" in format_report(rep)
 
@@ -96,7 +105,8 @@ def test_empty_split_and_parse_errors_reported_not_raised(tmp_path):
     root2 = write_deepchange(tmp_path / "dc")
     (root2 / "train-set" / "p0003_c01_20201015_172644_000744_bbox.jpg").unlink()
     rep2 = check_data("deepchange", root2)
-    assert rep2.usable and rep2.n_unparsable == 1 and "missing on disk" in rep2.unparsable[0]
+    assert not rep2.usable and rep2.n_unparsable == 1 and "missing on disk" in rep2.unparsable[0]
+    assert check_data("deepchange", root2, skip_bad=True).usable
 
 
 def test_unknown_name_and_option_raise(tmp_path):
@@ -119,3 +129,31 @@ def test_manifest_without_statistics(tmp_path):
     assert rep.usable and rep.stats_mismatches == []
     assert "Published statistics: none" in format_report(rep)
     assert Path(rep.root).name == "manifest.csv"
+
+
+def test_parent_of_the_root_suggests_the_child(tmp_path):
+    root = write_ltcc(tmp_path / "LTCC_ReID")
+    rep = check_data("ltcc", tmp_path)
+    assert not rep.usable and rep.suggestions == [str(root)]
+    assert f"did you mean {root}?" in format_report(rep)
+    with pytest.raises(DatasetError, match="did you mean .*LTCC_ReID"):
+        load_dataset("ltcc", tmp_path)  # training says the same
+    assert check_data("ltcc", tmp_path / "LTCC_ReID" / "train").suggestions == []  # nothing to suggest
+
+
+def test_check_data_agrees_with_training_on_bad_trees(tmp_path):
+    """Trees that `load_dataset` / training refuse are NOT USABLE; the CLI exits non-zero and names the fix."""
+    from test_cli_e2e import run_cli
+
+    bad_name = write_ltcc(tmp_path / "names")
+    write_image(bad_name / "train" / "not_a_reid_name.png")
+    empty = write_ltcc(tmp_path / "empty")
+    (empty / LTCC_FILES[0]).write_bytes(b"")
+    trunc = write_ltcc(tmp_path / "trunc")
+    f = trunc / LTCC_FILES[1]
+    f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
+    for root, fix in ((bad_name, "--skip-bad"), (empty, "replace or remove"), (trunc, "replace or remove")):
+        assert run_cli(["check-data", "ltcc", str(root)]) == 1, root
+        assert fix in format_report(check_data("ltcc", root))
+    assert run_cli(["check-data", "ltcc", str(bad_name), "--skip-bad"]) == 0
+    assert run_cli(["check-data", "ltcc", str(write_ltcc(tmp_path / "good"))]) == 0

@@ -9,14 +9,9 @@ import pytest
 import typer.main
 
 from rlq.cli import app, main
+from cli_helpers import run_cli  # noqa: E402
 
 
-def run_cli(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def _walk(cmd, path: str):

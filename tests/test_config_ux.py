@@ -11,14 +11,9 @@ from rlq.cli import main
 from rlq.config import PACKAGE_CONFIGS, load_config, load_yaml_with_bases, resolve_config_path, schema_keys
 from rlq.engine.spec import RunSpec
 from rlq.errors import ConfigError
+from cli_helpers import run_cli  # noqa: E402
 
 
-def run_cli(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def test_base_resolves_relative_to_the_file_first(tmp_path):

@@ -19,6 +19,7 @@ from rlq.engine.recipe import save_model_checkpoint
 from rlq.errors import CheckpointError, ConfigError, DatasetError, RlqError
 from rlq.evaluation.extract import extract_features
 from rlq.models import build_model
+from cli_helpers import run_cli  # noqa: E402
 
 H, W = 64, 32
 
@@ -329,15 +330,6 @@ def test_html_escapes_keys_and_links_thumbnails(tmp_path):
 # ---------------------------------------------------------------- CLI
 
 
-def run_cli(args: list[str]) -> int:
-    import rlq.cli.deploy  # noqa: F401  (registers `rlq search` / `rlq export`)
-    from rlq.cli import main
-
-    try:
-        main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def test_cli_search_end_to_end(tmp_path, capsys):
@@ -386,6 +378,15 @@ def test_cli_search_end_to_end(tmp_path, capsys):
     assert run_cli([*args, "--checkpoint", str(ck2)]) == 2
     assert "not comparable" in capsys.readouterr().err.replace("\n", " ")
     assert run_cli([*args, "--checkpoint", str(ck2), "--force"]) == 0
+    # retrained at the same path: the recorded path still exists, but the weights' content differs -> refused,
+    # for the features file and the saved index alike, with or without --checkpoint
+    save_model_checkpoint(tiny_model(seed=7), ck, input_size=(H, W))
+    for gallery in (feats, tmp_path / "index"):
+        for extra in ([], ["--checkpoint", str(ck)]):
+            capsys.readouterr()
+            assert run_cli(["search", "--gallery", str(gallery), "--query", str(query), "--out",
+                            str(tmp_path / "r4.html"), *extra]) == 2
+            assert "retrained or altered" in capsys.readouterr().err.replace("\n", " ")
     # a gallery folder that is not an index, and a missing query
     assert run_cli(["search", "--gallery", str(gal), "--query", str(query), "--out", str(tmp_path / "x.html")]) == 2
     assert run_cli(["search", "--gallery", str(feats), "--query", str(tmp_path / "nope.png"),

@@ -24,6 +24,7 @@ import torchvision
 from rlq.cli import main
 from rlq.engine.official import OfficialCheckpoint, import_official, official_to_rlq, read_official_checkpoint
 from rlq.errors import CheckpointError, ConfigError, RlqError
+from cli_helpers import run_cli  # noqa: E402
 
 LAYOUT = json.loads((Path(__file__).parent / "data" / "official_layout_ltcc.json").read_text())
 J3 = [(k, tuple(s)) for k, s in LAYOUT["model_state_dict resnet50_joint3_3"]]
@@ -37,12 +38,6 @@ MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)  # docs/method.md §
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
-def run_cli(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def synth(entries: list[tuple[str, tuple[int, ...]]], g: torch.Generator) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ from PIL import Image
 from rlq.data import sidecars as sc
 from rlq.errors import RlqError
 
-SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 CSV_READERS = {
     "gender": lambda p: sc.read_gender_csv(p),

@@ -221,6 +221,9 @@ def load_config(
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([f"{key}={val}"]))
         except OmegaConfBaseException as e:
             raise _explain(e, f"override {ov!r}") from None
+        except yaml.YAMLError as e:  # the value is parsed as YAML: control characters and the like
+            raise ConfigError(f"override {ov!r}: the value is not valid YAML ({type(e).__name__}); "
+                              "quote it or remove special characters") from None
     try:
         OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as e:

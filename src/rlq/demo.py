@@ -47,6 +47,8 @@ class DemoSettings:
     analysis: bool = True
     max_steps_per_epoch: int = 0
     overrides: tuple[str, ...] = ()  # extra key=value overrides for every run
+    resume: bool = False  # continue unfinished method runs from their checkpoints
+    overwrite: bool = False  # retrain the selected methods, moving earlier runs aside (<name>.old-<timestamp>)
 
 
 def _chance_terms(q_pids, g_pids, q_camids, g_camids, q_clothes=None, g_clothes=None, mode: str = "general") -> list[float]:
@@ -115,7 +117,6 @@ def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None
     from .attributes.pose_io import cluster_dataset_poses
     from .data.datasets import load_dataset
     from .data.synth import generate_synthcc, is_synthcc_root
-    from .engine.recipe import run_training
     from .evaluation.bootstrap import ci_info
 
     s = settings or DemoSettings()
@@ -156,10 +157,10 @@ def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None
         t0 = time.time()
         tdir = out / "teacher"
         tspec = _spec(s, "configs/teacher/synthcc.yaml", root, tdir, teacher=True)
-        rep = _finished(tdir, tspec.train.epochs)
+        rep = None if s.overwrite else _finished(tdir, tspec.train.epochs)
         if rep is None:
             say(f"training the teacher (Base Model, docs/method.md §9) on the clean external split for {tspec.train.epochs} epochs ...")
-            rep = run_training(tspec)
+            rep = _train(tspec, s)
         timings["teacher"] = time.time() - t0
         results["teacher"] = {"external": _short(rep)}
 
@@ -167,10 +168,10 @@ def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None
         t0 = time.time()
         rdir = out / m
         spec = _spec(s, f"configs/synthcc/{m.replace('+', '_')}.yaml", root, rdir)
-        rep = _finished(rdir, spec.train.epochs)
+        rep = None if s.overwrite else _finished(rdir, spec.train.epochs)
         if rep is None:
             say(f"training `{m}` ...")
-            rep = run_training(spec)
+            rep = _train(spec, s)
         timings[m] = time.time() - t0
         results[m] = _short(rep)
         r = results[m]
@@ -202,6 +203,17 @@ def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None
     atomic_write_text(out / "report.md", _report(results, analysis, meta, out))
     say(f"wrote {out / 'results.json'} and {out / 'report.md'} in {timings['total'] / 60:.1f} min")
     return payload
+
+
+def _train(spec: RunSpec, s: DemoSettings) -> dict:
+    """One method's run: a finished one was reused by the caller; an unfinished folder is refused unless
+    ``resume`` (continue it) or ``overwrite`` (move it aside) is set."""
+    from .engine.recipe import run_training
+    from .engine.run_dir import folder_holds_files
+
+    if s.overwrite:
+        return run_training(spec, overwrite=True)
+    return run_training(spec, resume=s.resume and folder_holds_files(Path(spec.output)))
 
 
 def _short(rep: dict) -> dict:

@@ -25,3 +25,16 @@ class CheckpointError(RlqError):
 
 class TrainingError(RlqError):
     """Training cannot continue (non-finite loss, impossible setting, ...)."""
+
+
+def root_message(exc: BaseException) -> str:
+    """The message of the error that started it all: for an error re-raised from a DataLoader worker (whose
+    text is a worker traceback ending in the original ``Type: message``), that original message."""
+    text = str(exc)
+    if "Original Traceback" not in text:
+        return text
+    for name in (f"{type(exc).__module__}.{type(exc).__qualname__}: ", f"{type(exc).__name__}: "):
+        i = text.rfind(name)
+        if i >= 0:
+            return text[i + len(name):].strip()
+    return text

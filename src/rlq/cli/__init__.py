@@ -9,8 +9,8 @@ import sys
 
 from rich.markup import escape
 
-from ..errors import RlqError
-from ._common import app, console
+from ..errors import RlqError, root_message
+from ._common import VERBOSE, app, console
 
 # Command modules register themselves on `app` when imported.
 from . import data as _data  # noqa: F401,E402
@@ -31,7 +31,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="rlq")
     except RlqError as e:
-        console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        # the root cause first (an error from a loader worker carries the worker's traceback in its text)
+        console.print(f"[bold red]error:[/bold red] {escape(root_message(e))}", highlight=False, soft_wrap=True)
+        if VERBOSE["on"]:
+            import traceback
+
+            console.print(escape("".join(traceback.format_exception(e))), highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")

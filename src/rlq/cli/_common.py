@@ -32,13 +32,18 @@ out = Console()
 
 
 @app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug messages.")) -> None:
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug messages and full error tracebacks.")) -> None:
     """rlq: clothes-changing person re-identification robust to low-quality images."""
     setup_logging(verbose)
 
 
+#: Set by the root `--verbose/-v` option: show full tracebacks of errors (otherwise one line, root cause first).
+VERBOSE = {"on": False}
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Route library logging to a rich handler on stderr."""
+    VERBOSE["on"] = verbose
     root = logging.getLogger("rlq")
     if not any(isinstance(h, RichHandler) for h in root.handlers):
         root.addHandler(RichHandler(console=console, show_path=False, show_time=False, markup=False))

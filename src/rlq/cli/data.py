@@ -57,15 +57,18 @@ def check_data_cmd(
     no_images: bool = typer.Option(False, "--no-images", help="Do not open images at all (layout and names only)."),
     max_list: int = typer.Option(10, help="How many bad files to list before counting."),
     camera_rule: str = typer.Option("unique", help="Celeb-reID camid rule: unique or official."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Judge as `rlq train --skip-bad` would: unparsable files are skipped, not fatal."),
 ) -> None:
     """Check a dataset folder: layout (printing the expected tree when wrong), counts per split against the
-    published statistics, unparsable names and unreadable images. Exits non-zero when the dataset is unusable."""
+    published statistics, unparsable names and unreadable images. The verdict is what `rlq train` (with the
+    same --skip-bad) will do: exits non-zero when training would refuse the dataset."""
     from ..data.check import check_data, format_report
     from ..data.datasets import canonical_name
 
     name, root = _name_and_root(name, root, dataset_opt, root_opt)
     opts = {"camera_rule": camera_rule} if canonical_name(name) == "celebreid" else {}
-    rep = check_data(name, root, verify_images=not no_images, full_decode=not quick, max_list=max_list, progress=True, **opts)
+    rep = check_data(name, root, verify_images=not no_images, full_decode=not quick, max_list=max_list, progress=True,
+                     skip_bad=skip_bad, **opts)
     out.print(format_report(rep), highlight=False, markup=False)
     if not rep.usable:
         raise typer.Exit(code=1)

@@ -12,7 +12,7 @@ from ._common import app, console
 
 @app.command("demo")
 def demo(
-    out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder (re-running skips finished runs)."),
+    out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder (re-running skips finished runs; an unfinished one needs --resume or --overwrite)."),
     synth_preset: str = typer.Option("default", help="SynthCC preset: tiny, small or default."),
     epochs: Optional[int] = typer.Option(None, help="Epochs per method (default: the presets', 2; teacher 3)."),
     methods: str = typer.Option("cal,bm,cap,tad,rlq", help="Which methods to train, comma-separated."),
@@ -21,6 +21,8 @@ def demo(
     no_analysis: bool = typer.Option(False, "--no-analysis", help="Skip the robustness / LQ-cluster / ranked-result analyses."),
     max_steps: int = typer.Option(0, help="Cut each epoch after this many steps (smoke tests)."),
     batch_size: Optional[int] = typer.Option(None, help="Sampled images per step (default 32; 8 for the tiny preset)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue unfinished method runs in --out from their checkpoints."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Retrain the selected methods, moving earlier runs aside to <method>.old-<timestamp>."),
     overrides: List[str] = typer.Argument(None, help="key=value overrides for every run, e.g. model.backbone=narrow"),
 ) -> None:
     """Generate SynthCC, cluster poses, train a teacher and CAL / BM / CAP / TAD / RLQ on a CPU, and report.
@@ -32,5 +34,6 @@ def demo(
 
     s = DemoSettings(synth_preset=synth_preset, seed=seed, methods=tuple(m for m in methods.split(",") if m),
                      threads=threads, analysis=not no_analysis, max_steps_per_epoch=max_steps, epochs=epochs,
-                     batch_size=batch_size or (8 if synth_preset == "tiny" else None), overrides=tuple(overrides or ()))
+                     batch_size=batch_size or (8 if synth_preset == "tiny" else None), overrides=tuple(overrides or ()),
+                     resume=resume, overwrite=overwrite)
     run_demo(out_dir, s, say=lambda m: console.print(m, highlight=False, markup=False))

@@ -70,12 +70,13 @@ def search_cmd(
         ck: str = str(recorded)
     else:
         ck = str(checkpoint)
-        reason = checkpoint_mismatch(recorded, checkpoint)
-        if reason is not None:
-            if not force:
-                raise RlqError(f"{reason}. Features of different checkpoints are not comparable: re-extract the gallery "
-                               f"(`rlq extract {checkpoint} --images DIR --out F.npz`) or pass --force")
-            console.print(f"warning: {reason}; searching anyway (--force)", highlight=False, markup=False)
+    # by content: the same path retrained (other weights) is refused too
+    reason = checkpoint_mismatch(index.meta if index.meta.get("weights_sha256") else recorded, ck)
+    if reason is not None:
+        if not force:
+            raise RlqError(f"{reason}. Features of different checkpoints are not comparable: re-extract the gallery "
+                           f"(`rlq extract {ck} --images DIR --out F.npz`) or pass --force")
+        console.print(f"warning: {reason}; searching anyway (--force)", highlight=False, markup=False)
 
     if query.is_dir():
         qpaths = image_files(query)
@@ -89,8 +90,13 @@ def search_cmd(
 
     fe = FeatureExtractor(ck, device=None if device == "auto" else device, batch_size=batch_size)
     size = index.meta.get("input_size")
+    pre = index.meta.get("preprocessing") or {}
+    msgs = []
     if size is not None and list(size) != list(fe.input_size):
-        msg = f"the gallery was extracted at input size {list(size)}, the checkpoint uses {list(fe.input_size)}"
+        msgs.append(f"the gallery was extracted at input size {list(size)}, the checkpoint uses {list(fe.input_size)}")
+    if pre.get("flip") is not None and bool(pre["flip"]) != fe.flip:
+        msgs.append(f"the gallery was extracted with flip={pre['flip']}, the queries use flip={fe.flip}")
+    for msg in msgs:
         if not force:
             raise RlqError(msg + "; re-extract the gallery or pass --force")
         console.print(f"warning: {msg} (--force)", highlight=False, markup=False)

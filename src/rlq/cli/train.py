@@ -30,13 +30,17 @@ def load_run_spec(config: Optional[str], overrides: List[str]):
 def train(
     overrides: List[str] = typer.Argument(None, help="key=value overrides, e.g. data.root=/data/LTCC_ReID train.epochs=60"),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML preset, e.g. configs/ltcc/rlq.yaml (see `rlq presets`)"),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in `output` from its newest good checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in `output` from its newest good checkpoint (an error when it has none)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="If `output` holds a run, move it aside to <output>.old-<timestamp> and start anew."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count unparsable dataset files instead of refusing them (data.skip_bad=true)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate the config, print it resolved, and stop."),
 ) -> None:
     """Train a method (cal, bm, bm+g, bm+p, cap, tad, rlq) on a dataset.
 
     One process on CPU or one GPU; several GPUs with `torchrun --nproc_per_node N -m rlq.cli train ...`.
     Writes config.yaml, meta.json, metrics.jsonl, TensorBoard logs, checkpoints/ and results.json into `output`.
+    An `output` folder that already holds a run is refused unless --resume or --overwrite is given.
+
     Config sections: method, preset, role, output, data.*, model.*, loss.*, optim.*, train.*, tad.*, eval.*;
     `rlq presets --keys [SECTION]` lists every key with its default.
     """
@@ -44,13 +48,13 @@ def train(
 
     import yaml
 
-    spec = load_run_spec(config, overrides or [])
+    spec = load_run_spec(config, [*(overrides or []), *(["data.skip_bad=true"] if skip_bad else [])])
     if dry_run:
         out.print(yaml.safe_dump(dataclasses.asdict(spec), sort_keys=False))
         return
     from ..engine.recipe import run_training
 
-    report = run_training(spec, resume=resume)
+    report = run_training(spec, resume=resume, overwrite=overwrite)
     if _is_rank0():
         _print_report(report)
         console.print(f"run folder: {spec.output}")
@@ -254,6 +258,7 @@ def extract_cmd(
     from ..engine.distributed import resolve_device
     from ..engine.recipe import dataset_options, load_model_checkpoint
     from ..evaluation.extract import extract_features
+    from ..deploy.search import model_identity
     from ..evaluation.protocols import save_features
 
     if (images is None) == (dataset is None):
@@ -262,7 +267,8 @@ def extract_cmd(
     model, state = load_model_checkpoint(checkpoint, device=dev, prefer=prefer)
     h, w = state.get("input_size", [384, 192])
     amp = torch.bfloat16 if dev.type == "cuda" else None
-    meta = {"checkpoint": str(Path(state["checkpoint"]).resolve()), "method": state.get("method"), "input_size": [h, w]}
+    meta = {"checkpoint": str(Path(state["checkpoint"]).resolve()), "method": state.get("method"), "input_size": [h, w],
+            **model_identity(state["checkpoint"], (h, w), flip=True)}  # the weights by content (sha256)
     if images is not None:
         from ..data.records import Sample
 
@@ -330,14 +336,16 @@ def model_info(
 def train_teacher(
     overrides: List[str] = typer.Argument(None, help="key=value overrides, e.g. data.root=/data/Celeb-reID"),
     config: str = typer.Option("configs/teacher/celeb.yaml", "--config", "-c", help="Teacher recipe preset."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run from its newest good checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run from its newest good checkpoint (an error when it has none)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="If `output` holds a run, move it aside to <output>.old-<timestamp> and start anew."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count unparsable dataset files instead of refusing them (data.skip_bad=true)."),
 ) -> None:
     """Train the TAD teacher (docs/method.md §9): a Base Model on Celeb-reID with labels, no recolouring, seed 4,
     200 epochs; its checkpoints carry the teacher-recipe metadata that TAD requires (tad.teacher=RUN)."""
     from ..engine.recipe import run_training
 
-    spec = load_run_spec(config, overrides or [])
-    report = run_training(spec, resume=resume, role="teacher")
+    spec = load_run_spec(config, [*(overrides or []), *(["data.skip_bad=true"] if skip_bad else [])])
+    report = run_training(spec, resume=resume, overwrite=overwrite, role="teacher")
     if _is_rank0():
         _print_report(report)
         console.print(f"teacher run: {spec.output} (use tad.teacher={spec.output})")

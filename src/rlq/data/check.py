@@ -1,6 +1,9 @@
 """`check-data` logic: layout, per-split counts against docs/datasets.md §3.1, unparsable names, unreadable images.
 
-`check_data` reports a broken dataset instead of raising; only an unknown dataset name raises.
+`check_data` reports a broken dataset instead of raising; only an unknown dataset name raises. Its verdict is
+what `rlq train` will do: the same parser with the same `skip_bad` setting decides about file names (train
+refuses unparsable or inconsistent files unless --skip-bad), and any unreadable image makes the dataset
+NOT USABLE because training and evaluation stop at the first one they read (a DatasetError naming it).
 """
 
 from __future__ import annotations
@@ -11,14 +14,14 @@ from typing import Any, Mapping, Sequence
 
 from tqdm import tqdm
 
-from rlq.data.datasets import DATASET_INFO, canonical_name, check_options, layout_missing, load_dataset
+from rlq.data.datasets import DATASET_INFO, canonical_name, check_options, layout_missing, load_dataset, suggest_roots
 from rlq.data.images import verify_image
 from rlq.data.records import Dataset, Sample, canonical_id
 from rlq.errors import DatasetError
 
 __all__ = ["CheckReport", "check_data", "compare_stats", "format_report", "MOSTLY_UNREADABLE"]
 
-#: A dataset with more than this fraction of unreadable images is reported unusable.
+#: Kept for compatibility: a dataset with *any* unreadable image is now unusable (training stops at it).
 MOSTLY_UNREADABLE = 0.5
 
 _FIELDS = ("images", "ids", "clothes", "cameras")
@@ -41,6 +44,7 @@ class CheckReport:
     unparsable: list[str] = field(default_factory=list)
     n_unparsable: int = 0
     messages: list[str] = field(default_factory=list)
+    suggestions: list[str] = field(default_factory=list)  # sub-folders with the full layout ("did you mean")
 
 
 def _union_counts(samples: Sequence[Sample]) -> dict[str, int]:
@@ -86,23 +90,30 @@ def check_data(
     full_decode: bool = True,
     max_list: int = 10,
     progress: bool = False,
+    skip_bad: bool = False,
     **options: Any,
 ) -> CheckReport:
-    """Check dataset `name` at `root`: layout, counts vs §3.1, unparsable names and unreadable images."""
+    """Check dataset `name` at `root`: layout, counts vs §3.1, unparsable names and unreadable images.
+
+    ``skip_bad`` is the training setting to judge against (`rlq train --skip-bad`, data.skip_bad): without
+    it, any unparsable or inconsistent file makes the dataset NOT USABLE, as training would refuse it.
+    """
     key = canonical_name(name)  # unknown names raise DatasetError
     info = DATASET_INFO[key]
     root_s = os.path.abspath(os.path.expanduser(os.fspath(root)))
     report = CheckReport(name=key, root=root_s, usable=False, layout_ok=False, expected_tree=info.tree)
-    options.pop("skip_bad", None)  # always lenient here: unparsable files are counted, not fatal
     check_options(key, options)  # a wrong option is the caller's error, not the dataset's
 
     report.missing = layout_missing(key, root_s)
     if report.missing:
         report.messages.append(f"layout: missing {', '.join(report.missing)}")
+        report.suggestions = suggest_roots(key, root_s)
+        for s in report.suggestions:
+            report.messages.append(f"did you mean {s}? It has the {key} layout.")
         return report
     report.layout_ok = True
 
-    try:
+    try:  # lenient here to count every bad file; the verdict below applies the training setting
         ds = load_dataset(key, root_s, skip_bad=True, **options)
     except DatasetError as exc:
         report.messages.append(f"cannot parse the dataset: {exc}")
@@ -118,6 +129,14 @@ def check_data(
         report.messages.append("LaST query/gallery sub-split of the current release is unconfirmed (docs/datasets.md §3.1)")
 
     usable = True
+    if ds.skipped:
+        n = len(ds.skipped)
+        if skip_bad:
+            report.messages.append(f"training with --skip-bad (data.skip_bad=true) skips and counts these {n} file(s)")
+        else:
+            usable = False
+            report.messages.append(f"training refuses these {n} unparsable or inconsistent file(s); fix or remove them, "
+                                   "or pass --skip-bad (`rlq train --skip-bad`, data.skip_bad=true) to skip and count them")
     empty = [s for s, samples in ds.splits.items() if not samples]
     if empty:
         usable = False
@@ -132,9 +151,10 @@ def check_data(
                 bad[p] = reason
         report.n_bad_images = len(bad)
         report.bad_images = [f"{p}: {r}" for p, r in list(bad.items())[:max_list]]
-        if paths and len(bad) > MOSTLY_UNREADABLE * len(paths):
+        if bad:
             usable = False
-            report.messages.append(f"{len(bad)} of {len(paths)} images are unreadable")
+            report.messages.append(f"{len(bad)} of {len(paths)} images are unreadable: training and evaluation stop at the "
+                                   "first one they read; replace or remove them (no option skips unreadable images)")
         for split, samples in ds.splits.items():
             if samples and all(s.path in bad for s in samples):
                 usable = False

@@ -41,6 +41,8 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "write_search_html",
     "checkpoint_mismatch",
+    "model_identity",
+    "weights_sha256",
 ]
 
 log = logging.getLogger(__name__)
@@ -304,35 +306,61 @@ class GalleryIndex:
 
 
 # -- checkpoint identity --------------------------------------------------------------------------------
-def _weights_sha(ck: Path) -> str | None:
+def weights_sha256(checkpoint: str | os.PathLike) -> str | None:
+    """SHA-256 of a checkpoint's ``weights.safetensors``: read from its manifest (written with the
+    checkpoint, so nothing is re-hashed), hashed from the file only when there is no manifest."""
+    from ..engine.checkpoint import MANIFEST, WEIGHTS, resolve_checkpoint
+    from ..io import sha256_file
+
+    ck = resolve_checkpoint(checkpoint)
     try:
-        mf = json.loads((ck / "MANIFEST.json").read_text(encoding="utf-8"))
-        return mf["files"]["weights.safetensors"]["sha256"]
+        mf = json.loads((ck / MANIFEST).read_text(encoding="utf-8"))
+        return str(mf["files"][WEIGHTS]["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return sha256_file(ck / WEIGHTS) if (ck / WEIGHTS).is_file() else None
 
 
-def checkpoint_mismatch(recorded: str | None, given: str | os.PathLike) -> str | None:
-    """None when the checkpoint ``given`` is the one ``recorded`` in a gallery's meta, else the reason.
+def model_identity(checkpoint: str | os.PathLike, input_size: Sequence[int], flip: bool = True) -> dict[str, Any]:
+    """What makes two sets of features comparable, recorded in features files and gallery indexes: the
+    weights (by content) and the preprocessing (docs/method.md §2.5: PIL bilinear resize to ``input_size``,
+    uint8, /255, the model's own ImageNet normalisation, flip-sum)."""
+    return {"weights_sha256": weights_sha256(checkpoint),
+            "preprocessing": {"input_size": [int(input_size[0]), int(input_size[1])], "flip": bool(flip),
+                              "resize": "PIL bilinear, uint8", "normalization": "in-model ImageNet mean/std"}}
 
-    The same folder, or a folder whose weights have the same SHA-256 (from its manifest), is the same
-    checkpoint. A gallery that records no checkpoint cannot be checked and is reported as such.
+
+def checkpoint_mismatch(recorded: str | Mapping[str, Any] | None, given: str | os.PathLike) -> str | None:
+    """None when the checkpoint ``given`` holds the weights a gallery was extracted with, else the reason.
+
+    ``recorded`` is the gallery's meta (or, for old files, just its checkpoint path). Weights are compared
+    by content (``weights_sha256``): a checkpoint retrained or altered at the same path is refused, a copy
+    of the same weights elsewhere is accepted. Meta from before content hashes falls back to the path and
+    the manifests' hashes.
     """
     from ..engine.checkpoint import resolve_checkpoint
 
-    if not recorded:
-        return "the gallery does not record which checkpoint extracted it"
+    meta = dict(recorded) if isinstance(recorded, Mapping) else {"checkpoint": recorded}
+    path = meta.get("checkpoint")
+    want = meta.get("weights_sha256")
     g = resolve_checkpoint(given).resolve()
-    r = Path(recorded)
+    if want:
+        have = weights_sha256(g)
+        if have == want:
+            return None
+        return (f"the gallery was extracted with weights sha256 {str(want)[:12]}... ({path}); {g} now holds "
+                f"{str(have)[:12]}... (retrained or altered: different weights)")
+    if not path:
+        return "the gallery does not record which checkpoint extracted it"
+    r = Path(path)
     if r.exists():
         r = r.resolve()
         if r == g:
             return None
-        a, b = _weights_sha(r), _weights_sha(g)
+        a, b = weights_sha256(r), weights_sha256(g)
         if a is not None and a == b:
             return None
         return f"the gallery was extracted with {r}, not {g} (different weights)"
-    return f"the gallery was extracted with {recorded}, which no longer exists, not {g}"
+    return f"the gallery was extracted with {path}, which no longer exists, not {g}"
 
 
 # -- HTML report --------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from safetensors.torch import save as st_save
 
 from ..errors import CheckpointError
 from ..io import atomic_write_bytes, atomic_write_json, replace_dir, sha256_file
+from .faults import fault_point
 
 __all__ = [
     "CheckpointManager",
@@ -120,6 +121,7 @@ class CheckpointManager:
     """Writes numbered checkpoints under ``<run_dir>/checkpoints`` atomically; keeps the last N."""
 
     def __init__(self, run_dir: str | os.PathLike, keep_last: int = 2, create: bool = True) -> None:
+        # create=True makes the folder now; the Trainer passes False and lets save() create it on first write.
         self.dir = Path(run_dir) / "checkpoints"
         if create:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -150,6 +152,7 @@ class CheckpointManager:
                     for k, v in tensors.items()}
             atomic_write_bytes(tmp / WEIGHTS, st_save(flat), fsync=True)
             atomic_write_json(tmp / STATE, {"format_version": FORMAT_VERSION, "saved_at": time.time(), **state})
+            fault_point("ckpt-write")  # test-only hook (rlq.engine.faults); a no-op unless RLQ_FAULT_INJECT is set
             files = {f: {"sha256": sha256_file(tmp / f), "size": (tmp / f).stat().st_size} for f in (WEIGHTS, STATE)}
             atomic_write_json(tmp / MANIFEST, {"files": files})
             _fsync_tree(tmp)

@@ -30,6 +30,7 @@ from ..io import atomic_write_json, atomic_write_text
 from ..models import build_model
 from .checkpoint import read_checkpoint, resolve_checkpoint
 from .distributed import DistInfo, cleanup_distributed, init_distributed
+from .run_dir import check_run_folder
 from .spec import METHODS, RunSpec
 from .trainer import LoaderSpec, Trainer
 
@@ -294,34 +295,45 @@ def _write_spec(spec: RunSpec, run_dir: Path, dist: DistInfo, extra: dict) -> No
 
 
 def _check_writable(run_dir: Path) -> None:
-    """Fail before training when the output folder cannot be written (read-only, disk full)."""
+    """Fail before training when the output folder cannot be written (read-only, disk full); creates nothing:
+    the test file goes into the folder, or its nearest existing parent."""
     import shutil
     import tempfile
 
+    probe = Path(os.path.abspath(run_dir))
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".write-test-", delete=True) as f:
+        if not probe.is_dir():
+            raise NotADirectoryError(f"{probe} is a file")
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".rlq-write-test-", delete=True) as f:
             f.write(b"x" * 4096)
             f.flush()
             os.fsync(f.fileno())
     except OSError as e:
         raise ConfigError(f"cannot write to the output folder {run_dir}: {e.strerror or e}; choose another `output=`") from None
-    free = shutil.disk_usage(run_dir).free
+    free = shutil.disk_usage(probe).free
     if free < 200 * 2**20:
         raise ConfigError(f"only {free / 2**20:.0f} MiB free under {run_dir}; checkpoints need more space")
 
 
-def run_training(spec: RunSpec, *, resume: bool = False, role: str | None = None) -> dict:
-    """Train ``spec.method`` on ``spec.data``; returns the selection report written to ``results.json``."""
+def run_training(spec: RunSpec, *, resume: bool = False, overwrite: bool = False, role: str | None = None) -> dict:
+    """Train ``spec.method`` on ``spec.data``; returns the selection report written to ``results.json``.
+
+    ``spec.output`` must be new or empty unless ``resume`` (continue the run in it) or ``overwrite`` (move
+    it aside to ``<name>.old-<timestamp>`` first); see :mod:`rlq.engine.run_dir`. The folder is created
+    only once the data and model are ready, and removed again if training fails before its first step.
+    """
     validate_spec(spec)
+    check_run_folder(spec.output, resume=resume, overwrite=overwrite)  # refuse before any work
     dist, device = init_distributed(spec.train.device)
     try:
-        return _run(spec, dist, device, resume, role)
+        return _run(spec, dist, device, resume, overwrite, role)
     finally:
         cleanup_distributed()
 
 
-def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, role: str | None) -> dict:
+def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, overwrite: bool, role: str | None) -> dict:
     run_dir = Path(spec.output)
     if spec.train.num_threads > 0:
         torch.set_num_threads(spec.train.num_threads)
@@ -340,7 +352,7 @@ def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, role
         from ..data.holdout import identity_holdout
 
         dataset = identity_holdout(dataset, d.val_holdout_ids, seed=spec.train.seed)
-    if dist.is_main:  # after the dataset parsed, before anything heavy: no empty run folder for a wrong root
+    if dist.is_main:  # after the dataset parsed, before anything heavy (creates nothing)
         _check_writable(run_dir)
     defaults = default_side_paths(canonical_name(d.dataset), d.root)
     need_pose, need_gender = spec.method in _POSE, spec.method in _GENDER
@@ -410,8 +422,6 @@ def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, role
                     "world_size": dist.world_size, "batch_per_replica": d.batch_size, "notes": side.notes,
                     "confidence_intervals": ci_info(spec.eval.bootstrap_resamples, spec.eval.bootstrap_seed)},
     }
-    if dist.is_main:
-        _write_spec(spec, run_dir, dist, {"role": run_role})
     trainer = Trainer(
         model=model, method=method, loaders=loaders, run_dir=run_dir, epochs=spec.train.epochs, device=device, dist=dist,
         lr=spec.optim.lr, weight_decay=spec.optim.weight_decay, milestones=spec.optim.milestones, gamma=spec.optim.gamma,
@@ -423,7 +433,14 @@ def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, role
         tensorboard=spec.train.tensorboard, progress=spec.train.progress, max_steps_per_epoch=spec.train.max_steps_per_epoch,
         nonfinite=spec.train.nonfinite, run_state=run_state,
     )
-    return trainer.fit(resume=resume)
+    claim = trainer.open_run_dir(resume=resume, overwrite=overwrite)  # data and model are ready: now the folder
+    if dist.is_main:
+        try:
+            _write_spec(spec, run_dir, dist, {"role": run_role})
+        except BaseException:
+            claim.abandon()
+            raise
+    return trainer.fit()
 
 
 def _external_loader(spec: RunSpec, dataset: Dataset, dist: DistInfo, cache: ImageCache | None) -> LoaderSpec:

@@ -38,7 +38,9 @@ from .checkpoint import (
     restore_rng,
 )
 from .distributed import DistInfo, all_reduce_flags, barrier
+from .faults import fault_point
 from .metrics_log import MetricsLogger
+from .run_dir import RunFolder, claim_run_folder
 
 __all__ = ["LoaderSpec", "Trainer", "TrainingInterrupted", "lr_at_epoch", "Selection"]
 
@@ -218,7 +220,10 @@ class Trainer:
         # The scaler follows the training device: GradScaler("cuda") on a CPU run (e.g. train.device=cpu on a
         # GPU machine) would try to unscale CPU gradients with CUDA kernels.
         self.scaler = torch.amp.GradScaler(device.type) if self.amp_dtype == torch.float16 else None
-        self.ckpt = CheckpointManager(self.run_dir, keep_last=keep_last, create=dist.is_main)
+        self.ckpt = CheckpointManager(self.run_dir, keep_last=keep_last, create=False)  # the folder: open_run_dir()
+        self.run_folder: RunFolder | None = None
+        self._logger: MetricsLogger | None = None
+        self._resume_lines: int | None = None
         self.selection = Selection(selection_metric)
         self.pos = {"epoch": 0, "phase": 0, "batch": 0, "ext_epoch": 0, "ext_batch": 0}
         self.global_step = 0
@@ -298,6 +303,7 @@ class Trainer:
             "rng": r_meta,
             "selection": self.selection.to_json(),
             "world_size": self.dist.world_size,
+            "metrics_lines": self._logger.lines if self._logger is not None else None,
         }
         return tensors, state
 
@@ -340,6 +346,7 @@ class Trainer:
         self.global_step = int(state["global_step"])
         self.skipped_batches = int(state.get("skipped_batches", 0))
         self.selection = Selection.from_json(state["selection"])
+        self._resume_lines = state.get("metrics_lines")
         log.info("resumed from %s (epoch %d, phase %d, batch %d)", good, self.pos["epoch"], self.pos["phase"], self.pos["batch"])
         return True
 
@@ -427,6 +434,7 @@ class Trainer:
                 self._save_weights("best", {"selected_on": "test", "epoch": epoch, "results": test})
             if improved["val"]:
                 self._save_weights("best_val", {"selected_on": "val", "epoch": epoch, "results": test, "val": val})
+            fault_point("eval")  # test-only hook (rlq.engine.faults); a no-op unless RLQ_FAULT_INJECT is set
             atomic_write_json(self.run_dir / "results.json", {**self.run_state.get("summary", {}), **self.selection.report()})
         barrier()
         if self.dist.enabled:
@@ -434,12 +442,46 @@ class Trainer:
 
             self.selection = broadcast_object(self.selection)
 
-    def fit(self, resume: bool = False) -> dict:
-        """Train to ``epochs``; returns the selection report (also written to ``results.json``)."""
-        if resume:
-            self.resume()
-        logger = MetricsLogger(self.run_dir, enabled=self.dist.is_main, tensorboard=self.tensorboard,
-                               resume_step=self.global_step if resume else None)
+    def open_run_dir(self, *, resume: bool = False, overwrite: bool = False) -> RunFolder:
+        """Claim ``run_dir`` (see :mod:`rlq.engine.run_dir`): a folder holding files is refused unless
+        ``resume`` (continue it; it must hold a good checkpoint) or ``overwrite`` (move it aside to
+        ``<name>.old-<timestamp>`` and start anew). Only rank 0 touches the disk. :meth:`fit` calls it
+        when the caller has not."""
+        if self.run_folder is not None:
+            raise TrainingError(f"{self.run_dir} is already open for this trainer")
+        if self.dist.is_main:
+            self.run_folder = claim_run_folder(self.run_dir, resume=resume, overwrite=overwrite)
+        else:
+            self.run_folder = RunFolder(self.run_dir, "resume" if resume else "overwrite" if overwrite else "new")
+        return self.run_folder
+
+    def fit(self, resume: bool | None = None, overwrite: bool = False) -> dict:
+        """Train to ``epochs``; returns the selection report (also written to ``results.json``).
+
+        By default ``run_dir`` must be new or empty; ``resume=True`` continues the run in it from its newest
+        good checkpoint, ``overwrite=True`` moves an earlier run aside first (see :meth:`open_run_dir`).
+        If training fails before its first step, a folder this call created is removed again.
+        """
+        if self.run_folder is None:
+            self.open_run_dir(resume=bool(resume), overwrite=overwrite)
+        elif resume is not None and bool(resume) != self.run_folder.resume:
+            raise ValueError(f"fit(resume={resume}) but the run folder was opened with mode {self.run_folder.mode!r}")
+        resume = self.run_folder.resume
+        start_step = self.global_step
+        try:
+            if resume and not self.resume():
+                raise CheckpointError(f"--resume: {self.run_dir} holds no resumable checkpoint")
+            start_step = self.global_step
+            return self._fit(resume)
+        except BaseException:
+            if self.global_step == start_step and self.dist.is_main:
+                self.run_folder.abandon()  # nothing trained: leave no folder behind (never for a resumed run)
+            raise
+
+    def _fit(self, resume: bool) -> dict:
+        logger = self._logger = MetricsLogger(self.run_dir, enabled=self.dist.is_main, tensorboard=self.tensorboard,
+                                              resume_step=self.global_step if resume else None,
+                                              resume_lines=self._resume_lines if resume else None)
         restore_signals = self._install_signals()
         try:
             while self.pos["epoch"] < self.epochs:
@@ -464,6 +506,7 @@ class Trainer:
         finally:
             restore_signals()
             logger.close()
+            self._logger = None
         report = self.selection.report()
         report["skipped_batches"] = self.skipped_batches
         if self.dist.is_main:
@@ -501,6 +544,7 @@ class Trainer:
                     torch.cuda.synchronize(self.device)
                 step_time += time.perf_counter() - t0
                 self.global_step += 1
+                fault_point("step", self.global_step)  # test-only hook (rlq.engine.faults)
                 if not advances:
                     self.pos["ext_batch"] += 1
                 if out is not None:

@@ -29,6 +29,7 @@ __all__ = [
     "layout_missing",
     "canonical_name",
     "check_options",
+    "suggest_roots",
     "load_ltcc",
     "load_synthcc",
     "load_prcc",
@@ -178,11 +179,31 @@ def check_options(name: str, options: Mapping[str, object]) -> None:
         raise DatasetError(f"dataset {key!r} does not take option(s) {bad}; it takes {valid}")
 
 
+def suggest_roots(name: str, root: str | os.PathLike) -> list[str]:
+    """Sub-folders of `root` that have the dataset's full layout (e.g. `…/LTCC_ReID` when pointed at its
+    parent); [] when `root` itself has it, or for `manifest` (whose root is a CSV file)."""
+    key = canonical_name(name)
+    r = os.path.abspath(os.path.expanduser(os.fspath(root)))
+    if key == "manifest" or not os.path.isdir(r) or not layout_missing(key, r):
+        return []
+    try:
+        children = sorted(e.path for e in os.scandir(r) if e.is_dir() and not e.name.startswith("."))
+    except OSError:
+        return []
+    return [c for c in children if not layout_missing(key, c)]
+
+
 def load_dataset(name: str, root: str | os.PathLike, **options) -> Dataset:
     """Parse dataset `name` at `root` (for 'manifest': the CSV file); options go to the parser (e.g. skip_bad)."""
     key = canonical_name(name)
     check_options(key, options)
-    return _LOADERS[key](root, **options)
+    try:
+        return _LOADERS[key](root, **options)
+    except DatasetError as exc:
+        hint = suggest_roots(key, root)
+        if hint:
+            raise DatasetError(f"did you mean {' or '.join(hint)}? {exc}") from None
+        raise
 
 
 def standard_protocols(name: str) -> dict[str, Protocol]:
