@@ -17,7 +17,7 @@ SynthCC, docs/datasets.md "Confidence intervals"):
 Size: every run uses the shipped presets configs/synthcc/<method>.yaml (the demo's backbone, input size and
 schedule); ``--epochs`` overrides the schedule as `rlq demo --epochs` does. 15 student runs + 1 teacher.
 Resumable: each (method, seed) run lives in ``--work``/seed<S>/<method> and is skipped when finished; an
-unfinished one restarts from scratch; the JSON is rewritten (atomically) after every run.
+unfinished one continues from its newest good checkpoint; the JSON is rewritten (atomically) after every run.
 
     python benchmarks/synthcc_methods.py                 # full run (estimated 60-90 min on 2 quiet CPU cores; not yet timed)
     python benchmarks/synthcc_methods.py --quick         # smoke run: SynthCC tiny, 2 steps of batch 8, tiny backbone
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -208,6 +207,7 @@ def run_all(args: argparse.Namespace, say=print) -> dict[str, Any]:
     """Generate the data, train the teacher and every (method, seed) run that is not finished; returns the payload."""
     from rlq.demo import DemoSettings, _finished, _spec
     from rlq.engine.recipe import run_per_query, run_training
+    from rlq.engine.run_dir import folder_holds_files
     from rlq.evaluation.bootstrap import load_per_query
 
     work = Path(args.work)
@@ -224,10 +224,9 @@ def run_all(args: argparse.Namespace, say=print) -> dict[str, Any]:
     def finish(spec, run_dir: Path, name: str) -> None:
         t0 = time.time()
         if _finished(run_dir, spec.train.epochs) is None:
-            if run_dir.exists():  # unfinished: restart this run from scratch
-                shutil.rmtree(run_dir)
-            say(f"training {name} ...")
-            run_training(spec)
+            resume = folder_holds_files(run_dir)  # unfinished: continue from its newest good checkpoint
+            say(f"{'resuming' if resume else 'training'} {name} ...")
+            run_training(spec, resume=resume)
             payload["seconds"][name] = time.time() - t0
 
     if any(m in ("tad", "rlq") for m in args.methods):
