@@ -32,7 +32,7 @@ def test_base_can_name_a_shipped_preset(tmp_path, base):
     shipped = load_config(PACKAGE_CONFIGS / "synthcc" / "bm.yaml", schema=RunSpec)
     assert cfg.output == "runs/mine" and cfg.train.epochs == 3
     # Everything else comes from the shipped preset (and its own bases).
-    assert cfg.model.backbone == shipped.model.backbone == "tiny" and cfg.data.height == shipped.data.height == 128
+    assert cfg.model.backbone == shipped.model.backbone == "mobilenetv2" and cfg.data.height == shipped.data.height == 128
     assert cfg.method == "bm"
 
 
@@ -62,7 +62,7 @@ def test_shipped_synthcc_presets_keep_the_synthcc_external_root():
         assert cfg.method == m
         assert cfg.tad.external_root == "data/synthcc/external" and cfg.tad.teacher == "runs/synthcc-teacher"
     t = load_config("configs/teacher/synthcc.yaml", schema=RunSpec)
-    assert t.role == "teacher" and t.data.root == "data/synthcc/external" and t.model.backbone == "tiny"
+    assert t.role == "teacher" and t.data.root == "data/synthcc/external" and t.model.backbone == "mobilenetv2"
 
 
 def test_schema_keys_cover_every_field_with_its_default():

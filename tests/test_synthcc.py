@@ -301,3 +301,33 @@ def test_manifest(synth):
     poses = sum(len(_poses(root, s)) for s in SPLITS)
     total = sum(manifest["counts"][s]["images"] for s in SPLITS)
     assert poses == total - sum(manifest["counts"][s]["no_detection"] for s in SPLITS)
+
+
+def test_default_preset_test_split_has_1000_clothes_changing_queries():
+    """The demo's `default` preset plans >= 1,000 queries (one query <= 0.1 rank-1 points), every one with a
+    clothes-changing true match in the gallery (same id, other camera, other outfit: docs/datasets.md, the cc
+    rule); test identities follow the preset's test session layout; planning is deterministic per seed."""
+    p = SYNTH_PRESETS["default"]
+    cams = gen_mod.make_cameras(p.cameras, gen_mod._gen(0, gen_mod._TAG_CAMERAS))
+    tasks, _, ids = gen_mod._target_plan(p, 0, cams)
+    again, _, _ = gen_mod._target_plan(p, 0, gen_mod.make_cameras(p.cameras, gen_mod._gen(0, gen_mod._TAG_CAMERAS)))
+    assert [t.rel for t in tasks] == [t.rel for t in again]
+    rec = lambda t: (t.ident.pid, t.outfit.index, t.camera.index)  # noqa: E731
+    queries = [rec(t) for t in tasks if t.split == "query"]
+    gallery = [rec(t) for t in tasks if t.split == "test"]
+    assert len(ids["test_pids"]) == p.test_ids and len(queries) >= 1000
+    for pid, outfit, cam in queries:  # brute force: a gallery image of the same person in other clothes and camera
+        assert any(g[0] == pid and g[1] != outfit and g[2] != cam for g in gallery), (pid, outfit, cam)
+    sessions: dict[tuple[int, int, int], int] = {}
+    for t in tasks:
+        if t.split != "train":
+            sessions[rec(t)] = sessions.get(rec(t), 0) + 1
+    assert set(sessions.values()) == {p.test_frames_per_session[0]}  # (2, 2): two frames per test session
+    per_outfit: dict[tuple[int, int], set[int]] = {}
+    for pid, outfit, cam in sessions:
+        per_outfit.setdefault((pid, outfit), set()).add(cam)
+    assert {len(c) for c in per_outfit.values()} == {2}
+    n_out = {}
+    for pid, outfit in per_outfit:
+        n_out[pid] = n_out.get(pid, 0) + 1
+    assert set(n_out.values()) <= {2, 3}

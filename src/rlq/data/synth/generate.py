@@ -71,6 +71,11 @@ class SynthPreset:
     frames_per_session: tuple[int, int]
     queries_per_id: int
     external_images_per_id: tuple[int, int]
+    # Session layout of the test identities, when it differs from train's (None: as train). A large test split
+    # with few images per identity keeps evaluation cheap while giving many clothes-changing queries.
+    test_outfits: tuple[int, int] | None = None
+    test_cameras_per_outfit: tuple[int, int] | None = None
+    test_frames_per_session: tuple[int, int] | None = None
 
 
 SYNTH_PRESETS: dict[str, SynthPreset] = {
@@ -78,8 +83,11 @@ SYNTH_PRESETS: dict[str, SynthPreset] = {
     "tiny": SynthPreset(8, 6, 6, 2, 6, (2, 3), (2, 2), (2, 2), 2, (3, 5)),
     # ~1,000 target images
     "small": SynthPreset(30, 16, 20, 6, 8, (2, 4), (2, 3), (2, 4), 3, (8, 14)),
-    # the demo: ~4,000 target + ~1,000 external images
-    "default": SynthPreset(60, 40, 50, 15, 12, (2, 5), (2, 3), (3, 6), 4, (14, 26)),
+    # the demo: ~1,700 train, 1,200 query (every one a valid clothes-changing query, so one query is 0.08 rank-1
+    # points) and 1,800 gallery images, + ~1,000 external images. Test identities get 2-3 outfits x 2 cameras x 2
+    # frames (one query per (outfit, camera) session), so the test split is wide (300 ids) but cheap to extract.
+    "default": SynthPreset(60, 300, 50, 15, 12, (2, 5), (2, 3), (2, 4), 4, (14, 26),
+                           test_outfits=(2, 3), test_cameras_per_outfit=(2, 2), test_frames_per_session=(2, 2)),
 }
 
 
@@ -124,10 +132,13 @@ def _target_plan(p: SynthPreset, seed: int, cams: list[Camera]) -> tuple[list[_T
         r = _gen(seed, _TAG_IDENTITY, 0, pid)
         ident = sample_identity(pid, r)
         idents[pid] = ident
-        lo = max(2, p.outfits[0]) if test else p.outfits[0]
-        outfits = sample_outfits(ident, int(r.integers(lo, max(lo, p.outfits[1]) + 1)), r)
-        c_lo = max(2, p.cameras_per_outfit[0]) if test else p.cameras_per_outfit[0]
-        c_hi = min(len(cams), max(c_lo, p.cameras_per_outfit[1]))
+        n_outfits = (p.test_outfits or p.outfits) if test else p.outfits
+        n_cams = (p.test_cameras_per_outfit or p.cameras_per_outfit) if test else p.cameras_per_outfit
+        n_frames = (p.test_frames_per_session or p.frames_per_session) if test else p.frames_per_session
+        lo = max(2, n_outfits[0]) if test else n_outfits[0]
+        outfits = sample_outfits(ident, int(r.integers(lo, max(lo, n_outfits[1]) + 1)), r)
+        c_lo = max(2, n_cams[0]) if test else n_cams[0]
+        c_hi = min(len(cams), max(c_lo, n_cams[1]))
         route_n = min(len(cams), max(c_hi + 1, round(0.6 * len(cams))))
         route = r.choice(len(cams), size=route_n, replace=False)
         sessions: dict[int, list[tuple[int, list[int]]]] = {}
@@ -136,8 +147,8 @@ def _target_plan(p: SynthPreset, seed: int, cams: list[Camera]) -> tuple[list[_T
             chosen = sorted(int(c) for c in r.choice(route, size=k, replace=False))
             sessions[outfit.index] = []
             for ci in chosen:
-                f_lo = max(2, p.frames_per_session[0]) if test else p.frames_per_session[0]
-                n_f = int(r.integers(f_lo, max(f_lo, p.frames_per_session[1]) + 1))
+                f_lo = max(2, n_frames[0]) if test else n_frames[0]
+                n_f = int(r.integers(f_lo, max(f_lo, n_frames[1]) + 1))
                 start = int(r.integers(0, 990_000))
                 frames = [start + int(v) for v in np.cumsum(r.integers(3, 40, n_f))]
                 sessions[outfit.index].append((ci, frames))
