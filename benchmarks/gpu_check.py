@@ -13,7 +13,8 @@ Checks (each in try/except with its own time budget; a failure becomes a FAIL ro
   eval_last_scale  ``evaluate_features`` on CUDA at LaST test scale (10,173 x 123,041, 4,096-d): time and
                    peak CUDA memory (torch.cuda.max_memory_allocated)
   torchrun_nccl    ``python -m torch.distributed.run --nproc_per_node=1`` on a script that sets the device
-                   from LOCAL_RANK, initialises NCCL and takes 3 DDP-wrapped engine steps
+                   from LOCAL_RANK, initialises NCCL and takes 3 DDP-wrapped engine steps; then sharded
+                   extraction (bitwise vs one process), the padded gather and the failure flag on that group
   step_ratio       Base Model engine step vs a plain ResNet-50 (last stride 1) + CE step on the same 2B
                    images, bf16, channels_last: alternating rounds, median of per-round ratios (target <= 1.9)
   lq_throughput    batched LQ synthesis (``rlq.lq.batched``) img/s on the GPU vs the SynthCC train loader's
@@ -436,9 +437,31 @@ with tempfile.TemporaryDirectory() as run_dir:
 flags = all_reduce_flags([True, False], device)
 obj = broadcast_object({"rank": dist.get_rank()})
 barrier()
+# sharded evaluation's collectives (rlq.engine.distributed) on this group: extraction vs one process, gather, failure
+import numpy as np
+from PIL import Image
+from rlq.engine.distributed import RankFailure, check_all_ranks, gather_rows, sync_buffers
+from rlq.evaluation.extract import extract_features
+sync_buffers(tr.raw_model, info)
+with tempfile.TemporaryDirectory() as img_dir:
+    rng = np.random.default_rng(0)
+    paths = [f"{img_dir}/{i}.png" for i in range(9)]
+    for p in paths:
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(p)
+    kw = dict(device=device, batch_size=4, workers=0, amp_dtype=torch.bfloat16 if device.type == "cuda" else None)
+    shard_equal = extract_features(tr.raw_model, paths, h, w, world=info, **kw).tobytes() == \
+        extract_features(tr.raw_model, paths, h, w, **kw).tobytes()
+x = rng.normal(size=(11, 3)).astype(np.float32)
+gather_equal = bool(np.array_equal(gather_rows(x, info, chunk_rows=4), x))
+try:
+    check_all_ranks(OSError("injected"), "gpu check", info)
+    failure = None
+except RankFailure as e:
+    failure = str(e)
 res = {"backend": dist.get_backend(), "world_size": dist.get_world_size(), "local_rank": local, "device": str(device),
        "current_device": torch.cuda.current_device() if device.type == "cuda" else None,
-       "ddp": type(tr.model).__name__, "losses": losses, "flags": flags, "broadcast": obj}
+       "ddp": type(tr.model).__name__, "losses": losses, "flags": flags, "broadcast": obj,
+       "sharded": {"extract_equal": shard_equal, "gather_equal": gather_equal, "failure": failure}}
 dist.destroy_process_group()
 with open(out_path, "w") as f:
     json.dump(res, f)
@@ -486,7 +509,11 @@ def check_torchrun_nccl(s: Sizes) -> tuple[str, dict]:
         raise CheckFailed(f"unexpected child result {res}", res)
     if not all(math.isfinite(v) for v in res["losses"]):
         raise CheckFailed(f"non-finite DDP losses {res['losses']}", res)
-    return f"{backend}, world 1, 3 DDP steps, losses {', '.join(f'{v:.2f}' for v in res['losses'])} ({dt:.0f} s)", res
+    sh = res["sharded"]
+    if not (sh["extract_equal"] and sh["gather_equal"] and "gpu check failed on rank 0 of 1" in (sh["failure"] or "")):
+        raise CheckFailed(f"sharded evaluation collectives: {sh}", res)
+    return (f"{backend}, world 1, 3 DDP steps, losses {', '.join(f'{v:.2f}' for v in res['losses'])}; sharded extraction, "
+            f"gather and failure flag ok ({dt:.0f} s)"), res
 
 
 def _plain_net(s: Sizes) -> torch.nn.Module:

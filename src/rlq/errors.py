@@ -27,6 +27,10 @@ class TrainingError(RlqError):
     """Training cannot continue (non-finite loss, impossible setting, ...)."""
 
 
+class RankFailure(RlqError):
+    """A step failed on some rank of a torchrun job; raised on every rank so none waits for the others."""
+
+
 def root_message(exc: BaseException) -> str:
     """The message of the error that started it all: for an error re-raised from a DataLoader worker (whose
     text is a worker traceback ending in the original ``Type: message``), that original message."""

@@ -312,8 +312,12 @@ def official_lq_evaluate(
     amp_dtype: torch.dtype | None = None,
     cache: Any = None,
     progress: bool = False,
+    world: Any = None,
 ) -> dict[str, Any]:
     """Protocol metrics under the authors' LQ test protocol (:mod:`rlq.lq.official_test`), one entry per kind.
+
+    With a multi-rank ``world`` (:class:`rlq.engine.distributed.DistInfo`) every rank must call it: the extraction
+    is sharded over the ranks and only rank 0 computes metrics (the other ranks' ``results`` stay empty).
 
     Every split of the protocol (queries **and** gallery) is degraded at original resolution, seeded per
     (seed, split, image). ``results["official_lq:<kind>"]`` holds ``metrics`` (:func:`summarize` per evaluation
@@ -344,9 +348,11 @@ def official_lq_evaluate(
             f = extract_features(
                 model, [x.path for x in samples[split]], height, width, device=device, batch_size=batch_size,
                 workers=workers, flip=flip, amp_dtype=amp_dtype, progress=progress, desc=f"{split} official LQ {kind}",
-                cache=cache, image_transform=OfficialLQTransform(mix, split_seed(seed, split)),
+                cache=cache, image_transform=OfficialLQTransform(mix, split_seed(seed, split)), world=world,
             )
             feats[split] = (f, samples[split])
+        if world is not None and not world.is_main:
+            continue
         metrics = summarize(evaluate_protocol(feats, proto, device=device))
         results[official_lq_name(kind)] = {"kind": kind, "mix": mix.probabilities(), "metrics": metrics}
     return {

@@ -60,6 +60,19 @@ def train(
         console.print(f"run folder: {spec.output}")
 
 
+def _init_world(device: str):
+    """(DistInfo, device): under torchrun the process group (timeout: env RLQ_DIST_TIMEOUT_MIN, default 60 min)
+    and this rank's device; else one process. The group is destroyed at exit."""
+    import atexit
+
+    from ..engine.distributed import cleanup_distributed, init_distributed
+
+    world, dev = init_distributed(device)
+    if world.enabled:
+        atexit.register(cleanup_distributed)
+    return world, dev
+
+
 def _is_rank0() -> bool:
     import os
 
@@ -130,7 +143,7 @@ def eval_cmd(
     bootstrap intervals; clean, or under --lq (the authors' LQ test protocol).
 
     With a features file only --dataset, --root (manifest), --protocol, --device, --json and the interval
-    options apply.
+    options apply. Under torchrun the ranks share a checkpoint's extraction; rank 0 prints and writes.
     """
     if checkpoint.suffix == ".npz":  # saved features, detected by the path
         from .data import evaluate_features_cmd
@@ -145,14 +158,13 @@ def eval_cmd(
 
     from ..data.datasets import load_dataset
     from ..data.side_tables import quality_groups
-    from ..engine.distributed import resolve_device
     from ..engine.recipe import dataset_options, load_model_checkpoint
     from ..evaluation.bootstrap import ci_info
     from ..evaluation.extract import extract_features
     from ..evaluation.protocols import evaluate_protocol, format_table, summarize
     from ..io import atomic_write_json
 
-    dev = resolve_device(device)
+    world, dev = _init_world(device)  # under torchrun the ranks share the extraction; rank 0 reports and writes
     model, state = load_model_checkpoint(checkpoint, device=dev, prefer=prefer)
     h, w = state.get("input_size", [384, 192])
     h, w = height or h, width or w
@@ -168,14 +180,16 @@ def eval_cmd(
         if rerank:
             raise typer.BadParameter("--rerank is not available with --lq (the authors' LQ protocol ranks by cosine)")
         _eval_official_lq(model, state, ds, lq, seed, split, h, w, dev, batch_size, workers, not no_flip, amp, json_out,
-                          dataset)
+                          dataset, world)
         return
     feats = {}
     for name in protocol.split_names:
         samples = ds.split(name)
         f = extract_features(model, [s.path for s in samples], h, w, device=dev, batch_size=batch_size, workers=workers,
-                             flip=not no_flip, amp_dtype=amp, progress=True, desc=f"extract {name}")
+                             flip=not no_flip, amp_dtype=amp, progress=world.is_main, desc=f"extract {name}", world=world)
         feats[name] = (f, samples)
+    if not world.is_main:
+        return
     res = evaluate_protocol(feats, protocol, device=dev,
                             rerank=rerank_settings(rerank, rerank_k1, rerank_k2, rerank_lambda))
     groups = quality_groups(ds.root, quality_csv)
@@ -214,7 +228,8 @@ def _save_per_query(path: Path, res: dict, extra: dict) -> None:
     console.print(f"wrote {path}")
 
 
-def _eval_official_lq(model, state, ds, lq, seed, split, h, w, dev, batch_size, workers, flip, amp, json_out, dataset) -> None:
+def _eval_official_lq(model, state, ds, lq, seed, split, h, w, dev, batch_size, workers, flip, amp, json_out, dataset,
+                      world) -> None:
     from ..analysis.robustness import official_lq_evaluate
     from ..errors import ConfigError
     from ..evaluation.protocols import format_table
@@ -226,7 +241,10 @@ def _eval_official_lq(model, state, ds, lq, seed, split, h, w, dev, batch_size, 
     except ConfigError as e:
         raise typer.BadParameter(str(e)) from None
     rep = official_lq_evaluate(model, ds, kinds=(kind,), seed=seed, height=h, width=w, device=dev, batch_size=batch_size,
-                               workers=workers, protocol=split, flip=flip, amp_dtype=amp, progress=True)
+                               workers=workers, protocol=split, flip=flip, amp_dtype=amp, progress=world.is_main,
+                               world=world)
+    if not world.is_main:
+        return
     name = official_lq_name(kind)
     metrics = rep["results"][name]["metrics"]
     out.print(f"{name}: {OFFICIAL_LQ_LABEL}, seed {seed}")
@@ -252,10 +270,11 @@ def extract_cmd(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
 ) -> None:
-    """Extract L2-normalised features (flip-summed, docs/method.md §2.5) for a dataset's splits or a folder of images."""
+    """Extract L2-normalised features (flip-summed, docs/method.md §2.5) for a dataset's splits or a folder of images.
+
+    Under torchrun the ranks share the images (contiguous blocks of whole batches); rank 0 writes the file."""
     import torch
 
-    from ..engine.distributed import resolve_device
     from ..engine.recipe import dataset_options, load_model_checkpoint
     from ..evaluation.extract import extract_features
     from ..deploy.search import model_identity
@@ -263,7 +282,7 @@ def extract_cmd(
 
     if (images is None) == (dataset is None):
         raise typer.BadParameter("give either --images DIR or --dataset NAME --root DIR")
-    dev = resolve_device(device)
+    world, dev = _init_world(device)
     model, state = load_model_checkpoint(checkpoint, device=dev, prefer=prefer)
     h, w = state.get("input_size", [384, 192])
     amp = torch.bfloat16 if dev.type == "cuda" else None
@@ -278,7 +297,9 @@ def extract_cmd(
         if not paths:
             raise typer.BadParameter(f"no images under {images}")
         f = extract_features(model, paths, h, w, device=dev, batch_size=batch_size, workers=workers, amp_dtype=amp,
-                             progress=True, desc="extract images")
+                             progress=world.is_main, desc="extract images", world=world)
+        if not world.is_main:
+            return
         samples = [Sample(p, -1, -1, -1, str(Path(p).relative_to(images))) for p in paths]
         save_features(out_path, {"images": f}, {"images": samples}, {**meta, "images_root": str(Path(images).resolve())})
     else:
@@ -292,8 +313,11 @@ def extract_cmd(
         for n in names:
             ss = ds.split(n)
             feats[n] = extract_features(model, [s.path for s in ss], h, w, device=dev, batch_size=batch_size,
-                                        workers=workers, amp_dtype=amp, progress=True, desc=f"extract {n}")
+                                        workers=workers, amp_dtype=amp, progress=world.is_main, desc=f"extract {n}",
+                                        world=world)
             samples[n] = ss
+        if not world.is_main:
+            return
         save_features(out_path, feats, samples, {**meta, "dataset": dataset, "root": str(root)})
     console.print(f"wrote {out_path}")
 

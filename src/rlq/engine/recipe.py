@@ -61,6 +61,9 @@ def validate_spec(spec: RunSpec) -> None:
     d, t = spec.data, spec.tad
     if spec.eval.bootstrap_resamples < 1:
         raise ConfigError(f"eval.bootstrap_resamples={spec.eval.bootstrap_resamples} must be >= 1 (1000 for the reported intervals)")
+    if spec.train.dist_timeout_min is not None and not spec.train.dist_timeout_min > 0:
+        raise ConfigError(f"train.dist_timeout_min={spec.train.dist_timeout_min} must be a positive number of minutes "
+                          "(null: env RLQ_DIST_TIMEOUT_MIN, else 60)")
     if d.batch_size % d.num_instances:
         raise ConfigError(f"data.batch_size={d.batch_size} is not divisible by data.num_instances={d.num_instances}")
     if spec.method in ("tad", "rlq"):
@@ -236,8 +239,13 @@ def run_per_query(run: str | os.PathLike, selection: str = "test@last") -> Path:
     return f
 
 
-def make_evaluator(dataset: Dataset, spec: RunSpec, device: torch.device, amp: str, cache: ImageCache | None = None):
+def make_evaluator(dataset: Dataset, spec: RunSpec, device: torch.device, amp: str, cache: ImageCache | None = None,
+                   world: DistInfo | None = None):
     """evaluator(model, epoch) -> (test results, val results or None), metrics as fractions (rank1, mAP, ...).
+
+    With a multi-rank ``world`` every rank must call it: the ranks share the extraction
+    (:func:`rlq.evaluation.extract.extract_features` with ``world``), rank 0 alone computes the metrics and writes
+    the per-query files, and the other ranks get ``(None, None)``.
 
     Each result also has ``rank1_ci`` / ``mAP_ci`` (percentile bootstrap over queries, ``spec.eval.bootstrap_*``);
     where the dataset has a quality table the test results add ``<name>/clean`` and ``<name>/LQ`` rows (queries of
@@ -258,9 +266,11 @@ def make_evaluator(dataset: Dataset, spec: RunSpec, device: torch.device, amp: s
             f = extract_features(
                 model, [s.path for s in samples], spec.data.height, spec.data.width, device=device,
                 batch_size=spec.eval.batch_size, workers=spec.eval.workers, flip=spec.eval.flip, amp_dtype=amp_dtype,
-                progress=spec.train.progress, desc=f"extract {split}", cache=cache,
+                progress=spec.train.progress, desc=f"extract {split}", cache=cache, world=world,
             )
             feats[split] = (f, samples)
+        if world is not None and not world.is_main:
+            return None
         res = evaluate_protocol(feats, protocol, max_rank=spec.eval.max_rank, chunk_size=spec.eval.chunk_size, device=device)
         if with_groups and groups is not None:
             res.update(query_group_results(res, groups, source=spec.eval.quality_csv or f"{dataset.root}/quality.csv"))
@@ -326,7 +336,7 @@ def run_training(spec: RunSpec, *, resume: bool = False, overwrite: bool = False
     """
     validate_spec(spec)
     check_run_folder(spec.output, resume=resume, overwrite=overwrite)  # refuse before any work
-    dist, device = init_distributed(spec.train.device)
+    dist, device = init_distributed(spec.train.device, spec.train.dist_timeout_min)
     try:
         return _run(spec, dist, device, resume, overwrite, role)
     finally:
@@ -427,7 +437,7 @@ def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, over
         lr=spec.optim.lr, weight_decay=spec.optim.weight_decay, milestones=spec.optim.milestones, gamma=spec.optim.gamma,
         warmup_epochs=spec.optim.warmup_epochs, warmup_factor=spec.optim.warmup_factor, amp=amp,
         channels_last=channels_last, seed=spec.train.seed,
-        evaluator=make_evaluator(dataset, spec, device, amp, cache=None), selection_metric=selection_metric,
+        evaluator=make_evaluator(dataset, spec, device, amp, cache=None, world=dist), selection_metric=selection_metric,
         eval_every=spec.train.eval_every, eval_start=spec.train.eval_start, ckpt_every_epochs=spec.train.ckpt_every_epochs,
         ckpt_every_steps=spec.train.ckpt_every_steps, keep_last=spec.train.keep_last, log_every=spec.train.log_every,
         tensorboard=spec.train.tensorboard, progress=spec.train.progress, max_steps_per_epoch=spec.train.max_steps_per_epoch,

@@ -142,6 +142,7 @@ class TrainSpec:
     nonfinite: str = "error"  # error | skip (skip the batch, counted)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # torch intra-op threads on CPU (0 = torch default)
+    dist_timeout_min: Optional[float] = None  # torchrun collective timeout, minutes (null: env RLQ_DIST_TIMEOUT_MIN, else 60)
 
 
 @dataclass

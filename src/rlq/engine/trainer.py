@@ -37,7 +37,7 @@ from .checkpoint import (
     read_checkpoint,
     restore_rng,
 )
-from .distributed import DistInfo, all_reduce_flags, barrier
+from .distributed import DistInfo, RankFailure, all_reduce_flags, barrier, check_all_ranks, sync_buffers
 from .faults import fault_point
 from .metrics_log import MetricsLogger
 from .run_dir import RunFolder, claim_run_folder
@@ -415,32 +415,44 @@ class Trainer:
         return out
 
     def _evaluate(self, epoch: int, logger: MetricsLogger) -> None:
+        """Every rank calls the evaluator (it shards the extraction); rank 0 uses its results and writes files.
+        A failure on any rank stops every rank with :class:`~rlq.engine.distributed.RankFailure`."""
         if self.evaluator is None:
             return
-        if self.dist.is_main:
+        sync_buffers(self.raw_model, self.dist)  # rank 0's BN statistics (the checkpointed ones) on every rank
+        error = None
+        try:
             t0 = time.time()
             test, val = self.evaluator(self.raw_model, epoch)
-            improved = self.selection.update(epoch, test, val)
-            rec = {"type": "eval", "epoch": epoch, "step": self.global_step, "seconds": time.time() - t0}
-            for name, r in test.items():
-                rec.update({f"{name}_rank1": r["rank1"], f"{name}_mAP": r["mAP"]})
-            for name, r in (val or {}).items():
-                rec.update({f"val_{name}_rank1": r["rank1"], f"val_{name}_mAP": r["mAP"]})
-            logger.log(rec)
-            sel = test[self.selection.metric]
-            log.info("epoch %d: %s R1 %.1f mAP %.1f%s", epoch, self.selection.metric, 100 * sel["rank1"], 100 * sel["mAP"],
-                     " (new best on test)" if improved["test"] else "")
-            if improved["test"]:
-                self._save_weights("best", {"selected_on": "test", "epoch": epoch, "results": test})
-            if improved["val"]:
-                self._save_weights("best_val", {"selected_on": "val", "epoch": epoch, "results": test, "val": val})
-            fault_point("eval")  # test-only hook (rlq.engine.faults); a no-op unless RLQ_FAULT_INJECT is set
-            atomic_write_json(self.run_dir / "results.json", {**self.run_state.get("summary", {}), **self.selection.report()})
-        barrier()
+            if self.dist.is_main:
+                self._record_evaluation(epoch, logger, test, val, time.time() - t0)
+        except RankFailure:
+            raise  # already agreed on by every rank (a failed sharded extraction)
+        except Exception as e:  # noqa: BLE001 - re-raised (one process) or reported on every rank
+            error = e
+        check_all_ranks(error, f"evaluation after epoch {epoch}", self.dist)
         if self.dist.enabled:
             from .distributed import broadcast_object
 
             self.selection = broadcast_object(self.selection)
+
+    def _record_evaluation(self, epoch: int, logger: MetricsLogger, test: dict, val: dict | None, seconds: float) -> None:
+        improved = self.selection.update(epoch, test, val)
+        rec = {"type": "eval", "epoch": epoch, "step": self.global_step, "seconds": seconds}
+        for name, r in test.items():
+            rec.update({f"{name}_rank1": r["rank1"], f"{name}_mAP": r["mAP"]})
+        for name, r in (val or {}).items():
+            rec.update({f"val_{name}_rank1": r["rank1"], f"val_{name}_mAP": r["mAP"]})
+        logger.log(rec)
+        sel = test[self.selection.metric]
+        log.info("epoch %d: %s R1 %.1f mAP %.1f%s", epoch, self.selection.metric, 100 * sel["rank1"], 100 * sel["mAP"],
+                 " (new best on test)" if improved["test"] else "")
+        if improved["test"]:
+            self._save_weights("best", {"selected_on": "test", "epoch": epoch, "results": test})
+        if improved["val"]:
+            self._save_weights("best_val", {"selected_on": "val", "epoch": epoch, "results": test, "val": val})
+        fault_point("eval")  # test-only hook (rlq.engine.faults); a no-op unless RLQ_FAULT_INJECT is set
+        atomic_write_json(self.run_dir / "results.json", {**self.run_state.get("summary", {}), **self.selection.report()})
 
     def open_run_dir(self, *, resume: bool = False, overwrite: bool = False) -> RunFolder:
         """Claim ``run_dir`` (see :mod:`rlq.engine.run_dir`): a folder holding files is refused unless

@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 __all__ = ["extract_features", "autocast_context"]
 
@@ -38,6 +38,7 @@ def extract_features(
     cache=None,
     batch_transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     image_transform: Callable | None = None,
+    world=None,
 ) -> np.ndarray:
     """L2-normalised float32 features (N, D) of the images at ``paths``, in order.
 
@@ -46,7 +47,35 @@ def extract_features(
     applied to each resized batch before the model (e.g. a seeded degradation for robustness analysis);
     ``image_transform(pil_image, index) -> pil_image`` to each original-resolution image before the resize
     (the authors' LQ test protocol).
+
+    ``world`` (a :class:`rlq.engine.distributed.DistInfo`) shards the extraction over the ranks of the initialised
+    process group: every rank must call this with the same arguments; each extracts a contiguous, batch-aligned
+    block of ``paths`` (:func:`~rlq.engine.distributed.shard_bounds`, the same batches a single process forms, with
+    the same global indices for the transforms) and every rank returns all N rows in order. A failure on any rank
+    raises :class:`~rlq.engine.distributed.RankFailure` on all of them. ``None`` or one rank: a single process.
     """
+    from ..engine.distributed import check_all_ranks, gather_rows, shard_bounds
+
+    if world is None or not world.enabled:
+        return _extract(model, paths, height, width, device=device, batch_size=batch_size, workers=workers, flip=flip,
+                        amp_dtype=amp_dtype, channels_last=channels_last, progress=progress, desc=desc, cache=cache,
+                        batch_transform=batch_transform, image_transform=image_transform)
+    rows = shard_bounds(len(paths), world.world_size, world.rank, batch_size)
+    local, error = None, None
+    try:
+        local = _extract(model, paths, height, width, device=device, batch_size=batch_size, workers=workers, flip=flip,
+                         amp_dtype=amp_dtype, channels_last=channels_last, progress=progress and world.is_main,
+                         desc=desc, cache=cache, batch_transform=batch_transform, image_transform=image_transform,
+                         rows=rows)
+    except Exception as e:  # noqa: BLE001 - reported on every rank by check_all_ranks
+        error = e
+    check_all_ranks(error, f"feature extraction ({desc}, rows {rows[0]}:{rows[1]} of {len(paths)} on this rank)", world)
+    return gather_rows(local, world)
+
+
+def _extract(model, paths, height, width, *, device, batch_size, workers, flip, amp_dtype, channels_last, progress, desc,
+             cache, batch_transform, image_transform, rows: tuple[int, int] | None = None) -> np.ndarray:
+    """One process: rows ``rows`` (default all) of ``paths``; transforms see indices into the whole ``paths``."""
     from tqdm.auto import tqdm
 
     from ..data.loading import EvalSet
@@ -55,6 +84,8 @@ def extract_features(
     was_training = model.training
     model.eval()
     ds = EvalSet(paths, height, width, cache=cache, image_transform=image_transform)
+    if rows is not None:
+        ds = Subset(ds, range(*rows))
     loader = DataLoader(
         ds,
         batch_size=batch_size,
