@@ -198,23 +198,27 @@ def alternate(sides: Mapping[str, Callable[[], Any]], rounds: int, warmup: int =
             sides[n]()
     sync()
     runs: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     load0 = os.getloadavg()
     for r in range(rounds):
         k = r % len(names)
         for n in names[k:] + names[:k]:
             sync()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             sides[n]()
             sync()
             runs[n].append(time.perf_counter() - t0)
+            cpu[n].append(time.process_time() - c0)
     return {"rounds": rounds, "order": "rotating per round", "runs": runs,
             "median_s": {n: statistics.median(v) for n, v in runs.items()},
+            "cpu_runs": cpu, "median_cpu_s": {n: statistics.median(v) for n, v in cpu.items()},
             "loadavg_start": [round(x, 2) for x in load0], "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
 
 
-def median_ratio(timing: Mapping[str, Any], num: str, den: str) -> float:
-    """Median over rounds of runs[num] / runs[den] from :func:`alternate`."""
-    a, b = timing["runs"][num], timing["runs"][den]
+def median_ratio(timing: Mapping[str, Any], num: str, den: str, key: str = "runs") -> float:
+    """Median over rounds of runs[num] / runs[den] from :func:`alternate` (``key="cpu_runs"``: process CPU
+    time, which time-slicing by other processes does not inflate; it counts every thread of this process)."""
+    a, b = timing[key][num], timing[key][den]
     return statistics.median(x / y for x, y in zip(a, b))
 
 

@@ -79,6 +79,8 @@ def bench_device(device: torch.device, b: int, h: int, w: int, backbone: str, ro
         "ratio_how": "median over alternating rounds of (BM step / ResNet-50 step) in the same round",
         "baseline": "torchvision resnet50 with last stride 1 (the ReID convention; BM arithmetic ~1.7x)",
         "resnet50_stride2_step_s": p2, "ratio_vs_stride2": median_ratio(tm, "bm", "resnet50"),
+        "cpu_time_ratio": median_ratio(tm, "bm", "resnet50_ls1", "cpu_runs"),
+        "cpu_time_ratio_vs_stride2": median_ratio(tm, "bm", "resnet50", "cpu_runs"),
         "bm_img_per_s": 2 * b / bm, "resnet50_img_per_s": 2 * b / p1, "timing": tm,
     }
 
