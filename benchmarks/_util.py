@@ -12,19 +12,24 @@ Usage pattern of a benchmark script::
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, Mapping
 
 from rlq.io import atomic_write_json
 
-__all__ = ["env_info", "rss_bytes", "maxrss_bytes", "PeakRSS", "Timer", "write_json", "add_common_args", "MiB"]
+__all__ = ["env_info", "rss_bytes", "maxrss_bytes", "PeakRSS", "Timer", "write_json", "add_common_args", "MiB",
+           "threads", "alternate", "median_ratio", "peak_in_child", "load"]
 
 MiB = 2**20
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -147,3 +152,147 @@ class Timer:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write benchmark results atomically (NumPy scalars allowed)."""
     atomic_write_json(path, obj)
+
+
+# ---------------------------------------------------------------------------------------------------
+# fair comparisons: equal threads, alternating rounds, memory measured in a process of its own
+
+
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[int]:
+    """Run torch, NumPy's BLAS and OpenCV (when loaded) with ``n`` threads each, so both sides get the same."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    old = torch.get_num_threads()
+    cv2 = sys.modules.get("cv2")
+    old_cv = cv2.getNumThreads() if cv2 is not None else None
+    torch.set_num_threads(n)
+    if cv2 is not None:
+        cv2.setNumThreads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield n
+    finally:
+        torch.set_num_threads(old)
+        if cv2 is not None:
+            cv2.setNumThreads(old_cv)
+
+
+def load() -> dict[str, Any]:
+    """Machine load right now (1/5/15-minute load averages and the CPU count), for the JSON."""
+    return {"loadavg": [round(x, 2) for x in os.getloadavg()], "cpu_count": os.cpu_count()}
+
+
+def alternate(sides: Mapping[str, Callable[[], Any]], rounds: int, warmup: int = 1,
+              sync: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """Time every side once per round, the order rotating from round to round (A B C, B C A, ...).
+
+    A change in machine load then hits all sides of a round alike; compare sides with :func:`median_ratio`
+    (the median of per-round ratios). ``warmup`` untimed calls of each side come first. Returns per-side
+    lists of wall seconds (``runs``), their medians (``median_s``), the rounds and the load before/after.
+    """
+    names = list(sides)
+    for _ in range(warmup):
+        for n in names:
+            sides[n]()
+    sync()
+    runs: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    load0 = os.getloadavg()
+    for r in range(rounds):
+        k = r % len(names)
+        for n in names[k:] + names[:k]:
+            sync()
+            t0, c0 = time.perf_counter(), time.process_time()
+            sides[n]()
+            sync()
+            runs[n].append(time.perf_counter() - t0)
+            cpu[n].append(time.process_time() - c0)
+    return {"rounds": rounds, "order": "rotating per round", "runs": runs,
+            "median_s": {n: statistics.median(v) for n, v in runs.items()},
+            "cpu_runs": cpu, "median_cpu_s": {n: statistics.median(v) for n, v in cpu.items()},
+            "loadavg_start": [round(x, 2) for x in load0], "loadavg_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def median_ratio(timing: Mapping[str, Any], num: str, den: str, key: str = "runs") -> float:
+    """Median over rounds of runs[num] / runs[den] from :func:`alternate` (``key="cpu_runs"``: process CPU
+    time, which time-slicing by other processes does not inflate; it counts every thread of this process)."""
+    a, b = timing[key][num], timing[key][den]
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
+def _proc_status() -> dict[str, int]:
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1]) * 1024
+    return out
+
+
+class _Mark:
+    """Given to the child's function: call it once the inputs (features) exist."""
+
+    def __init__(self) -> None:
+        self.rss = None
+        self.reset = False
+        self.peak = None
+
+    def stop(self) -> None:
+        """Optional: end the measured stretch here (work after it, e.g. dumping outputs, is not counted)."""
+        self.peak = _proc_status()["VmHWM"]
+
+    def __call__(self) -> None:
+        self.rss = _proc_status()["VmRSS"]
+        try:  # reset the peak (VmHWM) to the current RSS (Linux >= 4.0)
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.reset = _proc_status()["VmHWM"] <= self.rss + 16 * MiB
+        except OSError:
+            self.reset = False
+        self._t0 = time.perf_counter()
+
+
+def _child(fn: Callable[..., dict[str, Any]], args: tuple, kwargs: dict, nthreads: int | None) -> dict[str, Any]:
+    mark = _Mark()
+    ctx = threads(nthreads) if nthreads else contextlib.nullcontext()
+    with ctx:
+        out = fn(mark, *args, **kwargs)
+    st = _proc_status()
+    if mark.rss is None:
+        raise RuntimeError(f"{fn.__name__} never called mark() once its inputs existed")
+    peak = st["VmHWM"] if mark.peak is None else mark.peak
+    return {**out, "memory": {
+        "rss_after_inputs_bytes": mark.rss, "peak_rss_bytes": peak, "peak_above_inputs_bytes": peak - mark.rss,
+        "peak_above_inputs_mib": round((peak - mark.rss) / MiB, 1), "peak_reset_at_mark": mark.reset,
+        "how": "own process; peak = VmHWM (reset at mark via /proc/self/clear_refs) - VmRSS at mark"}}
+
+
+def peak_in_child(fn: Callable[..., dict[str, Any]], *args: Any, nthreads: int | None = None,
+                  **kwargs: Any) -> dict[str, Any]:
+    """Run ``fn(mark, *args, **kwargs)`` in a fresh process and add its peak memory above its inputs.
+
+    ``fn`` (a module-level function) builds its inputs, calls ``mark()`` once they exist, does the work
+    and returns a JSON-able dict; the result gains ``memory``: the process's peak RSS after ``mark`` minus
+    its RSS at ``mark``. A fresh (spawned) process per measurement, so nothing an earlier measurement left
+    resident is counted or reused; it inherits the environment (set the ``MALLOC_*`` variables there).
+    """
+    with ProcessPoolExecutor(max_workers=1, mp_context=_context()) as ex:
+        return ex.submit(_child, fn, args, kwargs, nthreads).result()
+
+
+_CTX: Any = None
+
+
+def _context() -> Any:
+    """A fork server that has imported torch and rlq once (no threads started): children fork from it
+    cheaply and start with a fresh heap, none of this process's memory and no thread pools."""
+    global _CTX
+    if _CTX is None:
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            _CTX = multiprocessing.get_context("forkserver")
+            _CTX.set_forkserver_preload(["numpy", "torch", "rlq.evaluation"])
+        else:  # pragma: no cover - platforms without fork
+            _CTX = multiprocessing.get_context("spawn")
+    return _CTX

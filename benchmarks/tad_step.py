@@ -10,26 +10,24 @@
     Batches of 64 images drawn with the LTCC mix, source 256x128, output 256x128 and 384x192.
     It also records how far the batched output is from the official per-image path (grey levels).
 
-Usage: ``python benchmarks/tad_step.py [--quick] [--device auto|cpu|cuda] [--threads N] [--out PATH]``.
-Timings on shared CPUs are noisy; compare numbers from the same run only. On an oversubscribed machine
-OpenMP threads contend badly (a tiny depthwise conv went from 0.1 ms to 30 ms with 2 threads on 2 busy
-cores): pass ``--threads 1`` there.
+Usage: ``python benchmarks/tad_step.py [--quick] [--device auto|cpu|cuda] [--threads N] [--rounds R] [--out PATH]``.
+Both parts run every side with the same thread count (``--threads``, default 1) and alternate the sides
+round by round; ratios are medians of per-round ratios. Timings on shared CPUs are noisy; compare numbers
+from the same run only (on an oversubscribed machine OpenMP threads contend badly: a tiny depthwise conv
+went from 0.1 ms to 30 ms with 2 threads on 2 busy cores).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import add_common_args, env_info, write_json  # noqa: E402
+from _util import add_common_args, alternate, env_info, load, median_ratio, threads, write_json  # noqa: E402
 
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -76,33 +74,6 @@ def official_per_image(img: Image.Image, code: int, params: np.ndarray, out_size
     return np.asarray(lq.resize((w, h), Image.Resampling.BILINEAR))
 
 
-@contextlib.contextmanager
-def _single_thread() -> Iterator[None]:
-    import cv2
-
-    old_torch, old_cv = torch.get_num_threads(), cv2.getNumThreads()
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old_torch)
-        cv2.setNumThreads(old_cv)
-
-
-def _time(fn: Callable[[], Any], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
-    """Median wall seconds of ``fn`` after one warm-up call."""
-    fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def bench_lq_synthesis(
     batch: int = 64,
     sizes: Sequence[tuple[tuple[int, int], tuple[int, int]]] = DEFAULT_SIZES,
@@ -111,8 +82,14 @@ def bench_lq_synthesis(
     dataset: str = "ltcc",
     seed: int = 0,
     include_reference: bool = True,
+    nthreads: int = 1,
 ) -> dict[str, Any]:
-    """Images/s of batched LQ synthesis per device vs the per-image official and reference paths."""
+    """Images/s of batched LQ synthesis per device vs the per-image official and reference paths.
+
+    Every side runs with ``nthreads`` torch / OpenCV / BLAS threads, and the sides alternate round by
+    round; speed-ups are medians of per-round ratios."""
+    import cv2  # noqa: F401  (imported before threads() so that its thread count is set too)
+
     mix = mix_for_dataset(dataset)
     rng = np.random.default_rng(seed)
     draws = [draw_lq(rng, mix) for _ in range(batch)]
@@ -122,9 +99,8 @@ def bench_lq_synthesis(
         "batch": batch,
         "dataset_mix": dataset,
         "artifact_counts": {ARTIFACT_NAMES[c]: int((codes == c).sum()) for c in ARTIFACT_NAMES},
-        "repeats": repeats,
-        "torch_threads_batched": torch.get_num_threads(),
-        "threads_per_image": 1,
+        "rounds": repeats,
+        "threads_each_side": nthreads,
         "cases": [],
     }
     for src_hw, out_hw in sizes:
@@ -139,31 +115,32 @@ def bench_lq_synthesis(
         def ref() -> list[np.ndarray]:
             return [reference_synthesize(im, int(c), p, out_hw) for im, c, p in zip(pil, codes.tolist(), params.numpy())]
 
-        with _single_thread():  # one DataLoader worker
-            t = _time(official, repeats)
-            case["seconds_per_batch"]["per_image_official"] = t
-            case["images_per_s"]["per_image_official"] = batch / t
-            if include_reference:
-                t = _time(ref, repeats)
-                case["seconds_per_batch"]["per_image_reference"] = t
-                case["images_per_s"]["per_image_reference"] = batch / t
-            official_out = np.stack(official()).astype(np.int64)
+        sides: dict[str, Callable[[], Any]] = {"per_image_official": official}
+        if include_reference:
+            sides["per_image_reference"] = ref
+        syncs = []
         for device in devices:
             dev = torch.device(device)
-            sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
             s_dev, c_dev, p_dev = src.to(dev), codes.to(dev), params.to(dev)
-
-            def batched() -> torch.Tensor:
-                return synthesize_batch(s_dev, c_dev, p_dev, out_hw)
-
-            t = _time(batched, repeats, sync)
+            sides[f"batched_{dev.type}"] = (lambda s_dev=s_dev, c_dev=c_dev, p_dev=p_dev:
+                                            synthesize_batch(s_dev, c_dev, p_dev, out_hw))
+            if dev.type == "cuda":
+                syncs.append(lambda dev=dev: torch.cuda.synchronize(dev))
+        with threads(nthreads):
+            tm = alternate(sides, repeats, warmup=1, sync=lambda: [f() for f in syncs])
+        case["timing"] = tm
+        for k, t in tm["median_s"].items():
+            case["seconds_per_batch"][k] = t
+            case["images_per_s"][k] = batch / t
+        official_out = np.stack(official()).astype(np.int64)
+        for device in devices:
+            dev = torch.device(device)
             key = f"batched_{dev.type}"
-            case["seconds_per_batch"][key] = t
-            case["images_per_s"][key] = batch / t
-            case[f"speedup_{dev.type}_vs_per_image_official"] = case["images_per_s"]["per_image_official"] and (
-                case["images_per_s"][key] / case["images_per_s"]["per_image_official"]
-            )
-            got = (batched().cpu() * 255).round().to(torch.int64).permute(0, 2, 3, 1).numpy()
+            case[f"speedup_{dev.type}_vs_per_image_official"] = median_ratio(tm, "per_image_official", key)
+            if dev.type == "cpu":
+                case["cpu_time_speedup_cpu_vs_per_image_official"] = median_ratio(tm, "per_image_official", key,
+                                                                                  "cpu_runs")
+            got = (sides[key]().cpu() * 255).round().to(torch.int64).permute(0, 2, 3, 1).numpy()
             diff = np.abs(got - official_out)
             case[f"grey_level_diff_{dev.type}_vs_official"] = {
                 ARTIFACT_NAMES[c]: {"mean": float(diff[codes.numpy() == c].mean()), "max": int(diff[codes.numpy() == c].max())}
@@ -175,12 +152,9 @@ def bench_lq_synthesis(
 
 
 def bench_tad_step(device: str = "cpu", b: int = 4, h: int = 256, w: int = 128, backbone: str = "resnet50",
-                   repeats: int = 3) -> dict[str, Any]:
+                   repeats: int = 5, nthreads: int | None = None) -> dict[str, Any]:
     """Part (a): our TAD step vs a naive one that keeps the teacher's autograd graph and runs the pose
     branch (as the authors' code does), on the same batch, through the engine's optimizer step."""
-    import statistics
-    import time
-
     from _training import external_batch, stepper, tad_method
 
     from rlq.methods.tad import TADMethod
@@ -208,7 +182,7 @@ def bench_tad_step(device: str = "cpu", b: int = 4, h: int = 256, w: int = 128, 
             ss = kl_divergence(yc[0], yc[1]) + kl_divergence(yb[0], yb[1])
             return StepOutput(losses={"distill": loss, "ss_kl": ss}, num_images=2 * n)
 
-    def run(naive: bool) -> list[float]:
+    def make(naive: bool) -> Callable[[], Any]:
         student = build_model(method="rlq", num_ids=num_ids, pose_clusters=15, backbone=backbone)
         teacher = build_model(method="bm", num_ids=632, backbone=backbone, seed=1)
         m = tad_method("rlq", num_ids, num_clothes, teacher, h, w, cls=NaiveTAD if naive else TADMethod)
@@ -216,22 +190,17 @@ def bench_tad_step(device: str = "cpu", b: int = 4, h: int = 256, w: int = 128, 
         if naive:  # the authors' teacher: eval mode but autograd on
             for p in m.teacher.parameters():
                 p.requires_grad_(True)
-        times = []
-        for i in range(repeats + 1):
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            t = time.perf_counter()
-            tr._step("tad", batch, epoch=0)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            if i:
-                times.append(time.perf_counter() - t)
-        return times
+        return lambda: tr._step("tad", batch, epoch=0)
 
-    ours, naive = run(False), run(True)
-    o, n = statistics.median(ours), statistics.median(naive)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    n = nthreads or torch.get_num_threads()
+    with threads(n):
+        tm = alternate({"ours": make(False), "naive": make(True)}, repeats, warmup=1, sync=sync)
+    o, nv = tm["median_s"]["ours"], tm["median_s"]["naive"]
     return {"device": device, "backbone": backbone, "external_batch": b, "forwarded": 2 * b, "input_hw": [h, w],
-            "ours_step_s": o, "naive_step_s": n, "naive_over_ours": n / o, "ours_runs": ours, "naive_runs": naive,
+            "threads_each_side": n, "ours_step_s": o, "naive_step_s": nv,
+            "naive_over_ours": median_ratio(tm, "naive", "ours"),
+            "cpu_time_naive_over_ours": median_ratio(tm, "naive", "ours", "cpu_runs"), "timing": tm,
             "ours": "teacher under no_grad, pose branch skipped (docs/method.md §5.3, §10 default)",
             "naive": "teacher autograd graph kept, pose branch computed (the authors' code)"}
 
@@ -240,10 +209,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser, default_out="benchmarks/results/tad_step.json")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto = cpu, plus cuda when available")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for the batched CPU path (default: torch's)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch / OpenCV / BLAS threads, the same for every side of a comparison (default 1: "
+                             "the per-image path is one DataLoader worker)")
+    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 5, 2 with --quick)")
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    rounds = args.rounds or (2 if args.quick else 5)
     if args.device == "auto":
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     else:
@@ -251,13 +222,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             parser.error("--device cuda: no CUDA device is available")
         devices = [args.device]
     if args.quick:
-        lq = bench_lq_synthesis(batch=8, sizes=(((64, 32), (64, 32)), ((64, 32), (96, 48))), devices=devices, repeats=2)
+        lq = bench_lq_synthesis(batch=8, sizes=(((64, 32), (64, 32)), ((64, 32), (96, 48))), devices=devices,
+                                repeats=rounds, nthreads=args.threads)
     else:
-        lq = bench_lq_synthesis(devices=devices)
-    results: dict[str, Any] = {"env": env_info(), "quick": args.quick, "lq_synthesis": lq}
-    results["tad_step"] = [bench_tad_step("cpu", **(dict(b=2, h=128, w=64, repeats=2) if args.quick else {}))]
+        lq = bench_lq_synthesis(devices=devices, repeats=rounds, nthreads=args.threads)
+    results: dict[str, Any] = {"env": env_info(), "quick": args.quick, "load_start": load(), "lq_synthesis": lq}
+    results["tad_step"] = [bench_tad_step("cpu", nthreads=args.threads, repeats=rounds,
+                                          **(dict(b=2, h=128, w=64, backbone="tiny") if args.quick else {}))]
     if "cuda" in devices:
         results["tad_step"].append(bench_tad_step("cuda", b=32, h=384, w=192, repeats=10))
+    results["load_end"] = load()
     for r in results["tad_step"]:
         print(f"TAD step on {r['device']}: ours {r['ours_step_s'] * 1000:.0f} ms, naive {r['naive_step_s'] * 1000:.0f} ms "
               f"-> naive/ours {r['naive_over_ours']:.2f}x")
@@ -266,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         rates = ", ".join(f"{k} {v:.0f} img/s" for k, v in case["images_per_s"].items())
         print(f"LQ synthesis {case['src_hw']} -> {case['out_hw']} (batch {lq['batch']}): {rates}")
         for k, v in case.items():
-            if k.startswith("speedup_"):
+            if k.startswith(("speedup_", "cpu_time_speedup_")):
                 print(f"  {k}: {v:.2f}x")
     print(f"wrote {args.out}")
     return results

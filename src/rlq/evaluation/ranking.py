@@ -161,8 +161,14 @@ def _rank_chunk(
     q_clo: torch.Tensor | None,
     gal: _Gallery,
     modes: tuple[str, ...],
+    scratch: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, _ChunkResult]:
-    """Exact stable ranks of the good items of each row of D (c x G), for each mode."""
+    """Exact stable ranks of the good items of each row of D (c x G), for each mode.
+
+    ``scratch``: a dict kept across the chunks of one evaluation; the (c x G) int32 bucket buffer is
+    allocated once in it and reused, so that a fresh block of that size is not allocated (and, after
+    small allocations land in the freed one, faulted in anew) for every chunk.
+    """
     c, G = D.shape
     dev = D.device
     idx, valid = gal.same_pid(q_pids)  # (c, m); rows pad with index 0 and valid=False
@@ -183,7 +189,14 @@ def _rank_chunk(
         nb = 2 * m + 1
         wide = c * nb >= 2**31 - 1
         # bucket[k] = #{t in T : t <= d_k};  d_k < T[a]  <=>  bucket[k] <= a  (T sorted, duplicates allowed)
-        bucket = torch.searchsorted(T, D, right=True, out_int32=not wide)
+        if wide or scratch is None:
+            bucket = torch.searchsorted(T, D, right=True, out_int32=not wide)
+        else:
+            buf = scratch.get("bucket")
+            if buf is None or buf.shape[0] < c or buf.shape[1] != G or buf.device != dev:
+                scratch.pop("bucket", None)
+                buf = scratch["bucket"] = torch.empty(c, G, dtype=torch.int32, device=dev)
+            bucket = torch.searchsorted(T, D, right=True, out_int32=True, out=buf[:c])
         bucket += (torch.arange(c, device=dev, dtype=bucket.dtype) * nb)[:, None]
         cum = torch.bincount(bucket.view(-1), minlength=c * nb).view(c, nb).cumsum(1)
         n_lt = cum.gather(1, torch.searchsorted(T, s))  # #{d < s_j}
@@ -375,10 +388,12 @@ def _run(
     qp, qc = qp.to(device), qc.to(device)
     qcl = None if qcl is None else qcl.to(device)
     acc = _Accumulator(modes)
+    scratch: dict[str, torch.Tensor] = {}
     for a, b, D in chunks:
-        res = _rank_chunk(D, qp[a:b], qc[a:b], None if qcl is None else qcl[a:b], gal, modes)
+        res = _rank_chunk(D, qp[a:b], qc[a:b], None if qcl is None else qcl[a:b], gal, modes, scratch)
         del D
         acc.add(res)
+    scratch.clear()
     return acc.finish(max_rank, ng)
 
 
