@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision
 
-from rlq.errors import CheckpointError
+from rlq.errors import CheckpointError, ConfigError
 from rlq.models import build_model
 from rlq.models.backbones import mobilenetv2_imagenet_path
 
@@ -128,6 +128,25 @@ def test_stage_strides_mirror_resnet():
             x = stages.stage(name).eval()(x)
             assert tuple(x.shape[1:]) == expected[name], name
     assert stages.stage_channels == tuple(expected[n][0] for n in STAGE_NAMES) and stages.out_channels == 1280
+
+
+def test_last_stride_two_is_the_stock_network(torchvision_reference, tmp_path):
+    """model.last_stride=2 (the CPU demo's deviation) leaves layer4 exactly as torchvision's; it is recorded in the
+    build arguments, so a checkpoint rebuilds the same architecture."""
+    m = build_model(method="bm", num_ids=3, backbone="mobilenetv2", pretrained="imagenet", last_stride=2).eval()
+    x = m.normalize(torch.rand(2, 3, 128, 64, generator=torch.Generator().manual_seed(2)))
+    with torch.no_grad():
+        full = m.bot_branch.layers(m.trunk(x))
+        torch.testing.assert_close(full, torchvision_reference(x), rtol=1e-5, atol=1e-5)
+    assert full.shape == (2, 1280, 4, 2)
+    assert m.build_kwargs["last_stride"] == 2
+    rebuilt = build_model(**m.build_kwargs, pretrained="none")
+    rebuilt.load_state_dict(m.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval().bot_branch.layers(rebuilt.trunk(x)), full)
+    assert build_model(method="bm", num_ids=3, backbone="mobilenetv2").build_kwargs["last_stride"] == 1
+    with pytest.raises(ConfigError, match="last_stride"):
+        build_model(method="bm", num_ids=3, backbone="mobilenetv2", last_stride=3)
 
 
 @pytest.mark.parametrize("method", ["cal", "bm", "bm+g", "bm+p", "cap", "tad", "rlq"])

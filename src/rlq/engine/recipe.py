@@ -412,7 +412,7 @@ def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, over
     model = build_model(
         method=spec.method, num_ids=dataset.num_train_pids, pose_clusters=m.pose_clusters if need_pose else None,
         backbone=m.backbone, pretrained=m.pretrained, split=m.split, pose_split=m.pose_split, gender_on=m.gender_on,
-        cos_partner=m.cos_partner, seed=spec.train.seed,
+        cos_partner=m.cos_partner, seed=spec.train.seed, last_stride=m.last_stride,
     )
     if teacher is not None and teacher.feat_dim != model.feat_dim:
         raise ConfigError(f"teacher features are {teacher.feat_dim}-d but the student's are {model.feat_dim}-d; use the same backbone")

@@ -55,6 +55,7 @@ class ModelSpec:
     pose_clusters: int = 15  # K, §3.4
     gender_on: str = "bot"  # Table 6: bot | cal | both
     cos_partner: str = "bot"  # Table 6: bot | cal | both
+    last_stride: int = 1  # §2.1: 1; 2 keeps the stock stride (a deliberate deviation: layer4 at 1/4 the cost; CPU demo)
 
 
 @dataclass

@@ -335,8 +335,15 @@ def _is_none(pretrained: str | os.PathLike | None) -> bool:
     return pretrained is None or (isinstance(pretrained, str) and pretrained.lower() == "none")
 
 
-def build_backbone(name: str, pretrained: str | os.PathLike | None = "none") -> nn.Module:
-    """A backbone with last stride 1, initialised as requested: for ResNets a torchvision-layout ResNet
+def _check_last_stride(last_stride: int) -> int:
+    if last_stride not in (1, 2):
+        raise ConfigError(f"model.last_stride must be 1 (the paper's, docs/method.md §2.1) or 2 (the stock backbone's), got {last_stride!r}")
+    return int(last_stride)
+
+
+def build_backbone(name: str, pretrained: str | os.PathLike | None = "none", last_stride: int = 1) -> nn.Module:
+    """A backbone with last stride 1 (``last_stride=2`` keeps the stock stride, a deliberate deviation that
+    quarters layer4's cost; the CPU demo uses it), initialised as requested: for ResNets a torchvision-layout ResNet
     (conv1..layer4, no fc); for ``mobilenetv2`` torchvision's ``mobilenet_v2().features`` (no classifier).
 
     ``pretrained``: ``none`` (random init), ``imagenet`` (ResNets: torchvision's IMAGENET1K_V1 file from the torch
@@ -346,11 +353,13 @@ def build_backbone(name: str, pretrained: str | os.PathLike | None = "none") -> 
         features = _mobilenetv2_features()
         if not _is_none(pretrained):
             _load_mobilenetv2(features, pretrained)  # type: ignore[arg-type]
-        set_mobilenetv2_last_stride_one(features)
+        if _check_last_stride(last_stride) == 1:
+            set_mobilenetv2_last_stride_one(features)
         features.out_channels = features[-1].out_channels  # type: ignore[assignment]
         return features
     if name not in _SPECS:
         raise ConfigError(f"unknown backbone {name!r}; choose one of {list(BACKBONES)}")
+    _check_last_stride(last_stride)
     block, layers, widths, stem = _SPECS[name]
     net = _ResNetTrunk(block, layers, widths, stem)
     if _is_none(pretrained):
@@ -370,7 +379,8 @@ def build_backbone(name: str, pretrained: str | os.PathLike | None = "none") -> 
         path = Path(pretrained)  # type: ignore[arg-type]
         load_resnet_state_dict(net, _read_state_dict(path), repr(str(path)))
         log.info("loaded backbone weights for %s from %s", name, path)
-    set_last_stride_one(net.layer4)
+    if last_stride == 1:
+        set_last_stride_one(net.layer4)
     return net
 
 
@@ -380,15 +390,16 @@ def _stage_out_channels(stage: nn.Sequential) -> int:
     return convs[-1].out_channels
 
 
-def build_backbone_stages(name: str, pretrained: str | os.PathLike | None = "none") -> BackboneStages:
-    """Build a backbone (last stride 1) and return its stages as separate modules (docs/method.md §2.1).
+def build_backbone_stages(name: str, pretrained: str | os.PathLike | None = "none",
+                          last_stride: int = 1) -> BackboneStages:
+    """Build a backbone (last stride 1 unless ``last_stride=2``) and return its stages as separate modules (docs/method.md §2.1).
 
     ResNets: stem (conv1, bn1, relu, maxpool), layer1..layer4. ``mobilenetv2``: ``features`` cut at
     ``MOBILENETV2_STAGES`` (each stage keeps torchvision's block indices as module names), so the CAL/BOT and
     pose splits sit at the same output strides as on ResNet; its output is 1280 channels.
     """
     if name == "mobilenetv2":
-        features = build_backbone(name, pretrained)
+        features = build_backbone(name, pretrained, last_stride)
         parts = {stage: features[a:b] for stage, (a, b) in MOBILENETV2_STAGES.items()}
         channels = tuple(_stage_out_channels(parts[n]) for n in STAGE_NAMES)
         return BackboneStages(
@@ -396,7 +407,7 @@ def build_backbone_stages(name: str, pretrained: str | os.PathLike | None = "non
             out_channels=channels[-1],
             stage_channels=channels,  # type: ignore[arg-type]
         )
-    net = build_backbone(name, pretrained)
+    net = build_backbone(name, pretrained, last_stride)
     stem = nn.Sequential(OrderedDict(conv1=net.conv1, bn1=net.bn1, relu=net.relu, maxpool=net.maxpool))
     widths = _SPECS[name][2]
     expansion = _SPECS[name][0].expansion  # type: ignore[attr-defined]

@@ -140,6 +140,7 @@ class ReIDModel(nn.Module):
         gender_on: str = "bot",
         cos_partner: str = "bot",
         num_genders: int = 2,
+        last_stride: int = 1,
     ) -> None:
         super().__init__()
         self.method = _check_choice("method", method, METHODS)
@@ -163,7 +164,8 @@ class ReIDModel(nn.Module):
         else:
             self.pose_clusters = None
 
-        stages = build_backbone_stages(backbone, pretrained)
+        self.last_stride = int(last_stride)
+        stages = build_backbone_stages(backbone, pretrained, self.last_stride)
         self.feat_dim = 2 * stages.out_channels  # Max-Avg pooling doubles the channels (§2.2)
         self.embed_dim = self.feat_dim * (2 if self.has_bot else 1)
 
@@ -205,6 +207,7 @@ class ReIDModel(nn.Module):
             "gender_on": self.gender_on,
             "cos_partner": self.cos_partner,
             "num_genders": self.num_genders,
+            "last_stride": self.last_stride,
         }
 
     def inference_modules(self) -> nn.ModuleDict:
@@ -308,6 +311,7 @@ def build_model(
     cos_partner: str = "bot",
     num_genders: int = 2,
     seed: int | None = 0,
+    last_stride: int = 1,
 ) -> ReIDModel:
     """Build a ReID model; random parts are drawn from ``seed`` without touching the global RNG (None: global)."""
     kwargs: dict[str, Any] = dict(
@@ -321,6 +325,7 @@ def build_model(
         gender_on=gender_on,
         cos_partner=cos_partner,
         num_genders=num_genders,
+        last_stride=last_stride,
     )
     if seed is None:
         return ReIDModel(**kwargs)
