@@ -44,7 +44,7 @@ __all__ = ["GENERATOR_VERSION", "SynthPreset", "SYNTH_PRESETS", "TARGET_SPLITS",
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1.0"
+GENERATOR_VERSION = "1.1"
 TARGET_SPLITS = ("train", "query", "test")
 EXTERNAL_SPLITS = ("train", "query", "gallery")
 _MANIFEST = "synthcc.json"

@@ -78,6 +78,23 @@ HAIR_COLOURS: dict[str, RGB] = {
     "grey": (160, 158, 155),
 }
 _HAIR_WEIGHTS = (0.34, 0.24, 0.16, 0.08, 0.12, 0.06)
+#: Dyed hair colours (generator 1.1): 45 % of identities have one, so hair tells more people apart across outfits.
+DYED_HAIR_COLOURS: dict[str, RGB] = {
+    "red": (168, 38, 34),
+    "copper": (192, 98, 46),
+    "platinum": (232, 224, 204),
+    "blue": (44, 76, 172),
+    "teal": (34, 132, 136),
+    "pink": (216, 112, 162),
+    "purple": (116, 58, 150),
+    "green": (58, 132, 62),
+    "orange": (226, 132, 40),
+    "lilac": (182, 150, 212),
+    "mint": (120, 200, 170),
+    "wine": (120, 30, 62),
+}
+_P_DYED = 0.45
+_P_HAT = 0.03  # per outfit (1.0: 0.12); a hat hides the hair, the strongest cue across outfits
 HAIR_STYLES = ("bald", "buzz", "short", "medium", "long", "ponytail", "bun")
 _HAIR_STYLE_WEIGHTS = {1: (0.05, 0.2, 0.45, 0.2, 0.06, 0.02, 0.02), 0: (0.0, 0.02, 0.1, 0.2, 0.38, 0.18, 0.12)}
 
@@ -112,6 +129,7 @@ class Identity:
     glasses: bool
     arm_swing: float  # walking arm-swing amplitude (degrees)
     stride: float  # walking thigh-swing amplitude (degrees)
+    hair_volume: float = 1.0  # hair extent around the head (generator 1.1; 1.0 = generator 1.0's)
 
 
 @dataclass(frozen=True)
@@ -187,24 +205,36 @@ def sample_identity(pid: int, rng: np.random.Generator, gender: int | None = Non
     if gender is None:
         gender = int(rng.random() < 0.55)
     male = gender == 1
-    stature = float(np.clip(rng.normal(1.0 if male else 0.93, 0.035), 0.84, 1.1))
-    build = float(np.clip(rng.normal(1.0 if male else 0.93, 0.08), 0.78, 1.25))
+    # Generator 1.1: stature and build vary as much as in real adults (1.0: sd 0.035 and 0.08), so the
+    # silhouette, which survives blur and lighting, tells people apart.
+    stature = float(np.clip(rng.normal(1.0 if male else 0.93, 0.05), 0.8, 1.14))
+    build = float(np.clip(rng.normal(1.0 if male else 0.93, 0.13), 0.72, 1.38))
     shoulder = float(np.clip(rng.normal(0.121 if male else 0.105, 0.006), 0.092, 0.14)) * (0.85 + 0.15 * build)
     hip = float(np.clip(rng.normal(0.080 if male else 0.092, 0.005), 0.068, 0.106)) * (0.8 + 0.2 * build)
     waist = float(np.clip(rng.normal(0.092 if male else 0.080, 0.005), 0.066, 0.11)) * build
     head = float(np.clip(rng.normal(0.132 if male else 0.137, 0.006), 0.118, 0.152))
     leg = float(np.clip(rng.normal(1.0 if male else 1.01, 0.03), 0.92, 1.08))
-    skin = _jitter_colour(SKIN_TONES[rng.choice(len(SKIN_TONES), p=_SKIN_WEIGHTS)], rng, 5.0)
-    hair_name = str(rng.choice(list(HAIR_COLOURS), p=_HAIR_WEIGHTS))
-    hair_colour = _jitter_colour(HAIR_COLOURS[hair_name], rng, 7.0)
+    # Generator 1.1: skin is a continuous position on the tone ramp and hair colours spread wider (natural ones
+    # vary more, 45 % are dyed), because 1.0's six skin tones and six hair colours, shared by 300 test
+    # identities, left too little to recognise a person by across outfits (README "SynthCC").
+    tone = float(np.clip(rng.choice(len(SKIN_TONES), p=_SKIN_WEIGHTS) + rng.uniform(-0.5, 0.5), 0, len(SKIN_TONES) - 1))
+    lo = int(math.floor(tone))
+    hi = min(lo + 1, len(SKIN_TONES) - 1)
+    ramp = (1 - (tone - lo)) * np.asarray(SKIN_TONES[lo], np.float64) + (tone - lo) * np.asarray(SKIN_TONES[hi], np.float64)
+    skin = _jitter_colour(tuple(int(v) for v in np.rint(ramp)), rng, 6.0)  # type: ignore[arg-type]
+    if rng.random() < _P_DYED:
+        hair_colour = _jitter_colour(DYED_HAIR_COLOURS[str(rng.choice(list(DYED_HAIR_COLOURS)))], rng, 12.0)
+    else:
+        hair_colour = _jitter_colour(HAIR_COLOURS[str(rng.choice(list(HAIR_COLOURS), p=_HAIR_WEIGHTS))], rng, 12.0)
     hair_style = str(rng.choice(HAIR_STYLES, p=_HAIR_STYLE_WEIGHTS[gender]))
+    hair_volume = float(rng.uniform(0.95, 1.3)) if hair_style not in ("bald", "buzz") else 1.0
     beard = bool(male and rng.random() < 0.25)
     glasses = bool(rng.random() < 0.15)
     return Identity(
         pid=int(pid), gender=int(gender), stature=stature, build=build, shoulder=shoulder, hip=hip, waist=waist,
         head=head, leg=leg, skin=skin, hair_colour=hair_colour, hair_style=hair_style, beard=beard,
         glasses=glasses, arm_swing=float(np.clip(rng.normal(22, 5), 10, 34)),
-        stride=float(np.clip(rng.normal(24, 3), 16, 32)),
+        stride=float(np.clip(rng.normal(24, 3), 16, 32)), hair_volume=hair_volume,
     )
 
 
@@ -242,7 +272,7 @@ def sample_outfits(identity: Identity, n: int, rng: np.random.Generator) -> list
             coat_open=bool(coat and rng.random() < 0.5),
             shoes=_jitter_colour(GARMENT_PALETTE[str(rng.choice(_SHOE_COLOURS))], rng, 6.0),
             hat=_jitter_colour(GARMENT_PALETTE[str(rng.choice(_UPPER_COLOURS))], rng, 8.0)
-            if rng.random() < 0.12 else None,
+            if rng.random() < _P_HAT else None,
             scarf=_jitter_colour(GARMENT_PALETTE[str(rng.choice(_UPPER_COLOURS))], rng, 8.0)
             if coat and rng.random() < 0.3 else None,
         ))

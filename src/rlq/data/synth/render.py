@@ -302,7 +302,8 @@ def _draw_person(cv: _Canvas, fr: _Frame, ident: Identity, outfit: Outfit) -> li
         bottom = y_sh + (0.1 if style == "long" else -0.01)
 
         def draw_hair_panel() -> None:
-            lv = [(hh * 0.45, 0.4 * hh, 0.32 * hh), (bottom, (0.5 if style == "long" else 0.4) * hh, 0.3 * hh)]
+            v = ident.hair_volume
+            lv = [(hh * 0.45, 0.4 * hh * v, 0.32 * hh), (bottom, (0.5 if style == "long" else 0.4) * hh * v, 0.3 * hh)]
             levels = [(fr.px(j["head"] * np.array([1, 0, 1]) + np.array([0, y, -0.22 * hh])), fr.half_width(a, bb))
                       for y, a, bb in lv]
             cv.poly(_levels_poly(levels), _HAIR, 0.95)
@@ -331,7 +332,7 @@ def _draw_person(cv: _Canvas, fr: _Frame, ident: Identity, outfit: Outfit) -> li
         if style == "bald":
             cv.ellipse(hc, rx, ry, _FACE)
         else:
-            grow = 1.0 if style == "buzz" else 1.05
+            grow = 1.0 if style == "buzz" else 1.05 * ident.hair_volume
             cv.ellipse(hc + np.array([0, -0.02 * hh * S]), rx * grow, ry * (grow + 0.01), _HAIR)
         hairline = {"bald": 0.5, "buzz": 0.34, "short": 0.27, "medium": 0.22}.get(style, 0.24)
         face_c = None
@@ -346,7 +347,7 @@ def _draw_person(cv: _Canvas, fr: _Frame, ident: Identity, outfit: Outfit) -> li
             for side in (1, -1):
                 p0 = fr.px(head3 + np.array([side * 0.36 * hh, -0.12 * hh, 0.05 * hh]))
                 p1 = fr.px(head3 + np.array([side * 0.4 * hh, (0.42 if style == "medium" else 0.7) * hh, 0.0]))
-                cv.capsule(p0, p1, 0.1 * hh * S, 0.09 * hh * S, _HAIR)
+                cv.capsule(p0, p1, 0.1 * hh * S * ident.hair_volume, 0.09 * hh * S * ident.hair_volume, _HAIR)
         if c <= 0:
             tail()
         if outfit.hat is not None:
