@@ -154,13 +154,16 @@ def main() -> None:
     demo = {"preset": "default",
             "data": {"dataset": "synthcc", "root": "data/synthcc", "height": 128, "width": 64, "batch_size": 32,
                      "workers": 0, "cache_images": True},
-            "model": {"backbone": "mobilenetv2", "pretrained": "imagenet"},
+            # last stride 2 (docs/method.md "MobileNetV2 backbone"): a deliberate deviation from the paper's last
+            # stride 1 that quarters the two layer4 copies' cost; the whole demo must fit 15 min on 2 CPU cores
+            "model": {"backbone": "mobilenetv2", "pretrained": "imagenet", "last_stride": 2},
             # clothes losses from the 2nd epoch: the clothes classifier first learns on the pretrained features
             "loss": {"start_epoch_cc": 1, "start_epoch_adv": 1},
             # docs/method.md §6: Adam at 3.5e-4, the paper's rate for its ImageNet-pretrained backbone (the old
             # from-scratch demo used 1e-3); no decay inside 2 epochs
             "optim": {"lr": 3.5e-4, "clothes_lr": 3.5e-4, "milestones": [2]},
-            "train": {"epochs": 2, "eval_every": 2, "seed": 1},
+            # channels_last on CPU too: 1.2x faster for mobilenetv2's depthwise convolutions on this machine
+            "train": {"epochs": 2, "eval_every": 2, "seed": 1, "channels_last": "on"},
             # no flip averaging at test time (docs/method.md §2.5 flips): halves the demo's feature extraction
             "eval": {"workers": 0, "flip": False},
             "tad": {"teacher": "runs/synthcc-teacher", "external_dataset": "celebreid", "external_root": "data/synthcc/external",
