@@ -129,28 +129,28 @@ def test_settings_are_checked():
 def test_memory_estimates_follow_their_formulas():
     """Hand-computed cases of the peak-memory models (rerank.py docstrings; constants from
     benchmarks/rerank_memory.py)."""
-    # dense, N = 4,000 (1,000 x 3,000), 256-d: 1.35 (8*4000*4001 + 4*1000*3000 + 4*4000*256) + 32 MiB + 64 MiB
-    #   = 1.35 * 144,128,000 + 33,554,432 + 67,108,864 = 295,236,096 bytes = 281.56 MiB
-    assert dense_peak_bytes(1000, 3000, 256) == 295_236_096
-    assert dense_fits(1000, 3000, 281.6, 256) and not dense_fits(1000, 3000, 281.5, 256)
+    # dense, N = 4,000 (1,000 x 3,000), 256-d: 1.5 (8*4000*4001 + 4*1000*3000 + 4*4000*256) + 48 MiB + 64 MiB
+    #   = 1.5 * 144,128,000 + 50,331,648 + 67,108,864 = 333,632,512 bytes = 318.18 MiB
+    assert dense_peak_bytes(1000, 3000, 256) == 333_632_512
+    assert dense_fits(1000, 3000, 318.2, 256) and not dense_fits(1000, 3000, 318.1, 256)
     # small N: the working blocks are 40 KiB per sample, not 64 MiB (N = 200: 8,192,000 bytes)
-    assert dense_peak_bytes(100, 100) == int(1.35 * (8 * 200 * 201 + 4 * 100 * 100)) + 2**25 + 8_192_000
+    assert dense_peak_bytes(100, 100) == int(1.5 * (8 * 200 * 201 + 4 * 100 * 100)) + 3 * 2**24 + 8_192_000
     # sparse, N = 7,000 (1,000 x 6,000), 128-d, 100 MiB, k1 = 20 (w = 42, e = 84), k2 = 6:
-    #   7000 * (512 + 336 + 48 + 28) + 8 * 84 * 6000 + 0.55 * 100 MiB + 32 MiB = 101,726,112 bytes
-    assert sparse_peak_bytes(1000, 6000, 128, 100) == 101_726_112
+    #   7000 * (512 + 336 + 48 + 28) + 8 * 84 * 6000 + 0.55 * 100 MiB + 48 MiB = 118,503,328 bytes
+    assert sparse_peak_bytes(1000, 6000, 128, 100) == 118_503_328
 
 
 def test_auto_chooses_sparse_where_dense_would_exceed_the_budget(caplog):
     import logging
 
-    qf, gf, qp, gp = _problem(12, nq=100, ng=1100, dim=16, ids=60)
+    qf, gf, qp, gp = _problem(12, nq=100, ng=1500, dim=16, ids=80)
     qc, gc = np.zeros(len(qf), int), np.ones(len(gf), int)
-    # dense needs ~94 MiB and sparse ~83 MiB at a 90 MiB budget (the formulas above)
-    assert dense_peak_bytes(100, 1100, 16) > 90 * 2**20 >= sparse_peak_bytes(100, 1100, 16, 90)
-    assert dense_fits(100, 1100, 100, 16)
+    # dense needs ~141 MiB, sparse ~116 MiB at a 120 MiB budget (the formulas above)
+    assert dense_peak_bytes(100, 1500, 16) > 120 * 2**20 >= sparse_peak_bytes(100, 1500, 16, 120)
+    assert dense_fits(100, 1500, 150, 16)
     with caplog.at_level(logging.WARNING, logger="rlq.evaluation.ranking"):
-        sp = evaluate_features(qf, gf, qp, gp, qc, gc, rerank=RerankSettings(), memory_budget_mb=90)
-        de = evaluate_features(qf, gf, qp, gp, qc, gc, rerank=RerankSettings(), memory_budget_mb=100)
+        sp = evaluate_features(qf, gf, qp, gp, qc, gc, rerank=RerankSettings(), memory_budget_mb=120)
+        de = evaluate_features(qf, gf, qp, gp, qc, gc, rerank=RerankSettings(), memory_budget_mb=150)
     assert sp["rerank_form"] == "sparse" and de["rerank_form"] == "dense"
     assert "needs about" not in caplog.text  # each form fits its budget: no warning
     np.testing.assert_allclose(sp["ap"], de["ap"], atol=1e-6)

@@ -21,6 +21,24 @@ graph (built in chunks), V as padded rows and the gallery's V by column, and str
 query chunk by query chunk into the exact ranking kernel, so it fits LaST-size problems. Both give the
 same V up to float rounding (tests/test_rerank.py checks them against each other and against a slow
 loop written from the equations above).
+
+Memory, in bytes above the caller's features (N = nq + G, d = feature width, B = ``memory_budget_mb``
+in bytes; peak RSS of a fresh process measured by benchmarks/rerank_memory.py, README "Benchmarks"):
+
+* dense (:func:`dense_peak_bytes`): d̂ (N x N) and V (N x (N + 1)) side by side, then V's query expansion
+  written over d̂ next to d̂'s query x gallery block: 8 N² + 4 nq G, plus the normalised features 4 N d
+  and 64 MiB-blocks of work space. Measured 11-13 N² in all at N = 6,000-8,000 (query = gallery);
+  the estimate adds a 50 % margin: 1.5 (8 N (N + 1) + 4 nq G + 4 N d) + 48 MiB + min(64 MiB, 40 KiB N).
+  ``rerank_form="auto"`` takes the dense form only where this fits B (:func:`dense_fits`).
+* sparse (:func:`sparse_peak_bytes`): linear terms that no budget shrinks, N (4 d + 8 w + 8 k2 + 28) +
+  8 e G (the normalised features; V's rows, w = max |R*(i)| slots of int32 column + float32 value; the
+  k2 nearest; d's row maxima and the column index's offsets; the gallery's query-expanded V by column,
+  e = its mean nonzeros per row), plus one stage's work space, each stage sizing its chunks to B / 4
+  (measured at most about 0.5 B in all). Estimate: N (4 d + 8 w + 8 k2 + 28) + 8 e G + 0.55 B + 48 MiB
+  with the typical w = 2 (k1 + 1), e = 4 (k1 + 1) (measured 31-42 and 31-73 at the defaults; the worst
+  cases are w = (k1 + 1)(round(k1 / 2) + 2), e = k2 w). The budget is therefore kept while the linear
+  terms stay below about 0.45 B - 48 MiB; above that ``evaluate_features`` logs a warning with the estimate
+  (it does not refuse: existing callers with LaST-size galleries keep working, at the stated cost).
 """
 
 from __future__ import annotations
@@ -437,16 +455,16 @@ def rerank_dense(query_feats: torch.Tensor, gallery_feats: torch.Tensor, setting
 # Peak-memory models, bytes above the caller's features; the constants come from peak RSS of a fresh
 # process per size (benchmarks/rerank_memory.py, 1 thread, with and without the MALLOC_* settings of the
 # Makefile; README, Benchmarks).
-_FIXED = 32 * 2**20  # what any evaluation adds on first use (torch kernels, allocator arenas): measured ~30 MiB
-_DENSE_MARGIN = 1.35  # over the structural count: the measured peaks ran up to 25 % above it
+_FIXED = 48 * 2**20  # what any evaluation adds on first use (torch kernels, allocator arenas): measured ~30 MiB
+_DENSE_MARGIN = 1.5  # over the structural count: the measured peaks ran up to ~25 % above it, varying run to run
 
 
 def dense_peak_bytes(nq: int, ng: int, dim: int = 0) -> int:
     """Estimated peak of :func:`rerank_dense` plus ranking, above the features (bytes), N = nq + ng:
 
-    ``1.35 (8 N (N + 1) + 4 nq ng + 4 N dim) + 32 MiB + min(64 MiB, 40 KiB N)``. Structurally d̂ (N x N)
+    ``1.5 (8 N (N + 1) + 4 nq ng + 4 N dim) + 48 MiB + min(64 MiB, 40 KiB N)``. Structurally d̂ (N x N)
     and V (N x (N + 1)) exist together, then V's query expansion overwrites d̂ next to d̂'s query x
-    gallery block (4 nq ng), plus the normalised features (4 N dim); 1.35 is the margin over that count
+    gallery block (4 nq ng), plus the normalised features (4 N dim); 1.5 is the margin over that count
     (allocator slack), the last terms are the fixed-size working blocks.
     """
     n = nq + ng
@@ -463,7 +481,7 @@ def sparse_peak_bytes(nq: int, ng: int, dim: int, memory_budget_mb: float,
                       settings: RerankSettings = RerankSettings()) -> int:
     """Estimated peak of :func:`rerank_chunks` plus ranking, above the features (bytes):
 
-    ``N (4 dim + 8 w + 8 k2 + 28) + 8 e G + 0.55 B + 32 MiB`` with N = nq + G, B = ``memory_budget_mb``
+    ``N (4 dim + 8 w + 8 k2 + 28) + 8 e G + 0.55 B + 48 MiB`` with N = nq + G, B = ``memory_budget_mb``
     in bytes, w = 2 (k1 + 1) the typical padded width of V's rows (max |R*(i)|; at most
     (k1 + 1)(round(k1/2) + 2)) and e = 4 (k1 + 1) the typical nonzeros of a query-expanded gallery row
     (at most k2 w). Per sample: the normalised features, V (int32 column + float32 value per slot), the
