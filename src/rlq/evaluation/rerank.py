@@ -260,7 +260,7 @@ class _SparseV:
             self.cols[a:b, :w], self.vals[a:b, :w] = c, v
             self.cols[a:b, w:], self.vals[a:b, w:] = n, 0
             a = b
-        del c, v
+        c = v = None  # type: ignore[assignment]
         self.nbr = nbr[:, : st.k2].contiguous()  # query expansion needs only the k2 nearest
         self.dmax = dmax
 
