@@ -8,7 +8,8 @@ import torch
 
 from rlq.errors import RlqError
 from rlq.evaluation.ranking import evaluate, evaluate_features
-from rlq.evaluation.rerank import RerankSettings, dense_fits, knn_graph, rerank_chunks, rerank_dense
+from rlq.evaluation.rerank import (RerankSettings, dense_fits, dense_peak_bytes, knn_graph, rerank_chunks, rerank_dense,
+                                  sparse_peak_bytes)
 
 
 def slow_rerank(qf: np.ndarray, gf: np.ndarray, k1: int, k2: int, lam: float) -> np.ndarray:
@@ -122,7 +123,53 @@ def test_settings_are_checked():
         RerankSettings(0, 6, 0.3)
     with pytest.raises(RlqError, match="lambda"):
         RerankSettings(20, 6, 1.5)
-    assert dense_fits(100, 100, 1) and not dense_fits(10_000, 60_000, 1024)
+    assert dense_fits(100, 100, 64) and not dense_fits(10_000, 60_000, 1024)
+
+
+def test_memory_estimates_follow_their_formulas():
+    """Hand-computed cases of the peak-memory models (rerank.py docstrings; constants from
+    benchmarks/rerank_memory.py)."""
+    # dense, N = 4,000 (1,000 x 3,000), 256-d: 1.5 (8*4000*4001 + 4*1000*3000 + 4*4000*256) + 48 MiB + 64 MiB
+    #   = 1.5 * 144,128,000 + 50,331,648 + 67,108,864 = 333,632,512 bytes = 318.18 MiB
+    assert dense_peak_bytes(1000, 3000, 256) == 333_632_512
+    assert dense_fits(1000, 3000, 318.2, 256) and not dense_fits(1000, 3000, 318.1, 256)
+    # small N: the working blocks are 40 KiB per sample, not 64 MiB (N = 200: 8,192,000 bytes)
+    assert dense_peak_bytes(100, 100) == int(1.5 * (8 * 200 * 201 + 4 * 100 * 100)) + 3 * 2**24 + 8_192_000
+    # sparse, N = 7,000 (1,000 x 6,000), 128-d, 100 MiB, k1 = 20 (w = 42, e = 84), k2 = 6:
+    #   7000 * (512 + 336 + 48 + 28) + 8 * 84 * 6000 + 0.55 * 100 MiB + 48 MiB = 118,503,328 bytes
+    assert sparse_peak_bytes(1000, 6000, 128, 100) == 118_503_328
+
+
+def test_auto_chooses_sparse_where_dense_would_exceed_the_budget(caplog):
+    import logging
+
+    qf, gf, qp, gp = _problem(12, nq=100, ng=1500, dim=16, ids=80)
+    qc, gc = np.zeros(len(qf), int), np.ones(len(gf), int)
+    # dense needs ~141 MiB, sparse ~116 MiB at a 120 MiB budget (the formulas above)
+    assert dense_peak_bytes(100, 1500, 16) > 120 * 2**20 >= sparse_peak_bytes(100, 1500, 16, 120)
+    assert dense_fits(100, 1500, 150, 16)
+    with caplog.at_level(logging.WARNING, logger="rlq.evaluation.ranking"):
+        sp = evaluate_features(qf, gf, qp, gp, qc, gc, rerank=RerankSettings(), memory_budget_mb=120)
+        de = evaluate_features(qf, gf, qp, gp, qc, gc, rerank=RerankSettings(), memory_budget_mb=150)
+    assert sp["rerank_form"] == "sparse" and de["rerank_form"] == "dense"
+    assert "needs about" not in caplog.text  # each form fits its budget: no warning
+    np.testing.assert_allclose(sp["ap"], de["ap"], atol=1e-6)
+    np.testing.assert_array_equal(sp["first_rank"], de["first_rank"])
+
+
+def test_a_budget_even_the_sparse_form_exceeds_is_reported(caplog):
+    import logging
+
+    qf, gf, qp, gp = _problem(13, nq=20, ng=90)
+    qc, gc = np.zeros(len(qf), int), np.ones(len(gf), int)
+    with caplog.at_level(logging.WARNING, logger="rlq.evaluation.ranking"):
+        r = evaluate_features(qf, gf, qp, gp, qc, gc, rerank=RerankSettings(), memory_budget_mb=4)
+    assert r["rerank_form"] == "sparse"
+    assert "rerank_form='sparse' needs about" in caplog.text and "memory_budget_mb=4" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="rlq.evaluation.ranking"):
+        evaluate_features(qf, gf, qp, gp, qc, gc, rerank=RerankSettings(), rerank_form="dense", memory_budget_mb=4)
+    assert "rerank_form='dense' needs about" in caplog.text
 
 
 # ---------------------------------------------------------------------------------------------------

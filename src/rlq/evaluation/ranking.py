@@ -560,18 +560,32 @@ def evaluate_features(
 
 def _evaluate_reranked(q, g, labels, ms, several, ng, max_rank, dev, settings, form, chunk_size, memory_budget_mb):
     """evaluate_features on k-reciprocal re-ranked distances (rlq.evaluation.rerank)."""
-    from rlq.evaluation.rerank import RerankSettings, dense_fits, rerank_chunks, rerank_dense
+    from rlq.evaluation.rerank import (RerankSettings, dense_fits, dense_peak_bytes, rerank_chunks, rerank_dense,
+                                       sparse_peak_bytes)
 
     if not isinstance(settings, RerankSettings):
         raise RlqError(f"rerank must be a RerankSettings, got {type(settings).__name__}")
     if form not in ("auto", "dense", "sparse"):
         raise RlqError(f"rerank_form must be auto, dense or sparse, got {form!r}")
+    nq, dim = q.shape
     if form == "auto":
-        form = "dense" if dense_fits(q.shape[0], ng, memory_budget_mb) else "sparse"
+        form = "dense" if dense_fits(nq, ng, memory_budget_mb, dim) else "sparse"
+    need = dense_peak_bytes(nq, ng, dim) if form == "dense" else sparse_peak_bytes(nq, ng, dim, memory_budget_mb, settings)
+    if need > memory_budget_mb * 2**20:
+        # A warning, not an error: the sparse form's linear terms cannot shrink with the budget, and
+        # callers (rlq eval --rerank on LaST) have run past the budget before; say so loudly instead.
+        logger.warning(
+            "re-ranking %d x %d x %d-d features with rerank_form=%r needs about %.0f MiB above the features, "
+            "more than memory_budget_mb=%g%s", nq, ng, dim, form, need / 2**20, memory_budget_mb,
+            " (rerank_form='sparse' would need about %.0f MiB)" % (sparse_peak_bytes(nq, ng, dim, memory_budget_mb,
+                                                                                      settings) / 2**20)
+            if form == "dense" else "; raise memory_budget_mb or expect the process to use more")
     qd, gd = q.to(dev), g.to(dev)
     if form == "dense":
         D = rerank_dense(qd, gd, settings)
-        chunks = iter([(0, q.shape[0], D)])
+        # rank in chunks, as the other paths do: the kernel's scratch then stays within the budget
+        cs = int(chunk_size) if chunk_size else chunk_size_for(ng, 4, memory_budget_mb)
+        chunks = ((a, min(nq, a + cs), D[a : a + cs]) for a in range(0, nq, cs))
     else:
         chunks = rerank_chunks(qd, gd, settings, chunk_size=chunk_size, memory_budget_mb=memory_budget_mb)
     res = _run(chunks, labels, ms, ng, max_rank, dev)
@@ -579,4 +593,3 @@ def _evaluate_reranked(q, g, labels, ms, several, ng, max_rank, dev, settings, f
         r["rerank"] = settings.as_dict()
         r["rerank_form"] = form
     return res if several else res[ms[0]]
-
