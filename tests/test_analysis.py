@@ -344,13 +344,9 @@ def test_write_report(tmp_path):
 
 def _run(args: list[str]) -> int:
     import rlq.cli.analysis  # noqa: F401  (registers the commands)
-    from rlq.cli import main
+    from cli_helpers import run_cli
 
-    try:
-        main(args)
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
+    return run_cli(args)
 
 
 def test_cli_analyze_commands(synth, model, tmp_path):
