@@ -19,7 +19,7 @@ schedule); ``--epochs`` overrides the schedule as `rlq demo --epochs` does. 15 s
 Resumable: each (method, seed) run lives in ``--work``/seed<S>/<method> and is skipped when finished; an
 unfinished one continues from its newest good checkpoint; the JSON is rewritten (atomically) after every run.
 
-    python benchmarks/synthcc_methods.py                 # full run (estimated 60-90 min on 2 quiet CPU cores; not yet timed)
+    python benchmarks/synthcc_methods.py                 # full run (54 min with --threads 1 on the 2-core machine, 2026-12-01)
     python benchmarks/synthcc_methods.py --quick         # smoke run: SynthCC tiny, 2 steps of batch 8, tiny backbone
     python benchmarks/synthcc_methods.py --table         # markdown table from --out
 """
