@@ -128,3 +128,41 @@ def test_torchrun_two_processes_gloo(synthcc_tiny, tmp_path):
              "tad.source_height=64", "tad.source_width=32")
     phases = {json.loads(x).get("phase") for x in (run2 / "metrics.jsonl").read_text().splitlines()}
     assert {"tad", "reid"} <= phases
+
+
+def test_eval_and_visualize_default_to_the_runs_own_flip(synthcc_tiny, tmp_path):
+    """A run trained and evaluated with eval.flip=false: `rlq eval` and `rlq visualize` on it use no flip unless told,
+    so they reproduce the run's own numbers; --flip adds the flipped embedding (docs/method.md §2.5)."""
+    import rlq.cli.analysis  # noqa: F401  (registers `visualize`)
+
+    run = tmp_path / "run"
+    assert run_cli(["train", "--config", "configs/ltcc/bm.yaml", "data.dataset=synthcc", f"data.root={synthcc_tiny}",
+                    f"output={run}", "data.gender_csv=null", "data.pose_csv=null", "data.parsing_root=null",
+                    "data.faulty_pant=null", "data.faulty_shirt=null", "eval.flip=false", *TINY]) == 0
+    own = json.loads((run / "checkpoints/best/state.json").read_text())["results"]
+    common = ["--dataset", "synthcc", "--root", str(synthcc_tiny), "--workers", "0", "--resamples", "10"]
+    assert run_cli(["eval", str(run), *common, "--json", str(tmp_path / "d.json")]) == 0
+    assert run_cli(["eval", str(run), *common, "--flip", "--json", str(tmp_path / "f.json")]) == 0
+    d, f = (json.loads((tmp_path / n).read_text()) for n in ("d.json", "f.json"))
+    assert d["flip"] is False and f["flip"] is True
+    for mode in ("general", "cc", "sc"):
+        assert d["results"][mode]["mAP"] == pytest.approx(own[mode]["mAP"], abs=1e-9)
+    assert any(f["results"][m]["mAP"] != pytest.approx(own[m]["mAP"], abs=1e-9) for m in ("general", "cc", "sc"))
+    vis = tmp_path / "vis"
+    from rlq.data.datasets import load_dataset
+
+    bare = load_dataset("synthcc", synthcc_tiny).split("query")[0].key.split("/", 1)[1]
+    assert run_cli(["visualize", str(run), *common[:-2], "--queries", bare, "--top-k", "3", "--out", str(vis)]) == 0
+    ranked = json.loads((vis / "ranked.json").read_text())
+    assert ranked["flip"] is False and [r["query_key"] for r in ranked["rows"]] == [f"query/{bare}"]
+
+
+def test_run_eval_settings_hand_cases():
+    import torch
+
+    from rlq.engine.recipe import run_eval_settings
+
+    cpu = torch.device("cpu")
+    assert run_eval_settings({}, cpu) == (True, None)  # no run spec (e.g. imported): flip, fp32 on CPU
+    assert run_eval_settings({"spec": {"eval": {"flip": False}, "train": {"amp": "bf16"}}}, cpu) == (False, None)
+    assert run_eval_settings({"spec": {"eval": {"flip": True}, "train": {"amp": "off"}}}, cpu) == (True, None)

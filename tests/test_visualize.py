@@ -166,3 +166,15 @@ def test_cli_visualize(synth, tmp_path):
         main(["visualize", str(ck), "--dataset", "synthcc", "--root", str(root), "--workers", "0", "--queries", "nope",
               "--out", str(out)])
     assert e.value.code == 2
+
+
+def test_hits_order_draws_only_queries_whose_rank1_is_correct(case, tmp_path):
+    """Hand case: q0's nearest non-junk image is g3 (another identity) -> miss; q1's is g5 (pid 2, cam 2, clothes 21:
+    another camera and outfit of pid 2) -> hit. `hits` draws only q1 and says so."""
+    q, g, dist = case
+    r = rank_list_figure(q, g, distances=dist, mode="cc", order="hits", num_queries=5, top_k=3, seed=3,
+                         out_png=tmp_path / "h.png")
+    assert [row["query_index"] for row in r["rows"]] == [1]
+    assert r["rows"][0]["cells"][0]["status"] == "correct" and r["rows"][0]["cells"][0]["rank"] == 1
+    assert "from the 1 of 2 valid queries whose rank-1 is correct" in r["order_text"]
+    assert "not a representative sample" in r["order_text"]

@@ -50,7 +50,7 @@ STATUS_COLORS: dict[str, tuple[int, int, int]] = {
     "query": (40, 90, 220),
 }
 _CSS_COLORS = {k: "#%02x%02x%02x" % v for k, v in STATUS_COLORS.items()}
-QUERY_ORDERS = ("worst", "random", "given")
+QUERY_ORDERS = ("worst", "random", "hits", "given")
 _PAD, _BORDER, _LINE, _CAPTION_LINES, _GAP = 6, 4, 12, 3, 14
 
 
@@ -96,6 +96,12 @@ def _choose(order: str, per_query: Mapping[str, Any], query_indices: Sequence[in
         k = min(num, len(valid))
         pick = np.random.default_rng(seed).choice(valid, size=k, replace=False) if k else valid[:0]
         return pick.tolist(), f"queries: {k} random valid queries under {label} (seed {seed})"
+    if order == "hits":  # what a correct rank-1 looks like: a seeded random draw among those queries, labelled so
+        hit = valid[np.asarray(per_query["first_rank"])[valid] == 1]
+        k = min(num, len(hit))
+        pick = np.sort(np.random.default_rng(seed).choice(hit, size=k, replace=False)) if k else hit[:0]
+        return pick.tolist(), (f"queries: {k} drawn at random (seed {seed}) from the {len(hit)} of {len(valid)} valid "
+                               f"queries whose rank-1 is correct under {label}; not a representative sample")
     raise ConfigError(f"query order {order!r} is not one of {QUERY_ORDERS}")
 
 
@@ -135,7 +141,8 @@ def rank_list_figure(
     """Draw query rows with their top-k gallery matches to ``out_png`` (and ``out_html``); returns what was drawn.
 
     Give ``distances`` (queries x gallery, smaller = closer) or ``query_feats`` + ``gallery_feats`` (cosine).
-    ``order``: ``worst`` (lowest AP first among valid queries), ``random`` (valid queries, seeded) or ``given``
+    ``order``: ``worst`` (lowest AP first among valid queries), ``random`` (valid queries, seeded), ``hits`` (a seeded
+    draw among the valid queries whose rank-1 is correct, in query order; labelled as not representative) or ``given``
     (``query_indices``, implied when they are passed). Gallery ties go to the lower index. The result lists, per
     row, the query and each shown cell's gallery index, rank, status and pixel box (x0, y0, x1, y1) in the PNG.
     """

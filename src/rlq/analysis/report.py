@@ -100,10 +100,11 @@ def demo_analysis(
     matplotlib only the pictures that need it are skipped.
     """
     import numpy as np
+    import torch
 
     from rlq.data.loading import ImageCache
     from rlq.data.sidecars import read_quality_csv
-    from rlq.engine.recipe import load_model_checkpoint
+    from rlq.engine.recipe import load_model_checkpoint, run_eval_settings
     from rlq.errors import CheckpointError
     from rlq.evaluation.extract import extract_features
 
@@ -121,10 +122,11 @@ def demo_analysis(
     figures: dict[str, str] = {p.stem: f"figures/{p.name}" for p in sorted(figs.glob("*.png"))}
     sections: dict[str, str] = {}
     numbers: dict[str, Any] = {}
-    models = {}
+    models, flips = {}, {}
     for m in methods:
         try:
-            models[m], _ = load_model_checkpoint(out / m, device=device, prefer="last")
+            models[m], state = load_model_checkpoint(out / m, device=device, prefer="last")
+            flips[m] = run_eval_settings(state, torch.device(device))[0]  # as the run evaluated (the demo: no flip)
         except CheckpointError as e:
             tell(f"analysis: no weights for `{m}` ({e}); skipped")
     if not models:
@@ -141,7 +143,8 @@ def demo_analysis(
 
     def feats_of(m: str) -> dict[str, Any]:
         if m not in feats_by_model:
-            feats_by_model[m] = {n: (extract_features(models[m], [s.path for s in ds.split(n)], cache=cache, **common),
+            feats_by_model[m] = {n: (extract_features(models[m], [s.path for s in ds.split(n)], cache=cache,
+                                                      flip=flips[m], **common),
                                      ds.split(n)) for n in proto.split_names}
         return feats_by_model[m]
 
@@ -157,8 +160,8 @@ def demo_analysis(
                 keep = np.sort(np.random.default_rng(seed).choice(len(qs), size=_DEMO_ROBUSTNESS_QUERIES, replace=False))
                 sub[sp.query] = tuple(qs[i] for i in keep)
         rds = dataclasses.replace(ds, splits=sub)
-        rob = {m: robustness_sweep(models[m], rds, artifacts=_DEMO_ROBUSTNESS_ARTIFACTS, seed=seed, cache=cache, **common)
-               for m in focus}
+        rob = {m: robustness_sweep(models[m], rds, artifacts=_DEMO_ROBUSTNESS_ARTIFACTS, seed=seed, cache=cache,
+                                   flip=flips[m], **common) for m in focus}
         numbers["robustness"] = rob
         sections["Robustness per artifact (rlq's own protocol, docs/method.md §12)"] = (
             robustness_markdown(rob) + f"\n\nModels: {', '.join(f'`{m}`' for m in rob)}; degraded queries: "
@@ -179,7 +182,7 @@ def demo_analysis(
             png = figs / f"tsne_{m}.png" if (plots and m in tsne_for) else None
             lqc[m] = lq_cluster_diagnostics(model, [s.path for s in gal], [s.pid for s in gal], artifact_mix=ds.name,
                                             seed=seed, tsne=png is not None, out_png=png, max_tsne_points=800,
-                                            model_name=m, **common)
+                                            model_name=m, flip=flips[m], **common)
             if png is not None:
                 figures[f"tsne_{m}"] = f"figures/{png.name}"
         numbers["lq_clusters"] = lqc
@@ -222,15 +225,20 @@ def demo_analysis(
         sections["Gender of top-1 mistakes (paper Fig. 8 right)"] = gender_markdown(g)
 
     def ranked() -> None:
+        # The main method's hardest queries, and what its correct rank-1 answers look like (a seeded draw among
+        # them, labelled as such): the first shows what fails, the second whether it matches people across outfits.
         f = feats_of(main_m)
-        rl = rank_list_figure(f[spec.query][1], f[spec.gallery][1], query_feats=f[spec.query][0],
-                              gallery_feats=f[spec.gallery][0], mode=spec.mode, order="worst", num_queries=6, top_k=8,
-                              out_png=figs / f"ranked_{main_m}.png", out_html=figs / f"ranked_{main_m}.html",
-                              label=f"{spec.name} ({main_m})")
-        figures[f"ranked_{main_m}"] = f"figures/ranked_{main_m}.png"
-        numbers["ranked"] = {main_m: {k: rl[k] for k in ("order_text", "legend", "rows")}}
-        sections["Ranked results (paper Fig. 9)"] = (f"`{main_m}`, {rl['order_text']}; {rl['legend']}. Static page: "
-                                                     f"[figures/ranked_{main_m}.html](figures/ranked_{main_m}.html).")
+        numbers["ranked"], texts = {main_m: {}}, []
+        for order, suffix in (("worst", ""), ("hits", "_hits")):
+            name = f"ranked_{main_m}{suffix}"
+            rl = rank_list_figure(f[spec.query][1], f[spec.gallery][1], query_feats=f[spec.query][0],
+                                  gallery_feats=f[spec.gallery][0], mode=spec.mode, order=order, num_queries=6, top_k=8,
+                                  seed=seed, out_png=figs / f"{name}.png", out_html=figs / f"{name}.html",
+                                  label=f"{spec.name} ({main_m})")
+            figures[name] = f"figures/{name}.png"
+            numbers["ranked"][main_m][order] = {k: rl[k] for k in ("order_text", "legend", "rows")}
+            texts.append(f"`{figures[name]}`: {rl['order_text']}. Static page: [figures/{name}.html](figures/{name}.html).")
+        sections["Ranked results (paper Fig. 9)"] = "\n\n".join([*texts, rl["legend"] + "."])
 
     for name, part in (("robustness per artifact", robustness), ("LQ clusters", lq_clusters),
                        ("quality buckets", buckets), ("gender of mistakes", gender), ("ranked results", ranked)):

@@ -67,6 +67,8 @@ def version() -> None:
     out.print(f"rlq {rlq.__version__} (torch {tv}, Python {platform.python_version()})")
 
 
+FLIP_HELP = ("Add the flipped image's embedding (docs/method.md §2.5). Default: as the checkpoint's run was evaluated "
+             "(its eval.flip), so the numbers reproduce the run's; on for a checkpoint without a run spec.")
 RERANK_HELP = ("Rank by k-reciprocal re-ranked distances (Zhong et al., CVPR 2017) instead of cosine. Labelled as "
                "such in every output; the paper's numbers use no re-ranking.")
 RERANK_K1_HELP = "Re-ranking k1 (k-reciprocal neighbours)."

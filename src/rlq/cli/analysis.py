@@ -10,7 +10,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from ._common import analyze_app, app, console, out
+from ._common import FLIP_HELP, analyze_app, app, console, out
 
 _DATASET_HELP = "Dataset name (ltcc, prcc, last, deepchange, celebreid, vcclothes, synthcc, manifest)."
 _CKPT_HELP = "Checkpoint folder, or a run folder (uses checkpoints/<prefer>, else the newest)."
@@ -28,6 +28,10 @@ def _opt_out() -> Any:
     return typer.Option(..., "--out", "-o", help="Output folder (JSON, PNG, report.md).")
 
 
+def _opt_flip() -> Any:
+    return typer.Option(None, "--flip/--no-flip", help=FLIP_HELP)
+
+
 def _have_matplotlib() -> bool:
     try:
         import matplotlib  # noqa: F401
@@ -38,13 +42,12 @@ def _have_matplotlib() -> bool:
 
 
 def _setup(checkpoint: Path, dataset: str, root: Path, device: str, prefer: str, height: Optional[int],
-           width: Optional[int], protocol: str = "test"):
-    """(model, state, (h, w), dataset, protocol, device, amp dtype)."""
-    import torch
-
+           width: Optional[int], protocol: str = "test", flip: Optional[bool] = None):
+    """(model, state, (h, w), dataset, protocol, device, amp dtype, flip); flip and precision default to the run's own
+    evaluation (``run_eval_settings``), so the analyses see the embeddings behind the run's numbers."""
     from ..data.datasets import load_dataset
     from ..engine.distributed import resolve_device
-    from ..engine.recipe import dataset_options, load_model_checkpoint
+    from ..engine.recipe import dataset_options, load_model_checkpoint, run_eval_settings
 
     dev = resolve_device(device)
     model, state = load_model_checkpoint(checkpoint, device=dev, prefer=prefer)
@@ -52,18 +55,19 @@ def _setup(checkpoint: Path, dataset: str, root: Path, device: str, prefer: str,
     ds = load_dataset(dataset, root, **dataset_options(dataset))
     if protocol not in ds.protocols:
         raise typer.BadParameter(f"dataset {dataset} has no {protocol!r} protocol; it has {sorted(ds.protocols)}")
-    amp = torch.bfloat16 if dev.type == "cuda" else None
-    return model, state, (int(height or h), int(width or w)), ds, ds.protocols[protocol], dev, amp
+    run_flip, amp = run_eval_settings(state, dev)
+    return (model, state, (int(height or h), int(width or w)), ds, ds.protocols[protocol], dev, amp,
+            run_flip if flip is None else flip)
 
 
-def _extract(model, ds, splits, hw, dev, amp, batch_size: int, workers: int) -> dict:
+def _extract(model, ds, splits, hw, dev, amp, batch_size: int, workers: int, flip: bool) -> dict:
     from ..evaluation.extract import extract_features
 
     feats = {}
     for name in splits:
         samples = ds.split(name)
         f = extract_features(model, [s.path for s in samples], hw[0], hw[1], device=dev, batch_size=batch_size,
-                             workers=workers, amp_dtype=amp, progress=True, desc=f"extract {name}")
+                             workers=workers, flip=flip, amp_dtype=amp, progress=True, desc=f"extract {name}")
         feats[name] = (f, samples)
     return feats
 
@@ -85,8 +89,8 @@ def _names(paths: List[Path]) -> list[str]:
     return names
 
 
-def _ckpt_info(state: dict) -> dict:
-    return {"checkpoint": state.get("checkpoint"), "method": state.get("method")}
+def _ckpt_info(state: dict, flip: bool) -> dict:
+    return {"checkpoint": state.get("checkpoint"), "method": state.get("method"), "flip": flip}
 
 
 def _done(out_dir: Path, files: list[Path]) -> None:
@@ -113,6 +117,7 @@ def robustness_cmd(
     workers: int = typer.Option(2, help="Loader workers."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+    flip: Optional[bool] = _opt_flip(),
     cache_images: bool = typer.Option(False, "--cache-images", help="Decode the test images once into memory (small datasets)."),
     official_lq: Optional[str] = typer.Option(
         None, "--official-lq",
@@ -138,7 +143,8 @@ def robustness_cmd(
             raise typer.BadParameter(f"--official-lq {official_lq!r}: expected `all` or a comma list of {', '.join(OFFICIAL_LQ_KINDS)}")
     results, infos, official = {}, {}, {}
     for name, ck in zip(_names(checkpoints), checkpoints):
-        model, state, hw, ds, _, dev, amp = _setup(ck, dataset, root, device, prefer, height, width, protocol)
+        model, state, hw, ds, _, dev, amp, ck_flip = _setup(ck, dataset, root, device, prefer, height, width, protocol,
+                                                            flip=flip)
         cache = None
         if cache_images:
             from ..data.loading import ImageCache
@@ -148,14 +154,14 @@ def robustness_cmd(
         console.print(f"robustness of {name} ({state.get('method')}, input {hw[0]}x{hw[1]}) ...")
         results[name] = robustness_sweep(model, ds, artifacts=arts, levels=lv, apply_to=apply_to, seed=seed, height=hw[0],
                                          width=hw[1], device=dev, batch_size=batch_size, workers=workers, protocol=protocol,
-                                         amp_dtype=amp, cache=cache, progress=True)
+                                         flip=ck_flip, amp_dtype=amp, cache=cache, progress=True)
         if kinds:
             from ..analysis.robustness import official_lq_evaluate
 
             official[name] = official_lq_evaluate(model, ds, kinds=kinds, seed=seed, height=hw[0], width=hw[1], device=dev,
-                                                  batch_size=batch_size, workers=workers, protocol=protocol, amp_dtype=amp,
+                                                  batch_size=batch_size, workers=workers, protocol=protocol, amp_dtype=amp, flip=ck_flip,
                                                   cache=cache, progress=True)
-        infos[name] = _ckpt_info(state)
+        infos[name] = _ckpt_info(state, ck_flip)
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"protocol_label": ROBUSTNESS_PROTOCOL, "models": {n: {**infos[n], **r} for n, r in results.items()}}
     if official:  # the authors' protocol, under its own key and label
@@ -214,6 +220,7 @@ def lq_clusters_cmd(
     workers: int = typer.Option(2, help="Loader workers."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+    flip: Optional[bool] = _opt_flip(),
 ) -> None:
     """Do LQ images cluster regardless of identity? Nearest-neighbour rates, HQ/LQ probe, silhouette, t-SNE (paper Fig. 7)."""
     import numpy as np
@@ -222,7 +229,7 @@ def lq_clusters_cmd(
     from ..analysis.report import write_report
     from ..io import atomic_write_json
 
-    model, state, hw, ds, _, dev, amp = _setup(checkpoint, dataset, root, device, prefer, height, width)
+    model, state, hw, ds, _, dev, amp, flip = _setup(checkpoint, dataset, root, device, prefer, height, width, flip=flip)
     samples = list(ds.split(split))
     if max_images < 2:
         raise typer.BadParameter("--max-images must be >= 2")
@@ -233,10 +240,10 @@ def lq_clusters_cmd(
     png = out_dir / "lq_tsne.png" if (tsne and _have_matplotlib()) else None
     res = lq_cluster_diagnostics(model, [s.path for s in samples], [s.pid for s in samples],
                                  artifact_mix=_parse_mix(mix, dataset), seed=seed, height=hw[0], width=hw[1], device=dev,
-                                 batch_size=batch_size, workers=workers, ranges=ranges, amp_dtype=amp, tsne=png is not None,
+                                 batch_size=batch_size, workers=workers, ranges=ranges, amp_dtype=amp, flip=flip, tsne=png is not None,
                                  out_png=png, max_tsne_points=tsne_points, progress=True,
                                  model_name=f"{Path(checkpoint).name or checkpoint} ({state.get('method')})")
-    res = {**_ckpt_info(state), "dataset": dataset, "split": split, **res}
+    res = {**_ckpt_info(state, flip), "dataset": dataset, "split": split, **res}
     atomic_write_json(out_dir / "lq_clusters.json", res)
     md = lq_clusters_markdown({Path(checkpoint).name or str(checkpoint): res})
     out.print(md)
@@ -275,6 +282,7 @@ def gender_cmd(
     workers: int = typer.Option(2, help="Loader workers."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+    flip: Optional[bool] = _opt_flip(),
 ) -> None:
     """Gender awareness: F1 of the female class among top-1 mistakes, per evaluation and checkpoint (paper Fig. 8 right)."""
     from ..analysis.ranklist import gender_awareness, gender_markdown, load_test_gender, plot_gender
@@ -286,11 +294,12 @@ def gender_cmd(
     models: dict[str, dict] = {}
     cover: dict = {}
     for name, ck in zip(_names(checkpoints), checkpoints):
-        model, state, hw, ds, proto, dev, amp = _setup(ck, dataset, root, device, prefer, height, width, protocol)
+        model, state, hw, ds, proto, dev, amp, ck_flip = _setup(ck, dataset, root, device, prefer, height, width, protocol,
+                                                                flip=flip)
         if not cover:
             all_samples = [s for n in proto.split_names for s in ds.split(n)]
             gmap, cover = load_test_gender(gender_csv, all_samples, cats)
-        feats = _extract(model, ds, proto.split_names, hw, dev, amp, batch_size, workers)
+        feats = _extract(model, ds, proto.split_names, hw, dev, amp, batch_size, workers, ck_flip)
         res = {}
         for spec in proto.specs:
             (qf, qs), (gf, gs) = feats[spec.query], feats[spec.gallery]
@@ -298,7 +307,7 @@ def gender_cmd(
                                              q_clothes_ids=[s.clothes_id for s in qs],
                                              g_clothes_ids=[s.clothes_id for s in gs], mode=spec.mode)
             res[spec.name] = gender_awareness(qf, gf, [s.pid for s in qs], [s.pid for s in gs], gmap, **junk)
-        models[name] = {**_ckpt_info(state), "results": res}
+        models[name] = {**_ckpt_info(state, ck_flip), "results": res}
     out_dir.mkdir(parents=True, exist_ok=True)
     payload = {"dataset": dataset, "gender_csv": str(gender_csv), "coverage": cover, "models": models}
     atomic_write_json(out_dir / "gender.json", payload)
@@ -329,6 +338,7 @@ def buckets_cmd(
     workers: int = typer.Option(2, help="Loader workers."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+    flip: Optional[bool] = _opt_flip(),
 ) -> None:
     """Metrics per query-quality bucket against the full gallery (paper Table 10 style).
 
@@ -342,7 +352,8 @@ def buckets_cmd(
 
     if size_csv is not None and quality_csv is not None:
         raise typer.BadParameter("give at most one of --size-csv and --quality-csv")
-    model, state, hw, ds, proto, dev, amp = _setup(checkpoint, dataset, root, device, prefer, height, width, protocol)
+    model, state, hw, ds, proto, dev, amp, flip = _setup(checkpoint, dataset, root, device, prefer, height, width,
+                                                         protocol, flip=flip)
     queries = [s for n in dict.fromkeys(sp.query for sp in proto.specs) for s in ds.split(n)]
     tables: dict[str, tuple[dict, list]] = {}
     if quality_csv is not None:
@@ -355,10 +366,10 @@ def buckets_cmd(
         tables["size (authors' CSV)"] = (b, list(SIZE_BUCKETS))
     else:
         tables["size (rlq's edges on the image height)"] = (size_buckets(queries), list(SIZE_BUCKETS))
-    feats = _extract(model, ds, proto.split_names, hw, dev, amp, batch_size, workers)
+    feats = _extract(model, ds, proto.split_names, hw, dev, amp, batch_size, workers, flip)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {name: protocol_bucket_metrics(feats, proto, b, order=order, device=dev) for name, (b, order) in tables.items()}
-    payload = {**_ckpt_info(state), "dataset": dataset, "source": str(quality_csv or size_csv or "image height"),
+    payload = {**_ckpt_info(state, flip), "dataset": dataset, "source": str(quality_csv or size_csv or "image height"),
                "results": results}
     atomic_write_json(out_dir / "buckets.json", payload)
     sections, images = {}, {}
@@ -380,7 +391,9 @@ def visualize_cmd(
     out_dir: Path = _opt_out(),
     mode: Optional[str] = typer.Option(None, help="An evaluation name of the protocol (e.g. cc, sc, general), or a rule "
                                        "(general / cc / sc) applied to the selection's splits. Default: the selection."),
-    queries: str = typer.Option("worst", help="worst (lowest AP first), random (seeded), or a comma list of query keys."),
+    queries: str = typer.Option("worst", help="worst (lowest AP first), random (seeded), hits (a seeded draw among the "
+                                "queries whose rank-1 is correct), or a comma list of query keys (with or without the "
+                                "split prefix, e.g. query/001_1_c08_028453 or 001_1_c08_028453)."),
     num_queries: int = typer.Option(8, help="Rows (queries) to draw."),
     top_k: int = typer.Option(10, help="Gallery images per row."),
     show_junk: bool = typer.Option(False, "--show-junk", help="Keep junk in the list (grey); default: removed as in the evaluation."),
@@ -392,6 +405,7 @@ def visualize_cmd(
     workers: int = typer.Option(2, help="Loader workers."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+    flip: Optional[bool] = _opt_flip(),
 ) -> None:
     """Ranked results (paper Fig. 9): each query with its top-k gallery images, as a PNG and a static HTML page."""
     from ..analysis.ranklist import rank_list_figure
@@ -399,7 +413,8 @@ def visualize_cmd(
     from ..data.records import MODES
     from ..io import atomic_write_json
 
-    model, state, hw, ds, proto, dev, amp = _setup(checkpoint, dataset, root, device, prefer, height, width, protocol)
+    model, state, hw, ds, proto, dev, amp, flip = _setup(checkpoint, dataset, root, device, prefer, height, width,
+                                                         protocol, flip=flip)
     names = [s.name for s in proto.specs]
     if mode is None or mode in names:
         spec = proto.spec(mode or proto.selection)
@@ -409,22 +424,23 @@ def visualize_cmd(
         rule, label = mode, f"{mode} rule on {spec.query} -> {spec.gallery}"
     else:
         raise typer.BadParameter(f"--mode {mode!r} is neither an evaluation of this protocol {names} nor a rule {MODES}")
-    feats = _extract(model, ds, dict.fromkeys([spec.query, spec.gallery]), hw, dev, amp, batch_size, workers)
+    feats = _extract(model, ds, dict.fromkeys([spec.query, spec.gallery]), hw, dev, amp, batch_size, workers, flip)
     (qf, qs), (gf, gs) = feats[spec.query], feats[spec.gallery]
     order, idx = queries, None
-    if queries not in ("worst", "random"):
+    if queries not in ("worst", "random", "hits"):
         pos = {s.key: i for i, s in enumerate(qs)}
-        keys = [k.strip() for k in queries.split(",") if k.strip()]
+        prefix = f"{spec.query}/"  # keys are "<split>/<file>": accept the bare file name too
+        keys = [k if k in pos or k.startswith(prefix) else prefix + k for k in (k.strip() for k in queries.split(",")) if k]
         unknown = [k for k in keys if k not in pos]
         if unknown or not keys:
             raise typer.BadParameter(f"--queries: unknown query key(s) {unknown[:5]} in split {spec.query!r} "
-                                     f"(keys look like {qs[0].key!r}); or use worst / random")
+                                     f"(keys look like {qs[0].key!r}); or use worst / random / hits")
         order, idx = "given", [pos[k] for k in keys]
     out_dir.mkdir(parents=True, exist_ok=True)
     res = rank_list_figure(qs, gs, query_feats=qf, gallery_feats=gf, mode=rule, order=order, query_indices=idx,
                            num_queries=num_queries, top_k=top_k, show_junk=show_junk, seed=seed,
                            out_png=out_dir / "ranked.png", out_html=out_dir / "ranked.html", label=label)
-    payload = {**_ckpt_info(state), "dataset": dataset, "evaluation": label, **res}
+    payload = {**_ckpt_info(state, flip), "dataset": dataset, "evaluation": label, **res}
     atomic_write_json(out_dir / "ranked.json", payload)
     md = (f"{res['order_text']}; {res['legend']}. Static page with the file names: [ranked.html](ranked.html).")
     report = write_report(out_dir, {"Ranked results": md}, {"ranked results": out_dir / "ranked.png"},

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, console, out,
+from ._common import (FLIP_HELP, RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, console, out,
                       rerank_settings)
 
 
@@ -119,7 +119,7 @@ def eval_cmd(
     workers: int = typer.Option(2, help="Loader workers."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     camera_rule: str = typer.Option("unique", help="Celeb-reID camid rule: unique (default) or official."),
-    no_flip: bool = typer.Option(False, "--no-flip", help="Do not add the flipped image's embedding."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help=FLIP_HELP),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
     lq: Optional[str] = typer.Option(
@@ -154,11 +154,9 @@ def eval_cmd(
         return
     if root is None:
         raise typer.BadParameter("evaluating a checkpoint needs --root (the dataset's folder)")
-    import torch
-
     from ..data.datasets import load_dataset
     from ..data.side_tables import quality_groups
-    from ..engine.recipe import dataset_options, load_model_checkpoint
+    from ..engine.recipe import dataset_options, load_model_checkpoint, run_eval_settings
     from ..evaluation.bootstrap import ci_info
     from ..evaluation.extract import extract_features
     from ..evaluation.protocols import evaluate_protocol, format_table, summarize
@@ -172,21 +170,21 @@ def eval_cmd(
     if split not in ds.protocols:
         raise typer.BadParameter(f"dataset {dataset} has no {split!r} protocol; it has {sorted(ds.protocols)}")
     protocol = ds.protocols[split]
-    # Evaluate in the precision the run trained in (the official/paper/default presets: fp32, train.amp=off);
-    # a checkpoint without a run spec keeps bf16 on CUDA.
-    run_amp = ((state.get("spec") or {}).get("train") or {}).get("amp", "auto")
-    amp = torch.bfloat16 if dev.type == "cuda" and run_amp != "off" else None
+    # Evaluate as the run did: its eval.flip and its precision (the official/paper/default presets: fp32,
+    # train.amp=off); a checkpoint without a run spec flips (docs/method.md §2.5) and keeps bf16 on CUDA.
+    run_flip, amp = run_eval_settings(state, dev)
+    flip = run_flip if flip is None else flip
     if lq is not None:
         if rerank:
             raise typer.BadParameter("--rerank is not available with --lq (the authors' LQ protocol ranks by cosine)")
-        _eval_official_lq(model, state, ds, lq, seed, split, h, w, dev, batch_size, workers, not no_flip, amp, json_out,
+        _eval_official_lq(model, state, ds, lq, seed, split, h, w, dev, batch_size, workers, flip, amp, json_out,
                           dataset, world)
         return
     feats = {}
     for name in protocol.split_names:
         samples = ds.split(name)
         f = extract_features(model, [s.path for s in samples], h, w, device=dev, batch_size=batch_size, workers=workers,
-                             flip=not no_flip, amp_dtype=amp, progress=world.is_main, desc=f"extract {name}", world=world)
+                             flip=flip, amp_dtype=amp, progress=world.is_main, desc=f"extract {name}", world=world)
         feats[name] = (f, samples)
     if not world.is_main:
         return
@@ -196,12 +194,13 @@ def eval_cmd(
     res = _with_intervals(res, groups, resamples, ci_seed, str(quality_csv or Path(ds.root) / "quality.csv"))
     out.print(format_table(res, selection=protocol.selection), soft_wrap=True, markup=False, highlight=False)
     console.print(_ci_note(resamples, ci_seed))
-    console.print(f"checkpoint: {state['checkpoint']} ({state.get('method')}, input {h}x{w})")
+    console.print(f"checkpoint: {state['checkpoint']} ({state.get('method')}, input {h}x{w}, flip {'on' if flip else 'off'})")
     if per_query:
-        _save_per_query(per_query, res, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split})
+        _save_per_query(per_query, res, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split,
+                                         "flip": flip})
     if json_out:
         atomic_write_json(json_out, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split,
-                                     "results": summarize(res), "confidence_intervals": ci_info(resamples, ci_seed)})
+                                     "flip": flip, "results": summarize(res), "confidence_intervals": ci_info(resamples, ci_seed)})
 
 
 def _with_intervals(res: dict, groups: Optional[dict], resamples: int, seed: int, source: str) -> dict:
@@ -249,10 +248,10 @@ def _eval_official_lq(model, state, ds, lq, seed, split, h, w, dev, batch_size, 
     metrics = rep["results"][name]["metrics"]
     out.print(f"{name}: {OFFICIAL_LQ_LABEL}, seed {seed}")
     out.print(format_table({k: {**v, "mode": ""} for k, v in metrics.items()}, selection=ds.protocols[split].selection))
-    console.print(f"checkpoint: {state['checkpoint']} ({state.get('method')}, input {h}x{w})")
+    console.print(f"checkpoint: {state['checkpoint']} ({state.get('method')}, input {h}x{w}, flip {'on' if flip else 'off'})")
     if json_out:
         atomic_write_json(json_out, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split,
-                                     "lq_protocol": name, "protocol_label": OFFICIAL_LQ_LABEL,
+                                     "flip": flip, "lq_protocol": name, "protocol_label": OFFICIAL_LQ_LABEL,
                                      "definition": rep["definition"], "seed": seed, "mix": rep["results"][name]["mix"],
                                      name: metrics})
 

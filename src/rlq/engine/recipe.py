@@ -45,6 +45,7 @@ __all__ = [
     "run_per_query",
     "dataset_options",
     "amp_mode",
+    "run_eval_settings",
 ]
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,21 @@ def amp_mode(amp: str, device: torch.device) -> str:
     if device.type != "cuda":
         return "off"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def run_eval_settings(state: dict[str, Any], device: torch.device) -> tuple[bool, torch.dtype | None]:
+    """How a checkpoint's own run evaluated: ``(flip, autocast dtype)``.
+
+    ``flip`` is the run's ``eval.flip`` (docs/method.md §2.5: on; also for checkpoints without a run spec, e.g.
+    imported ones). The dtype follows the run's ``train.amp`` on CUDA (bf16 for a checkpoint without a run spec)
+    and is None (fp32) on CPU. Commands that re-evaluate a run use these as defaults, so they reproduce its numbers.
+    """
+    spec = state.get("spec") or {}
+    flip = bool((spec.get("eval") or {}).get("flip", True))
+    if device.type != "cuda":
+        return flip, None
+    mode = amp_mode((spec.get("train") or {}).get("amp", "auto"), device)
+    return flip, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
 
 
 def dataset_options(name: str, skip_bad: bool = False, camera_rule: str = "unique") -> dict[str, Any]:
