@@ -3,7 +3,7 @@
 Generates SynthCC (if missing), clusters its keypoints into pose clusters, trains a small teacher on the
 clean external split, then CAL, the Base Model, CAP, BM+TAD and RLQ on the low-quality target, and
 writes ``results.json`` and ``report.md``. To run on 2 CPU cores it fine-tunes the ImageNet-pretrained
-``mobilenetv2`` at a 128x64 input for 2 epochs (the paper: ResNet-50, 384x192, 200 epochs, docs/method.md §6);
+``mobilenetv2`` at a 128x64 input for 3 epochs (the paper: ResNet-50, 384x192, 200 epochs, docs/method.md §6);
 the numbers are therefore a demonstration of the pipeline, not the paper's.
 """
 
@@ -35,15 +35,16 @@ DEMO_METHODS = ("cal", "bm", "cap", "tad", "rlq")
 @dataclass
 class DemoSettings:
     """What the demo runs. Training settings come from the shipped presets ``configs/synthcc/<method>.yaml``
-    and ``configs/teacher/synthcc.yaml`` (ImageNet-pretrained mobilenetv2 at 128x64, 2 epochs), so
+    and ``configs/teacher/synthcc.yaml`` (ImageNet-pretrained mobilenetv2 at 128x64, 3 epochs), so
     ``rlq train --config configs/synthcc/rlq.yaml`` reproduces a demo row; the fields below override them."""
 
     synth_preset: str = "default"
     seed: int = 0
     methods: tuple[str, ...] = DEMO_METHODS
-    epochs: int | None = None  # None: the presets' (2; teacher 3)
+    epochs: int | None = None  # None: the presets' (3; teacher 3)
     batch_size: int | None = None  # None: the presets' (32)
-    threads: int = 0  # torch CPU threads (0: all cores)
+    threads: int = 0  # torch CPU threads per training (0: the cores / jobs)
+    jobs: int = 0  # trainings side by side, each in its own process (0: auto, see demo_jobs)
     analysis: bool = True
     max_steps_per_epoch: int = 0
     overrides: tuple[str, ...] = ()  # extra key=value overrides for every run
@@ -100,6 +101,111 @@ def _spec(s: DemoSettings, preset: str, root: Path, run_dir: Path, teacher: bool
     return OmegaConf.to_object(cfg)
 
 
+#: Relative cost of a demo run (measured, README "The demo"): the scheduler starts the teacher first (TAD and RLQ
+#: distil from it), then the longest ready run, so two side-by-side jobs finish close together.
+_RUN_COST = {"teacher": 9, "rlq": 5, "tad": 4, "cap": 3, "bm": 2, "cal": 1}
+
+
+def demo_jobs(s: DemoSettings, device: str = "auto") -> tuple[int, int]:
+    """``(jobs, threads per job)`` for the demo's trainings.
+
+    On a CPU with at least 2 cores the auto setting runs 2 trainings side by side, each in its own process with
+    half the cores: small networks use one core far better than two, so on 2 cores two 1-thread runs finish the
+    demo's trainings about 20 % sooner than one 2-thread run after another (README "The demo"). On CUDA it runs
+    them one after another. A training's numbers depend on its thread count (float sums in another order), not on
+    what runs beside it.
+    """
+    import torch
+
+    cores = os.cpu_count() or 1
+    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    jobs = s.jobs if s.jobs > 0 else (1 if cuda or cores < 2 else 2)
+    threads = s.threads if s.threads > 0 else (0 if jobs == 1 else max(1, cores // jobs))
+    return jobs, threads
+
+
+def _train_job(spec: RunSpec, overwrite: bool, resume: bool) -> dict:
+    """One training in a worker process (top level: picklable for the process pool)."""
+    from .engine.recipe import run_training
+    from .engine.run_dir import folder_holds_files
+
+    if overwrite:
+        return run_training(spec, overwrite=True)
+    return run_training(spec, resume=resume and folder_holds_files(Path(spec.output)))
+
+
+def _train_runs(tasks: list[tuple[str, RunSpec]], s: DemoSettings, jobs: int,
+                say: Callable[[str], None]) -> dict[str, tuple[dict, float]]:
+    """Train every task not finished earlier; ``{name: (report, seconds)}`` in completion order.
+
+    ``jobs`` > 1: that many worker processes (spawned: no forked OpenMP state), the teacher first and runs that
+    distil from it only once it is finished. A failing run stops the others (their folders resume with --resume).
+    """
+    done: dict[str, tuple[dict, float]] = {}
+    todo: list[tuple[str, RunSpec]] = []
+    for name, spec in tasks:
+        rep = None if s.overwrite else _finished(Path(spec.output), spec.train.epochs)
+        if rep is None:
+            todo.append((name, spec))
+        else:
+            done[name] = (rep, 0.0)
+            say(f"`{name}`: finished earlier in {spec.output}; reused")
+            _say_done(name, rep, 0.0, say)
+    if jobs <= 1 or len(todo) <= 1:
+        for name, spec in todo:
+            say(_start_text(name, spec))
+            t0 = time.time()
+            done[name] = (_train_job(spec, s.overwrite, s.resume), time.time() - t0)
+            _say_done(name, *done[name], say)
+        return done
+
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    running: dict[Any, tuple[str, float]] = {}
+
+    def ready(item: tuple[str, RunSpec]) -> bool:  # runs that distil wait until the teacher is trained
+        teacher_busy = any(n == "teacher" for n, _ in todo) or any(n == "teacher" for n, _ in running.values())
+        return item[0] == "teacher" or item[1].method not in ("tad", "rlq") or not teacher_busy
+
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+    try:
+        while todo or running:
+            free = jobs - len(running)
+            for item in sorted(filter(ready, todo), key=lambda t: -_RUN_COST.get(t[0], 0))[:free]:
+                todo.remove(item)
+                say(_start_text(*item) + f" (side by side, {jobs} at a time)")
+                running[pool.submit(_train_job, item[1], s.overwrite, s.resume)] = (item[0], time.time())
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                name, t0 = running.pop(fut)
+                done[name] = (fut.result(), time.time() - t0)  # a failed run raises here
+                _say_done(name, *done[name], say)
+    except BaseException:
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):  # stop the runs beside it
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return done
+
+
+def _start_text(name: str, spec: RunSpec) -> str:
+    if name == "teacher":
+        return (f"training the teacher (Base Model, docs/method.md §9) on the clean external split for "
+                f"{spec.train.epochs} epochs ...")
+    return f"training `{name}` ..."
+
+
+def _say_done(name: str, rep: dict, seconds: float, say: Callable[[str], None]) -> None:
+    r = _short(rep)
+    if name == "teacher" or "cc" not in r:
+        say(f"  {name}: done ({seconds:.0f} s)")
+        return
+    say(f"  {name}: CC R1 {100 * r['cc']['rank1']:.1f} mAP {100 * r['cc']['mAP']:.1f} | general R1 "
+        f"{100 * r['general']['rank1']:.1f} mAP {100 * r['general']['mAP']:.1f}  ({seconds:.0f} s)")
+
+
 def _finished(run_dir: Path, epochs: int) -> dict | None:
     """The results of a completed earlier run in ``run_dir`` (so a re-run of the demo skips it)."""
     f = run_dir / "results.json"
@@ -152,31 +258,25 @@ def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None
     results["chance_rank1"] = {m: float(np.mean(v)) if v else float("nan") for m, v in terms.items()}
     results["valid_queries"] = {m: len(v) for m, v in terms.items()}
 
-    needs_teacher = any(m in ("tad", "rlq") for m in s.methods)
-    if needs_teacher:
-        t0 = time.time()
-        tdir = out / "teacher"
-        tspec = _spec(s, "configs/teacher/synthcc.yaml", root, tdir, teacher=True)
-        rep = None if s.overwrite else _finished(tdir, tspec.train.epochs)
-        if rep is None:
-            say(f"training the teacher (Base Model, docs/method.md §9) on the clean external split for {tspec.train.epochs} epochs ...")
-            rep = _train(tspec, s)
-        timings["teacher"] = time.time() - t0
-        results["teacher"] = {"external": _short(rep)}
-
-    for m in s.methods:
-        t0 = time.time()
-        rdir = out / m
-        spec = _spec(s, f"configs/synthcc/{m.replace('+', '_')}.yaml", root, rdir)
-        rep = None if s.overwrite else _finished(rdir, spec.train.epochs)
-        if rep is None:
-            say(f"training `{m}` ...")
-            rep = _train(spec, s)
-        timings[m] = time.time() - t0
-        results[m] = _short(rep)
-        r = results[m]
-        say(f"  {m}: CC R1 {100 * r['cc']['rank1']:.1f} mAP {100 * r['cc']['mAP']:.1f} | general R1 "
-            f"{100 * r['general']['rank1']:.1f} mAP {100 * r['general']['mAP']:.1f}  ({timings[m]:.0f} s)")
+    # The runs: the teacher (TAD and RLQ distil from it), then the methods; `jobs` of them side by side.
+    jobs, threads = demo_jobs(s, probe.train.device)
+    rs = dataclasses.replace(s, threads=threads)
+    extra = ("train.progress=false",) if jobs > 1 else ()  # two progress bars would garble each other
+    rs = dataclasses.replace(rs, overrides=(*extra, *rs.overrides))
+    tasks: list[tuple[str, RunSpec]] = []
+    if any(m in ("tad", "rlq") for m in s.methods):
+        tasks.append(("teacher", _spec(rs, "configs/teacher/synthcc.yaml", root, out / "teacher", teacher=True)))
+    tasks += [(m, _spec(rs, f"configs/synthcc/{m.replace('+', '_')}.yaml", root, out / m)) for m in s.methods]
+    if jobs > 1:
+        say(f"{jobs} trainings side by side, {threads} thread(s) each (--jobs / --threads)")
+    t0 = time.time()
+    trained = _train_runs(tasks, s, jobs, say)
+    timings["training (wall)"] = time.time() - t0
+    for name, _ in tasks:
+        rep, seconds = trained[name]
+        timings[name] = seconds
+        results[name] = {"external": _short(rep)} if name == "teacher" else _short(rep)
+    meta_jobs = {"jobs": jobs, "threads_per_job": threads}
     diffs = _paired_differences(out, s.methods, say, num_resamples=probe.eval.bootstrap_resamples,
                                 seed=probe.eval.bootstrap_seed)
     if diffs:
@@ -191,7 +291,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None
             say(f"analysis skipped: {e}")
         timings["analysis"] = time.time() - t0
     timings["total"] = time.time() - t_all
-    meta = {"settings": dataclasses.asdict(s), "seconds": timings,
+    meta = {"settings": dataclasses.asdict(s), "seconds": timings, **meta_jobs,
             "run": {"backbone": probe.model.backbone, "height": probe.data.height, "width": probe.data.width,
                     "epochs": probe.train.epochs, "batch_size": probe.data.batch_size, "presets": "configs/synthcc/*.yaml"},
             "selection": "test@last: the weights after the last epoch (no selection on the test set)",
@@ -203,17 +303,6 @@ def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None
     atomic_write_text(out / "report.md", _report(results, analysis, meta, out))
     say(f"wrote {out / 'results.json'} and {out / 'report.md'} in {timings['total'] / 60:.1f} min")
     return payload
-
-
-def _train(spec: RunSpec, s: DemoSettings) -> dict:
-    """One method's run: a finished one was reused by the caller; an unfinished folder is refused unless
-    ``resume`` (continue it) or ``overwrite`` (move it aside) is set."""
-    from .engine.recipe import run_training
-    from .engine.run_dir import folder_holds_files
-
-    if s.overwrite:
-        return run_training(spec, overwrite=True)
-    return run_training(spec, resume=s.resume and folder_holds_files(Path(spec.output)))
 
 
 def _short(rep: dict) -> dict:
@@ -339,6 +428,10 @@ def _report(results: dict, analysis: dict, meta: dict, out: Path) -> str:
         "show the pipeline working, not the paper's results.",
         "",
         f"Selection: {meta['selection']}.",
+        "",
+        f"Trainings: {meta.get('jobs', 1)} at a time, {meta.get('threads_per_job', 0) or 'all'} CPU thread(s) each "
+        "(a run's numbers depend on its thread count, not on what runs beside it); `seconds` is each run's own wall "
+        "time" + (", so they overlap." if meta.get("jobs", 1) > 1 else "."),
         "",
         f"Each cell: value [95 % interval], a percentile bootstrap over the test queries ({boot}; "
         "the gallery is fixed).",

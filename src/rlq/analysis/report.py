@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -131,6 +132,7 @@ def demo_analysis(
             tell(f"analysis: no weights for `{m}` ({e}); skipped")
     if not models:
         return {"figures": figures, "sections": sections, "numbers": numbers}
+    timings: dict[str, float] = {}
     proto = ds.protocols["test"]
     cache = ImageCache()
     cache.preload([s.path for n in proto.split_names for s in ds.split(n)])
@@ -243,10 +245,13 @@ def demo_analysis(
     for name, part in (("robustness per artifact", robustness), ("LQ clusters", lq_clusters),
                        ("quality buckets", buckets), ("gender of mistakes", gender), ("ranked results", ranked)):
         tell(f"analysis: {name} ...")
+        t0 = time.perf_counter()
         try:
             part()
+            timings[name] = round(time.perf_counter() - t0, 1)
         except Exception as e:  # one failing analysis must not cost the demo its report after training
             logger.exception("demo analysis %r failed", name)
             tell(f"analysis: {name} failed ({type(e).__name__}: {e}); continuing")
             sections[f"{name} (failed)"] = f"`{type(e).__name__}: {e}`"
+    numbers["seconds"] = timings
     return {"figures": figures, "sections": sections, "numbers": numbers}

@@ -14,10 +14,13 @@ from ._common import app, console
 def demo(
     out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder (re-running skips finished runs; an unfinished one needs --resume or --overwrite)."),
     synth_preset: str = typer.Option("default", help="SynthCC preset: tiny, small or default."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs per method (default: the presets', 2; teacher 3)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs per method (default: the presets', 3; teacher 3)."),
     methods: str = typer.Option("cal,bm,cap,tad,rlq", help="Which methods to train, comma-separated."),
     seed: int = typer.Option(0, help="SynthCC and training seed."),
-    threads: int = typer.Option(0, help="torch CPU threads (0: all cores)."),
+    threads: int = typer.Option(0, help="torch CPU threads per training (0: the cores divided among --jobs)."),
+    jobs: int = typer.Option(0, help="Trainings run side by side, each in its own process (0: auto = 2 on a CPU with 2 "
+                             "or more cores, 1 on CUDA; 1: one after another, as before). Numbers depend on the "
+                             "threads per training, not on what runs beside it."),
     no_analysis: bool = typer.Option(False, "--no-analysis", help="Skip the robustness / LQ-cluster / ranked-result analyses."),
     max_steps: int = typer.Option(0, help="Cut each epoch after this many steps (smoke tests)."),
     batch_size: Optional[int] = typer.Option(None, help="Sampled images per step (default 32; 8 for the tiny preset)."),
@@ -27,13 +30,13 @@ def demo(
 ) -> None:
     """Generate SynthCC, cluster poses, train a teacher and CAL / BM / CAP / TAD / RLQ on a CPU, and report.
 
-    Fine-tunes the ImageNet-pretrained `mobilenetv2` at 128x64 for 2 epochs per method (presets
+    Fine-tunes the ImageNet-pretrained `mobilenetv2` at 128x64 for 3 epochs per method (presets
     configs/synthcc/*.yaml; README "The demo" gives the measured time); writes results.json and report.md into --out.
     """
     from ..demo import DemoSettings, run_demo
 
     s = DemoSettings(synth_preset=synth_preset, seed=seed, methods=tuple(m for m in methods.split(",") if m),
-                     threads=threads, analysis=not no_analysis, max_steps_per_epoch=max_steps, epochs=epochs,
+                     threads=threads, jobs=jobs, analysis=not no_analysis, max_steps_per_epoch=max_steps, epochs=epochs,
                      batch_size=batch_size or (8 if synth_preset == "tiny" else None), overrides=tuple(overrides or ()),
                      resume=resume, overwrite=overwrite)
     run_demo(out_dir, s, say=lambda m: console.print(m, highlight=False, markup=False))
