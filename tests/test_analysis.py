@@ -396,8 +396,11 @@ def test_demo_analysis_on_saved_runs(synth, model, tmp_path):
     said: list[str] = []
     info = demo_analysis(tmp_path, root, ds, ["bm", "rlq"], height=H, width=W, say=said.append)
     assert any("no weights for `bm`" in x for x in said) and not any("failed" in x for x in said)
-    assert {"pose_clusters", "robustness", "tsne_rlq", "quality_buckets", "ranked_rlq"} <= set(info["figures"])
+    assert {"pose_clusters", "robustness", "tsne_rlq", "quality_buckets", "ranked_rlq", "ranked_rlq_hits"} <= set(info["figures"])
+    assert "ranked_bm_hits" not in info["figures"]  # no bm weights: no picture of it
+    assert set(info["numbers"]["seconds"]) == {"robustness per artifact", "LQ clusters", "quality buckets",
+                                               "gender of mistakes", "ranked results"}
     assert all((tmp_path / rel).is_file() for rel in info["figures"].values())
-    assert set(info["numbers"]) == {"robustness", "lq_clusters", "quality_buckets", "gender", "ranked"}
+    assert set(info["numbers"]) == {"robustness", "lq_clusters", "quality_buckets", "gender", "ranked", "seconds"}
     assert ROBUSTNESS_PROTOCOL in next(iter(info["sections"].values()))
     json.dumps(info)  # JSON-able for the demo's results.json

@@ -227,18 +227,18 @@ def demo_analysis(
         sections["Gender of top-1 mistakes (paper Fig. 8 right)"] = gender_markdown(g)
 
     def ranked() -> None:
-        # The main method's hardest queries, and what its correct rank-1 answers look like (a seeded draw among
-        # them, labelled as such): the first shows what fails, the second whether it matches people across outfits.
-        f = feats_of(main_m)
-        numbers["ranked"], texts = {main_m: {}}, []
-        for order, suffix in (("worst", ""), ("hits", "_hits")):
-            name = f"ranked_{main_m}{suffix}"
+        # The main method's hardest queries, and for each focus model (the Base Model too) what its correct rank-1
+        # answers look like (a seeded draw among them, labelled as such): what fails, and whether it matches people
+        # across outfits.
+        numbers["ranked"], texts = {}, []
+        for m, order, suffix in [(main_m, "worst", ""), *((m, "hits", "_hits") for m in focus)]:
+            f, name = feats_of(m), f"ranked_{m}{suffix}"
             rl = rank_list_figure(f[spec.query][1], f[spec.gallery][1], query_feats=f[spec.query][0],
                                   gallery_feats=f[spec.gallery][0], mode=spec.mode, order=order, num_queries=6, top_k=8,
                                   seed=seed, out_png=figs / f"{name}.png", out_html=figs / f"{name}.html",
-                                  label=f"{spec.name} ({main_m})")
+                                  label=f"{spec.name} ({m})")
             figures[name] = f"figures/{name}.png"
-            numbers["ranked"][main_m][order] = {k: rl[k] for k in ("order_text", "legend", "rows")}
+            numbers["ranked"].setdefault(m, {})[order] = {k: rl[k] for k in ("order_text", "legend", "rows")}
             texts.append(f"`{figures[name]}`: {rl['order_text']}. Static page: [figures/{name}.html](figures/{name}.html).")
         sections["Ranked results (paper Fig. 9)"] = "\n\n".join([*texts, rl["legend"] + "."])
 
