@@ -87,3 +87,26 @@ def tad_method(name: str, num_ids: int, num_clothes: int, teacher, h: int, w: in
     return cls(name, teacher=teacher, tad=TADSpec(source_height=256, source_width=128), height=h, width=w,
                      num_ids=num_ids, pid2clothes=p2c, palette_size=9, loss=LossSpec(), clothes_lr=3.5e-4,
                      weight_decay=5e-4)
+
+
+def plain_ce_step(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device, *,
+                  channels_last: bool = False, dtype: torch.dtype | None = None):
+    """The baseline of the train-step ratios: one Adam (3.5e-4, wd 5e-4) cross-entropy step of a plain network on
+    uint8 ``images`` (moved to ``device``), under autocast ``dtype`` (None: fp32). Returns the step function."""
+    net = net.to(device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(net.parameters(), lr=3.5e-4, weight_decay=5e-4)
+    images, labels = images.to(device), labels.to(device)
+
+    def step() -> None:
+        x = images.float().div(255)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = torch.nn.functional.cross_entropy(net(x).float(), labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step

@@ -59,7 +59,7 @@ sys.path.insert(0, str(HERE))
 if str(REPO / "src") not in sys.path:  # running from the repo without an installed rlq
     sys.path.insert(1, str(REPO / "src"))
 
-from _training import external_batch, reid_method, stepper, tad_method, target_batch  # noqa: E402
+from _training import external_batch, plain_ce_step, reid_method, stepper, tad_method, target_batch  # noqa: E402
 from _util import env_info, write_json  # noqa: E402
 
 DEFAULT_OUT = "benchmarks/results/gpu_check.json"
@@ -535,20 +535,7 @@ def check_step_ratio(s: Sizes) -> tuple[str, dict]:
     tr = stepper(build("bm", s), make_method("bm", s), dev, amp=amp, channels_last=cl)
     x2 = torch.cat([batch["img"], batch["copy_img"]]).to(dev)
     y2 = torch.cat([batch["pid"], batch["pid"]]).to(dev)
-    net = _plain_net(s).to(dev)
-    if cl:
-        net = net.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(net.parameters(), lr=3.5e-4, weight_decay=5e-4)
-
-    def plain() -> None:
-        x = x2.float().div(255)
-        if cl:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(dev.type, dtype=torch.bfloat16):
-            loss = torch.nn.functional.cross_entropy(net(x).float(), y2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    plain = plain_ce_step(_plain_net(s), x2, y2, dev, channels_last=cl, dtype=torch.bfloat16)
 
     def bm() -> None:
         tr._step("reid", batch, epoch=30)

@@ -23,7 +23,7 @@ import torch
 import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training import reid_method, stepper, target_batch  # noqa: E402
+from _training import plain_ce_step, reid_method, stepper, target_batch  # noqa: E402
 from _util import add_common_args, alternate, env_info, load, median_ratio, threads, write_json  # noqa: E402
 
 from rlq.models import build_model  # noqa: E402
@@ -48,22 +48,7 @@ def bench_device(device: torch.device, b: int, h: int, w: int, backbone: str, ro
         net = torchvision.models.resnet50(num_classes=num_ids)
         if last_stride_one:
             set_last_stride_one(net.layer4)
-        net = net.to(device)
-        if channels_last:
-            net = net.to(memory_format=torch.channels_last)
-        opt = torch.optim.Adam(net.parameters(), lr=3.5e-4, weight_decay=5e-4)
-
-        def step() -> None:
-            x = x2.float().div(255)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = torch.nn.functional.cross_entropy(net(x).float(), y2)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        return step
+        return plain_ce_step(net, x2, y2, device, channels_last=channels_last, dtype=dtype)
 
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     sides = {"bm": lambda: tr._step("reid", batch, epoch=30), "resnet50_ls1": plain(True), "resnet50": plain(False)}

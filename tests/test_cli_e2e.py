@@ -140,6 +140,7 @@ def test_eval_and_visualize_default_to_the_runs_own_flip(synthcc_tiny, tmp_path)
                     f"output={run}", "data.gender_csv=null", "data.pose_csv=null", "data.parsing_root=null",
                     "data.faulty_pant=null", "data.faulty_shirt=null", "eval.flip=false", *TINY]) == 0
     own = json.loads((run / "checkpoints/best/state.json").read_text())["results"]
+    assert all(type(own[m][k]) is int for m in ("general", "cc", "sc") for k in ("num_valid_queries", "num_queries"))
     common = ["--dataset", "synthcc", "--root", str(synthcc_tiny), "--workers", "0", "--resamples", "10"]
     assert run_cli(["eval", str(run), *common, "--json", str(tmp_path / "d.json")]) == 0
     assert run_cli(["eval", str(run), *common, "--flip", "--json", str(tmp_path / "f.json")]) == 0
