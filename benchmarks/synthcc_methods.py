@@ -18,8 +18,10 @@ Size: every run uses the shipped presets configs/synthcc/<method>.yaml (the demo
 schedule); ``--epochs`` overrides the schedule as `rlq demo --epochs` does. 15 student runs + 1 teacher.
 Resumable: each (method, seed) run lives in ``--work``/seed<S>/<method> and is skipped when finished; an
 unfinished one continues from its newest good checkpoint; the JSON is rewritten (atomically) after every run.
+``--jobs 2`` trains two runs side by side in worker processes (the demo's scheduler, rlq.demo); a run's numbers
+depend on ``--threads``, not on ``--jobs``.
 
-    python benchmarks/synthcc_methods.py                 # full run (54 min with --threads 1 on the 2-core machine, 2026-12-01)
+    python benchmarks/synthcc_methods.py --jobs 2 --threads 1   # full run (@@BENCHWALL@@ on the 2-core machine, 2026-12-01)
     python benchmarks/synthcc_methods.py --quick         # smoke run: SynthCC tiny, 2 steps of batch 8, tiny backbone
     python benchmarks/synthcc_methods.py --table         # markdown table from --out
 """
@@ -205,9 +207,8 @@ def _prepare_data(work: Path, preset: str, say) -> Path:
 
 def run_all(args: argparse.Namespace, say=print) -> dict[str, Any]:
     """Generate the data, train the teacher and every (method, seed) run that is not finished; returns the payload."""
-    from rlq.demo import DemoSettings, _finished, _spec
-    from rlq.engine.recipe import run_per_query, run_training
-    from rlq.engine.run_dir import folder_holds_files
+    from rlq.demo import DemoSettings, _spec, _train_runs
+    from rlq.engine.recipe import run_per_query
     from rlq.evaluation.bootstrap import load_per_query
 
     work = Path(args.work)
@@ -221,31 +222,42 @@ def run_all(args: argparse.Namespace, say=print) -> dict[str, Any]:
     payload: dict[str, Any] = {"env": env_info(), "args": vars(args), "runs": {}, "seconds": {},
                                "design": __doc__.split("\n\n")[1].replace("\n", " ")}
 
-    def finish(spec, run_dir: Path, name: str) -> None:
-        t0 = time.time()
-        if _finished(run_dir, spec.train.epochs) is None:
-            resume = folder_holds_files(run_dir)  # unfinished: continue from its newest good checkpoint
-            say(f"{'resuming' if resume else 'training'} {name} ...")
-            run_training(spec, resume=resume)
-            payload["seconds"][name] = time.time() - t0
-
+    # Every run (the teacher first: TAD and RLQ distil from it), trained `--jobs` at a time by the demo's scheduler
+    # (rlq.demo._train_runs: worker processes, finished runs skipped, an unfinished one resumed); the JSON is
+    # rewritten after every finished run.
+    tasks: list[tuple[str, Any]] = []
     if any(m in ("tad", "rlq") for m in args.methods):
-        tdir = work / "teacher"
-        finish(_spec(DemoSettings(seed=0, **settings), "configs/teacher/synthcc.yaml", root, tdir, teacher=True), tdir,
-               "teacher")
-    per_query: dict[str, dict[int, dict[str, PerQuery]]] = {}
+        tasks.append(("teacher", _spec(DemoSettings(seed=0, **settings), "configs/teacher/synthcc.yaml", root,
+                                       work / "teacher", teacher=True)))
     for s in args.seeds:
         for m in args.methods:
-            rdir = work / f"seed{s}" / m
-            spec = _spec(DemoSettings(seed=s, **settings), f"configs/synthcc/{m}.yaml", root, rdir)
-            finish(spec, rdir, f"{m}/seed{s}")
-            pq = load_per_query(run_per_query(rdir, "test@last"))
-            per_query.setdefault(m, {})[s] = pq
-            payload["runs"][f"{m}/seed{s}"] = {e: {"rank1": float(p.hit[p.valid].mean()), "mAP": float(np.mean(p.ap[p.valid]))}
-                                               for e, p in pq.items() if p.valid.any()}
-            payload["aggregate"] = aggregate(per_query, num_resamples=args.resamples)
-            payload["confidence_intervals"] = ci_info(args.resamples)
-            write_json(args.out, payload)  # atomic; rewritten after every run
+            tasks.append((f"{m}/seed{s}", _spec(DemoSettings(seed=s, **settings), f"configs/synthcc/{m}.yaml", root,
+                                                work / f"seed{s}" / m)))
+    per_query: dict[str, dict[int, dict[str, PerQuery]]] = {}
+
+    def collect(name: str, rep: dict, seconds: float) -> None:
+        if seconds:
+            payload["seconds"][name] = seconds
+        if name == "teacher":
+            return
+        m, s = name.split("/seed")
+        pq = load_per_query(run_per_query(work / f"seed{s}" / m, "test@last"))
+        per_query.setdefault(m, {})[int(s)] = pq
+        payload["runs"][name] = {e: {"rank1": float(p.hit[p.valid].mean()), "mAP": float(np.mean(p.ap[p.valid]))}
+                                 for e, p in pq.items() if p.valid.any()}
+        payload["aggregate"] = aggregate(per_query, num_resamples=args.resamples)
+        payload["confidence_intervals"] = ci_info(args.resamples)
+        write_json(args.out, payload)  # atomic; rewritten after every run
+
+    t0 = time.time()
+    _train_runs(tasks, DemoSettings(resume=True, **settings), args.jobs, say, on_done=collect)
+    payload["seconds"]["total (wall)"] = time.time() - t0
+    payload["jobs"], payload["threads_per_job"] = args.jobs, args.threads
+    order = {name: i for i, (name, _) in enumerate(tasks)}  # aggregate in (seed, method) order, whatever finished first
+    payload["runs"] = dict(sorted(payload["runs"].items(), key=lambda kv: order[kv[0]]))
+    per_query = {m: dict(sorted(v.items())) for m, v in sorted(per_query.items(), key=lambda kv: METHODS.index(kv[0]))}
+    payload["aggregate"] = aggregate(per_query, num_resamples=args.resamples)
+    write_json(args.out, payload)
     return payload
 
 
@@ -260,7 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods to run")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs per run (default: the presets' configs/synthcc/*.yaml; --quick: 1)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0: the cores / --jobs)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained side by side, each in its own process "
+                        "(the demo's scheduler; numbers depend on --threads, not on --jobs)")
     parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (default 1000)")
     parser.add_argument("--table", action="store_true", help="print the markdown table of --out and exit")
     args = parser.parse_args(argv)
@@ -276,6 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.epochs = args.epochs or 1
     args.seeds = args.seeds or [0, 1, 2]
     args.work = args.work or ("runs/bench-synthcc-methods" + ("-quick" if args.quick else ""))
+    if args.threads <= 0 and args.jobs > 1:
+        import os
+
+        args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
     payload = run_all(args)
     print(markdown_table(payload))
     print(f"wrote {args.out}")

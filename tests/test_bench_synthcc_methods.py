@@ -77,3 +77,26 @@ def test_pooling_refuses_different_query_sets(bench):
     b = _pq(["q0", "q9"], [1, 0], [1, 0.5])
     with pytest.raises(ValueError, match="different query sets"):
         bench.pooled_query_ci([a, b], num_resamples=10)
+
+
+def test_quick_run_side_by_side_equals_one_after_another(bench, synthcc_tiny, tmp_path, one_thread):
+    """`--jobs 2` (the demo's scheduler, worker processes) and `--jobs 1` give the same JSON numbers; a second
+    invocation skips every finished run and rewrites the same aggregate."""
+    import json
+    import shutil
+
+    got = {}
+    for jobs in (2, 1):
+        work = tmp_path / f"w{jobs}"
+        shutil.copytree(synthcc_tiny, work / "synthcc")
+        out = tmp_path / f"j{jobs}.json"
+        args = ["--quick", "--seeds", "0", "--methods", "bm", "tad", "--threads", "1", "--jobs", str(jobs),
+                "--resamples", "50", "--work", str(work), "--out", str(out)]
+        assert bench.main(args) == 0
+        got[jobs] = json.loads(out.read_text())
+        assert list(got[jobs]["runs"]) == ["bm/seed0", "tad/seed0"] and got[jobs]["jobs"] == jobs
+        assert {"teacher", "bm/seed0", "tad/seed0"} <= set(got[jobs]["seconds"])
+    assert got[1]["runs"] == got[2]["runs"] and got[1]["aggregate"] == got[2]["aggregate"]
+    assert bench.main(args) == 0  # everything finished: nothing retrained, same numbers
+    again = json.loads(out.read_text())
+    assert again["aggregate"] == got[1]["aggregate"] and set(again["seconds"]) == {"total (wall)"}

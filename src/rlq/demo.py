@@ -134,53 +134,69 @@ def _train_job(spec: RunSpec, overwrite: bool, resume: bool) -> dict:
     return run_training(spec, resume=resume and folder_holds_files(Path(spec.output)))
 
 
-def _train_runs(tasks: list[tuple[str, RunSpec]], s: DemoSettings, jobs: int,
-                say: Callable[[str], None]) -> dict[str, tuple[dict, float]]:
-    """Train every task not finished earlier; ``{name: (report, seconds)}`` in completion order.
+def _train_runs(tasks: list[tuple[str, RunSpec]], s: DemoSettings, jobs: int, say: Callable[[str], None],
+                on_done: Callable[[str, dict, float], None] | None = None) -> dict[str, tuple[dict, float]]:
+    """Train every task not finished earlier; ``{name: (report, seconds)}`` in completion order, each also passed
+    to ``on_done(name, report, seconds)`` as it arrives (seconds 0 for a run finished earlier).
 
-    ``jobs`` > 1: that many worker processes (spawned: no forked OpenMP state), the teacher first and runs that
-    distil from it only once it is finished. A failing run stops the others (their folders resume with --resume).
+    ``jobs`` > 1: that many worker processes (spawned: no forked OpenMP state), without progress bars; the teacher
+    first, and runs that distil from it only once it is finished. A failing run stops the others (their folders
+    resume with --resume). Also used by benchmarks/synthcc_methods.py.
     """
     done: dict[str, tuple[dict, float]] = {}
+
+    def record(name: str, rep: dict, seconds: float) -> None:
+        done[name] = (rep, seconds)
+        _say_done(name, rep, seconds, say)
+        if on_done is not None:
+            on_done(name, rep, seconds)
+
     todo: list[tuple[str, RunSpec]] = []
     for name, spec in tasks:
         rep = None if s.overwrite else _finished(Path(spec.output), spec.train.epochs)
         if rep is None:
             todo.append((name, spec))
         else:
-            done[name] = (rep, 0.0)
             say(f"`{name}`: finished earlier in {spec.output}; reused")
-            _say_done(name, rep, 0.0, say)
+            record(name, rep, 0.0)
     if jobs <= 1 or len(todo) <= 1:
         for name, spec in todo:
             say(_start_text(name, spec))
             t0 = time.time()
-            done[name] = (_train_job(spec, s.overwrite, s.resume), time.time() - t0)
-            _say_done(name, *done[name], say)
+            rep = _train_job(spec, s.overwrite, s.resume)
+            record(name, rep, time.time() - t0)
         return done
+    # two progress bars would garble each other
+    todo = [(n, dataclasses.replace(sp, train=dataclasses.replace(sp.train, progress=False))) for n, sp in todo]
 
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    running: dict[Any, tuple[str, float]] = {}
+    running: dict[Any, tuple[str, RunSpec, float]] = {}
+
+    def is_teacher(spec: RunSpec) -> bool:
+        return spec.role == "teacher"
 
     def ready(item: tuple[str, RunSpec]) -> bool:  # runs that distil wait until the teacher is trained
-        teacher_busy = any(n == "teacher" for n, _ in todo) or any(n == "teacher" for n, _ in running.values())
-        return item[0] == "teacher" or item[1].method not in ("tad", "rlq") or not teacher_busy
+        teacher_busy = any(is_teacher(sp) for _, sp in todo) or any(is_teacher(sp) for _, sp, _ in running.values())
+        return is_teacher(item[1]) or item[1].method not in ("tad", "rlq") or not teacher_busy
+
+    def cost(item: tuple[str, RunSpec]) -> int:
+        return _RUN_COST.get("teacher" if is_teacher(item[1]) else item[1].method, 0)
 
     pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
     try:
         while todo or running:
             free = jobs - len(running)
-            for item in sorted(filter(ready, todo), key=lambda t: -_RUN_COST.get(t[0], 0))[:free]:
+            for item in sorted(filter(ready, todo), key=lambda t: -cost(t))[:free]:
                 todo.remove(item)
                 say(_start_text(*item) + f" (side by side, {jobs} at a time)")
-                running[pool.submit(_train_job, item[1], s.overwrite, s.resume)] = (item[0], time.time())
+                running[pool.submit(_train_job, item[1], s.overwrite, s.resume)] = (*item, time.time())
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in finished:
-                name, t0 = running.pop(fut)
-                done[name] = (fut.result(), time.time() - t0)  # a failed run raises here
-                _say_done(name, *done[name], say)
+                name, _, t0 = running.pop(fut)
+                rep = fut.result()  # a failed run raises here
+                record(name, rep, time.time() - t0)
     except BaseException:
         for proc in list((getattr(pool, "_processes", None) or {}).values()):  # stop the runs beside it
             proc.terminate()
@@ -191,7 +207,7 @@ def _train_runs(tasks: list[tuple[str, RunSpec]], s: DemoSettings, jobs: int,
 
 
 def _start_text(name: str, spec: RunSpec) -> str:
-    if name == "teacher":
+    if spec.role == "teacher":
         return (f"training the teacher (Base Model, docs/method.md §9) on the clean external split for "
                 f"{spec.train.epochs} epochs ...")
     return f"training `{name}` ..."
@@ -261,8 +277,6 @@ def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None
     # The runs: the teacher (TAD and RLQ distil from it), then the methods; `jobs` of them side by side.
     jobs, threads = demo_jobs(s, probe.train.device)
     rs = dataclasses.replace(s, threads=threads)
-    extra = ("train.progress=false",) if jobs > 1 else ()  # two progress bars would garble each other
-    rs = dataclasses.replace(rs, overrides=(*extra, *rs.overrides))
     tasks: list[tuple[str, RunSpec]] = []
     if any(m in ("tad", "rlq") for m in s.methods):
         tasks.append(("teacher", _spec(rs, "configs/teacher/synthcc.yaml", root, out / "teacher", teacher=True)))
