@@ -329,3 +329,15 @@ def test_nccl_one_process_runs_the_collective_paths(tmp_path):
             check_all_ranks(OSError("x"), "step", world)
     finally:
         dist.destroy_process_group()
+
+
+def test_one_named_gpu_under_torchrun_is_refused(monkeypatch):
+    """torchrun with 2 processes and train.device=cuda:1 would put both ranks on GPU 1: refused before any
+    process group or CUDA call, naming the fix."""
+    from rlq.engine.distributed import init_distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(ConfigError, match="CUDA_VISIBLE_DEVICES"):
+        init_distributed("cuda:1")

@@ -89,6 +89,13 @@ def init_distributed(device: str = "auto", timeout_min: float | None = None) -> 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1 and str(device).startswith("cuda:"):
+        from ..errors import ConfigError
+
+        # every rank would take that one GPU (NCCL then fails or deadlocks): each rank uses its LOCAL_RANK GPU
+        raise ConfigError(f"device {device!r} names one GPU, but torchrun started {world} processes; use "
+                          "train.device=cuda (or auto: rank r takes GPU LOCAL_RANK) and choose the GPUs with "
+                          "CUDA_VISIBLE_DEVICES")
     dev = resolve_device(device, local)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
