@@ -21,7 +21,7 @@ unfinished one continues from its newest good checkpoint; the JSON is rewritten 
 ``--jobs 2`` trains two runs side by side in worker processes (the demo's scheduler, rlq.demo); a run's numbers
 depend on ``--threads``, not on ``--jobs``.
 
-    python benchmarks/synthcc_methods.py --jobs 2 --threads 1   # full run (@@BENCHWALL@@ on the 2-core machine, 2026-12-01)
+    python benchmarks/synthcc_methods.py --jobs 2 --threads 1   # full run (42 min on the 2-core machine, 2026-12-01)
     python benchmarks/synthcc_methods.py --quick         # smoke run: SynthCC tiny, 2 steps of batch 8, tiny backbone
     python benchmarks/synthcc_methods.py --table         # markdown table from --out
 """
