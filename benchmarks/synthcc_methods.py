@@ -234,8 +234,10 @@ def run_all(args: argparse.Namespace, say=print) -> dict[str, Any]:
             tasks.append((f"{m}/seed{s}", _spec(DemoSettings(seed=s, **settings), f"configs/synthcc/{m}.yaml", root,
                                                 work / f"seed{s}" / m)))
     per_query: dict[str, dict[int, dict[str, PerQuery]]] = {}
+    order = {name: i for i, (name, _) in enumerate(tasks)}  # (seed, method) order, whatever finished first
 
     def collect(name: str, rep: dict, seconds: float) -> None:
+        nonlocal per_query
         if seconds:
             payload["seconds"][name] = seconds
         if name == "teacher":
@@ -243,8 +245,10 @@ def run_all(args: argparse.Namespace, say=print) -> dict[str, Any]:
         m, s = name.split("/seed")
         pq = load_per_query(run_per_query(work / f"seed{s}" / m, "test@last"))
         per_query.setdefault(m, {})[int(s)] = pq
+        per_query = {k: dict(sorted(v.items())) for k, v in sorted(per_query.items(), key=lambda kv: METHODS.index(kv[0]))}
         payload["runs"][name] = {e: {"rank1": float(p.hit[p.valid].mean()), "mAP": float(np.mean(p.ap[p.valid]))}
                                  for e, p in pq.items() if p.valid.any()}
+        payload["runs"] = dict(sorted(payload["runs"].items(), key=lambda kv: order[kv[0]]))
         payload["aggregate"] = aggregate(per_query, num_resamples=args.resamples)
         payload["confidence_intervals"] = ci_info(args.resamples)
         write_json(args.out, payload)  # atomic; rewritten after every run
@@ -253,10 +257,6 @@ def run_all(args: argparse.Namespace, say=print) -> dict[str, Any]:
     _train_runs(tasks, DemoSettings(resume=True, **settings), args.jobs, say, on_done=collect)
     payload["seconds"]["total (wall)"] = time.time() - t0
     payload["jobs"], payload["threads_per_job"] = args.jobs, args.threads
-    order = {name: i for i, (name, _) in enumerate(tasks)}  # aggregate in (seed, method) order, whatever finished first
-    payload["runs"] = dict(sorted(payload["runs"].items(), key=lambda kv: order[kv[0]]))
-    per_query = {m: dict(sorted(v.items())) for m, v in sorted(per_query.items(), key=lambda kv: METHODS.index(kv[0]))}
-    payload["aggregate"] = aggregate(per_query, num_resamples=args.resamples)
     write_json(args.out, payload)
     return payload
 
@@ -290,10 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.epochs = args.epochs or 1
     args.seeds = args.seeds or [0, 1, 2]
     args.work = args.work or ("runs/bench-synthcc-methods" + ("-quick" if args.quick else ""))
-    if args.threads <= 0 and args.jobs > 1:
-        import os
+    from rlq.demo import DemoSettings, demo_jobs
 
-        args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    if args.jobs > 1:  # the demo's rule: the cores shared among the jobs unless --threads says otherwise
+        args.threads = demo_jobs(DemoSettings(jobs=args.jobs, threads=args.threads), args.device)[1]
     payload = run_all(args)
     print(markdown_table(payload))
     print(f"wrote {args.out}")

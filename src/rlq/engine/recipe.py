@@ -32,7 +32,7 @@ from .checkpoint import read_checkpoint, resolve_checkpoint
 from .distributed import DistInfo, cleanup_distributed, init_distributed
 from .run_dir import check_run_folder
 from .spec import METHODS, RunSpec
-from .trainer import LoaderSpec, Trainer
+from .trainer import AMP_DTYPES, LoaderSpec, Trainer
 
 __all__ = [
     "run_training",
@@ -124,8 +124,7 @@ def run_eval_settings(state: dict[str, Any], device: torch.device) -> tuple[bool
     flip = bool((spec.get("eval") or {}).get("flip", True))
     if device.type != "cuda":
         return flip, None
-    mode = amp_mode((spec.get("train") or {}).get("amp", "auto"), device)
-    return flip, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
+    return flip, AMP_DTYPES[amp_mode((spec.get("train") or {}).get("amp", "auto"), device)]
 
 
 def dataset_options(name: str, skip_bad: bool = False, camera_rule: str = "unique") -> dict[str, Any]:
@@ -271,7 +270,7 @@ def make_evaluator(dataset: Dataset, spec: RunSpec, device: torch.device, amp: s
     from ..evaluation.extract import extract_features
     from ..evaluation.protocols import evaluate_protocol, query_group_results
 
-    amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    amp_dtype = AMP_DTYPES[amp]
     groups = quality_groups(dataset.root, spec.eval.quality_csv)
     boot = dict(num_resamples=spec.eval.bootstrap_resamples, seed=spec.eval.bootstrap_seed)
 

@@ -42,7 +42,10 @@ from .faults import fault_point
 from .metrics_log import MetricsLogger
 from .run_dir import RunFolder, claim_run_folder
 
-__all__ = ["LoaderSpec", "Trainer", "TrainingInterrupted", "lr_at_epoch", "Selection"]
+__all__ = ["AMP_DTYPES", "LoaderSpec", "Trainer", "TrainingInterrupted", "lr_at_epoch", "Selection"]
+
+#: Autocast dtype of each ``train.amp`` mode after ``amp_mode`` resolved ``auto`` (None: fp32, no autocast).
+AMP_DTYPES: dict[str, torch.dtype | None] = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +203,7 @@ class Trainer:
         self.nonfinite = nonfinite
         self.run_state = dict(run_state or {})
         self.channels_last = channels_last
-        self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+        self.amp_dtype = AMP_DTYPES[amp]
         if self.amp_dtype is not None and device.type != "cuda":
             log.warning("AMP on %s is slow on many CPUs; consider train.amp=off", device.type)
         if channels_last:
