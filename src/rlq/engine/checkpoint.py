@@ -10,6 +10,7 @@ good checkpoint with a warning.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from safetensors.torch import save as st_save
 
 from ..errors import CheckpointError
 from ..io import atomic_write_bytes, atomic_write_json, replace_dir, sha256_file
-from .faults import fault_point
+from .faults import fault_active, fault_point
 
 __all__ = [
     "CheckpointManager",
@@ -148,6 +149,8 @@ class CheckpointManager:
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         try:
+            if fault_active("disk-full"):  # test-only hook (rlq.engine.faults): a full disk at this write
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp / WEIGHTS))
             flat = {k: v.detach().to("cpu").contiguous().clone() if v.is_cuda or not v.is_contiguous() else v.detach().cpu()
                     for k, v in tensors.items()}
             atomic_write_bytes(tmp / WEIGHTS, st_save(flat), fsync=True)
