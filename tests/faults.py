@@ -13,7 +13,7 @@ TINY_TRAIN = ["method=bm", "data.dataset=synthcc", "data.height=64", "data.width
               "data.workers=1", "data.cache_images=true", "model.backbone=tiny", "model.pretrained=none",
               "train.epochs=3", "train.eval_every=1", "train.max_steps_per_epoch=4", "train.ckpt_every_steps=1",
               "train.progress=false", "train.tensorboard=false", "eval.workers=0", "loss.start_epoch_cc=1",
-              "loss.start_epoch_adv=1", "optim.milestones=[1,2]", "train.seed=5", "train.num_threads=1", "train.log_every=1"]
+              "loss.start_epoch_adv=1", "optim.milestones=[1,2]", "train.seed=5", "train.num_threads=1", "train.log_every=3"]  # >1: the log average spans checkpoints
 
 
 def train_cmd(root: Path, out: Path, resume: bool = False) -> list[str]:

@@ -156,19 +156,20 @@ def test_sigterm_mid_epoch_checkpoint_then_resume_matches(synthcc_tiny, tmp_path
 
 # -- faults -------------------------------------------------------------------------------------------
 def test_nonfinite_loss_stops_with_term_name_or_skips(synthcc_tiny, tmp_path, monkeypatch):
-    from rlq.methods.reid import ReIDMethod
+    import rlq.methods.reid as reid
 
-    orig = ReIDMethod.reid_step
+    orig = reid.batch_hard_triplet
+    calls = {"n": 0}
 
-    def nan_step(self, batch, ctx):
-        out = orig(self, batch, ctx)
-        if ctx.step == 1:
-            out.losses["triplet"] = out.losses["triplet"] * float("nan")
-        return out
+    def nan_second(*a, **k):  # the second step's triplet term (global step 1) is NaN
+        calls["n"] += 1
+        v = orig(*a, **k)
+        return v * float("nan") if calls["n"] % 100 == 2 else v
 
-    monkeypatch.setattr(ReIDMethod, "reid_step", nan_step)
+    monkeypatch.setattr(reid, "batch_hard_triplet", nan_second)
     with pytest.raises(TrainingError, match=r"non-finite loss at epoch 0, step 1 .*triplet=nan"):
         run_training(tiny_spec(synthcc_tiny, tmp_path / "err", epochs=1))
+    calls["n"] = 100
     rep = run_training(tiny_spec(synthcc_tiny, tmp_path / "skip", epochs=1, train__nonfinite="skip"))
     assert rep["skipped_batches"] == 1
 

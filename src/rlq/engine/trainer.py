@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from ..errors import CheckpointError, TrainingError
 from ..io import atomic_write_json
-from ..methods.base import Method, Phase, StepContext, StepOutput
+from ..methods.base import MAIN, Method, Phase, StepContext, StepOutput
 from .checkpoint import (
     CheckpointManager,
     capture_rng,
@@ -38,7 +38,7 @@ from .checkpoint import (
     restore_rng,
 )
 from .distributed import DistInfo, RankFailure, all_reduce_flags, barrier, check_all_ranks, sync_buffers
-from .faults import fault_point
+from .faults import fault_active, fault_point
 from .metrics_log import MetricsLogger
 from .run_dir import RunFolder, claim_run_folder
 
@@ -71,6 +71,46 @@ class LoaderSpec:
     sampler: Any  # rlq.data.samplers.PKSampler
     batch_size: int
     workers: int = 0
+
+
+class _NaNInputs:
+    """Test-only (``RLQ_FAULT_INJECT=nan-input:N``): the wrapped model is called with NaN images."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __call__(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        return self.model(torch.full_like(x, float("nan")), *args, **kwargs)
+
+
+class _Undo:
+    """What a skipped batch must put back: the buffers (BatchNorm statistics, updated by the forward pass)
+    of the model and the method's modules, and the parameters and state of any method optimizer stepped
+    before the main stage turned out non-finite. The main optimizer steps last, after every check, so it
+    needs nothing. Costs one copy of the buffers per step (measured: benchmarks/results/skip_snapshot.json)."""
+
+    def __init__(self, modules: list[nn.Module]) -> None:
+        self.buffers = [(b, b.detach().clone()) for m in modules for b in m.buffers()]
+        self.params: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.optimizers: list[tuple[torch.optim.Optimizer, dict]] = []
+        self.scaler_state: dict | None = None
+
+    def save_optimizer(self, opt: torch.optim.Optimizer) -> None:
+        import copy
+
+        self.params += [(p, p.detach().clone()) for g in opt.param_groups for p in g["params"]]
+        self.optimizers.append((opt, copy.deepcopy(opt.state_dict())))
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for live, saved in [*self.buffers, *self.params]:
+            live.copy_(saved)
+        for opt, sd in self.optimizers:
+            opt.load_state_dict(sd)
+
+
+def _empty_window() -> dict[str, Any]:
+    return {"sums": {}, "n": 0, "images": 0}
 
 
 def _worker_init(_: int) -> None:
@@ -231,6 +271,10 @@ class Trainer:
         self.pos = {"epoch": 0, "phase": 0, "batch": 0, "ext_epoch": 0, "ext_batch": 0}
         self.global_step = 0
         self.skipped_batches = 0
+        # The log_every averaging window of the current phase (sums of each logged value and the number of steps
+        # in them), checkpointed with the position so a resumed run logs the same averages as an uninterrupted one.
+        self._window: dict[str, Any] = _empty_window()
+        self._window_resumed = False
         self.tensorboard = tensorboard
         self._stop = False
         self._dl_cache: dict[str, DataLoader] = {}
@@ -307,6 +351,8 @@ class Trainer:
             "selection": self.selection.to_json(),
             "world_size": self.dist.world_size,
             "metrics_lines": self._logger.lines if self._logger is not None else None,
+            # mid-phase only: at a phase boundary the next phase starts a new window
+            "log_window": self._window if self.pos["batch"] > 0 else _empty_window(),
         }
         return tensors, state
 
@@ -350,6 +396,8 @@ class Trainer:
         self.skipped_batches = int(state.get("skipped_batches", 0))
         self.selection = Selection.from_json(state["selection"])
         self._resume_lines = state.get("metrics_lines")
+        self._window = dict(state.get("log_window") or _empty_window())
+        self._window_resumed = True
         log.info("resumed from %s (epoch %d, phase %d, batch %d)", good, self.pos["epoch"], self.pos["phase"], self.pos["batch"])
         return True
 
@@ -382,40 +430,93 @@ class Trainer:
             yield phase.kind, batch, True
 
     def _step(self, kind: str, batch: Any, epoch: int) -> StepOutput | None:
+        """One training step: run the method's stages, check each for finiteness, take each stage's optimizer
+        step. Returns the main stage (with the other stages' terms among its metrics), or None when the batch
+        was skipped (``nonfinite=skip``): then every parameter, buffer and optimizer state is as before it."""
         gen = torch.Generator(device=self.device)
         gen.manual_seed((self.seed * 1_000_003 + epoch * 10_007 + self.dist.rank * 101 + self.global_step) % (2**62))
+        model = self.model
+        if fault_active("nan-input", self.global_step + 1):  # test-only hook (rlq.engine.faults)
+            model = _NaNInputs(self.model)
         ctx = StepContext(
-            model=self.model, raw_model=self.raw_model, device=self.device, epoch=epoch, step=self.global_step,
+            model=model, raw_model=self.raw_model, device=self.device, epoch=epoch, step=self.global_step,
             generator=gen, autocast=self._autocast, channels_last=self.channels_last,
         )
-        out = self.method.training_step(kind, batch, ctx)
-        total = torch.stack([v.float() for v in out.losses.values()]).sum()
+        undo = _Undo(self._buffer_modules()) if self.nonfinite == "skip" else None
+        result = self.method.training_step(kind, batch, ctx)
+        stages = iter([result]) if isinstance(result, StepOutput) else result
+        side_metrics: dict[str, float] = {}
+        stepped_scaler = False
+        try:
+            for out in stages:
+                total = torch.stack([v.float() for v in out.losses.values()]).sum()
+                if not self._stage_ok(out, total, kind, epoch):
+                    if undo is not None:
+                        undo.restore()
+                        if stepped_scaler:  # forget this step's per-optimizer records, keep the scale as it was
+                            self.scaler.update()
+                            self.scaler.load_state_dict(undo.scaler_state)
+                    return None
+                if out.optimizer == MAIN:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    if self.scaler is not None:
+                        self.scaler.scale(total).backward()
+                        self.scaler.step(self.optimizer)
+                        self.scaler.update()
+                    else:
+                        total.backward()
+                        self.optimizer.step()
+                    if next(stages, None) is not None:
+                        raise TrainingError(f"method {self.method.name!r}: the main stage of a step must come last")
+                    out.metrics.update(side_metrics)
+                    out.metrics["loss"] = float(total.detach())
+                    return out
+                opt = self.method.optimizers().get(out.optimizer)
+                if opt is None:
+                    raise TrainingError(f"method {self.method.name!r} yielded a stage for unknown optimizer {out.optimizer!r}")
+                if undo is not None:
+                    undo.save_optimizer(opt)
+                    if self.scaler is not None and undo.scaler_state is None:
+                        undo.scaler_state = self.scaler.state_dict()
+                opt.zero_grad(set_to_none=True)
+                if self.scaler is not None:
+                    self.scaler.scale(total).backward()
+                    self.scaler.step(opt)
+                    stepped_scaler = True
+                else:
+                    total.backward()
+                    opt.step()
+                side_metrics.update({k: float(v.detach()) for k, v in out.losses.items()})
+            raise TrainingError(f"method {self.method.name!r}: a {kind} step yielded no main stage")
+        finally:
+            close = getattr(stages, "close", None)
+            if close is not None:
+                close()
+
+    def _buffer_modules(self) -> list[nn.Module]:
+        return [self.raw_model, *self.method.train_modules()]
+
+    def _stage_ok(self, out: StepOutput, total: torch.Tensor, kind: str, epoch: int) -> bool:
+        """Every replica agrees whether this stage's terms are finite; False: skip the batch (or raise)."""
         bad_local = not bool(torch.isfinite(total))
         bad_any, stop_any = all_reduce_flags([bad_local, self._stop], self.device)
         self._stop = self._stop or stop_any
-        if bad_any:
-            if bad_local:
-                terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in out.losses.items())
-                msg = f"non-finite loss at epoch {epoch}, step {self.global_step} ({kind} step): {terms}"
-            else:
-                msg = f"non-finite loss on another replica at epoch {epoch}, step {self.global_step}"
-            if self.nonfinite == "skip":
-                self.skipped_batches += 1
-                log.warning("%s; skipping the batch (%d skipped so far)", msg, self.skipped_batches)
-                self.optimizer.zero_grad(set_to_none=True)
-                return None
-            raise TrainingError(msg + ". The last good checkpoint is kept; lower the learning rate, check the data, "
-                                "or pass train.nonfinite=skip to skip such batches.")
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(total).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+        if not bad_any:
+            return True
+        if bad_local:
+            terms = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in out.losses.items())
+            msg = f"non-finite loss at epoch {epoch}, step {self.global_step} ({kind} step): {terms}"
         else:
-            total.backward()
-            self.optimizer.step()
-        out.metrics["loss"] = float(total.detach())
-        return out
+            msg = f"non-finite loss on another replica at epoch {epoch}, step {self.global_step}"
+        if self.nonfinite == "skip":
+            self.skipped_batches += 1
+            log.warning("%s; skipping the batch (%d skipped so far)", msg, self.skipped_batches)
+            self.optimizer.zero_grad(set_to_none=True)
+            for opt in self.method.optimizers().values():
+                opt.zero_grad(set_to_none=True)
+            return False
+        raise TrainingError(msg + ". The last good checkpoint is kept; lower the learning rate, check the data, "
+                            "or pass train.nonfinite=skip to skip such batches.")
 
     def _evaluate(self, epoch: int, logger: MetricsLogger) -> None:
         """Every rank calls the evaluator (it shards the extraction); rank 0 uses its results and writes files.
@@ -541,15 +642,16 @@ class Trainer:
                 f"the {phase.loader} loader yields no full batch (batch size {spec.batch_size}); use a smaller batch size "
                 "or more identities"
             )
+        if not self._window_resumed:  # a new phase starts a new window; a resumed one goes on with its own
+            self._window = _empty_window()
+        self._window_resumed = False
         if self.pos["batch"] >= total_batches:
             return
         bar = tqdm(total=total_batches, initial=self.pos["batch"], desc=f"epoch {epoch} {phase.name}",
                    disable=not self.progress, leave=False, dynamic_ncols=True)
         t_data = time.perf_counter()
         data_time = step_time = 0.0
-        images = 0
-        window_losses: dict[str, float] = {}
-        n_window = 0
+        win = self._window
         try:
             for kind, batch, advances in self._iterate_phase(phase, epoch):
                 t0 = time.perf_counter()
@@ -563,23 +665,26 @@ class Trainer:
                 if not advances:
                     self.pos["ext_batch"] += 1
                 if out is not None:
-                    images += out.num_images
+                    win["images"] += out.num_images
+                    sums = win["sums"]
                     for k, v in {**{kk: float(vv.detach()) for kk, vv in out.losses.items()}, **out.metrics}.items():
-                        window_losses[k] = window_losses.get(k, 0.0) + v
-                    n_window += 1
+                        sums[k] = sums.get(k, 0.0) + v
+                    win["n"] += 1
                 if advances:
                     self.pos["batch"] += 1
                     bar.update(1)
-                if self.global_step % self.log_every == 0 and n_window:
-                    avg = {k: v / n_window for k, v in window_losses.items()}
-                    ips = images / max(step_time + data_time, 1e-9)
+                if self.global_step % self.log_every == 0 and win["n"]:
+                    avg = {k: v / win["n"] for k, v in win["sums"].items()}
+                    ips = win["images"] / max(step_time + data_time, 1e-9)
                     rec = {"type": "train", "epoch": epoch, "phase": phase.name, "step": self.global_step, "lr": lr,
                            "img_per_s": ips, "data_s": data_time, "step_s": step_time, **avg}
                     logger.log(rec)
                     bar.set_postfix(loss=f"{avg.get('loss', float('nan')):.3f}", img_s=f"{ips:.0f}",
                                     data=f"{data_time / max(data_time + step_time, 1e-9):.0%}")
-                    window_losses, n_window, images, data_time, step_time = {}, 0, 0, 0.0, 0.0
-                if self._stop:
+                    win = self._window = _empty_window()
+                    data_time, step_time = 0.0, 0.0
+                # A stop waits for the main step of a pair (step alternation): the resumed run starts with a pair.
+                if self._stop and advances:
                     path = self.save_checkpoint()
                     raise TrainingInterrupted(
                         f"stopped by a signal at epoch {epoch}, step {self.global_step}; resumable checkpoint "

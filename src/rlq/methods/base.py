@@ -1,19 +1,30 @@
 """The strategy interface between the one training loop and a training method (docs/design.md boundary 4).
 
-The trainer owns the loop (device, AMP, DDP, optimizer steps, checkpoints, logging, evaluation); a
+The trainer owns the loop (device, AMP, DDP, every optimizer step, checkpoints, logging, evaluation); a
 method says which phases an epoch has and turns one batch into named loss terms.
+
+A step may have stages: ``training_step`` returns one :class:`StepOutput` (the main optimizer's losses),
+or a generator that yields several. A stage names the optimizer its losses belong to (``"main"``, the
+trainer's, or one of :meth:`Method.optimizers`); the trainer checks every term of a stage for finiteness,
+then takes that optimizer's step and resumes the generator, so a later stage can use an earlier stage's
+update (CAL's clothes head, docs/method.md §4 step 2-3). The main stage comes last. When a stage is not
+finite under ``train.nonfinite=skip``, the trainer puts back every parameter, buffer and optimizer state
+the batch touched, so a skipped batch changes nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Mapping
+from typing import Any, Callable, ContextManager, Iterator, Mapping, Union
 
 import torch
 from torch import nn
 
-__all__ = ["Phase", "StepContext", "StepOutput", "Method"]
+__all__ = ["Phase", "StepContext", "StepOutput", "StepResult", "Method", "MAIN"]
+
+#: The trainer's own optimizer (the model's parameters, with the learning-rate schedule).
+MAIN = "main"
 
 
 @dataclass(frozen=True)
@@ -43,11 +54,17 @@ class StepContext:
 
 @dataclass
 class StepOutput:
-    """Loss terms to sum for the main optimizer step, plus scalars to log (not back-propagated)."""
+    """Loss terms to sum for one optimizer step (``optimizer``: ``"main"`` or a name from
+    :meth:`Method.optimizers`), plus scalars to log (not back-propagated)."""
 
     losses: dict[str, torch.Tensor]
     metrics: dict[str, float] = field(default_factory=dict)
     num_images: int = 0
+    optimizer: str = MAIN
+
+
+#: What ``training_step`` returns: one (main) stage, or a generator of stages, the main one last.
+StepResult = Union[StepOutput, Iterator[StepOutput]]
 
 
 class Method:
@@ -64,8 +81,12 @@ class Method:
     def phases(self, epoch: int) -> list[Phase]:
         raise NotImplementedError
 
-    def training_step(self, kind: str, batch: Mapping[str, Any], ctx: StepContext) -> StepOutput:
+    def training_step(self, kind: str, batch: Mapping[str, Any], ctx: StepContext) -> StepResult:
         raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Method-owned optimizers by name (stepped by the trainer when a stage names them)."""
+        return {}
 
     def on_epoch_start(self, epoch: int) -> None:
         """Hook (e.g. to set per-epoch learning rates of method-owned optimizers)."""

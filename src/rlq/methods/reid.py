@@ -1,13 +1,13 @@
 """The ReID / CAP step (docs/method.md §4): CAL single branch, the Base Model, and its +G / +P / CAP variants.
 
 One step on the 2B-image batch [x0, x̃0, x1, x̃1, ...] (originals interleaved with their recoloured
-copies, §3.2): optional clothes-head update with its own optimizer (from ``start_epoch_cc``), then the
-backbone loss terms returned to the trainer, which takes the main optimizer step.
+copies, §3.2) has two stages: the clothes-head loss for its own optimizer (from ``start_epoch_cc``), then
+the backbone loss terms for the main optimizer. The trainer takes both steps, in that order.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -25,7 +25,7 @@ from ..losses import (
     label_smoothed_ce,
 )
 from ..models import build_clothes_classifier
-from .base import Method, Phase, StepContext, StepOutput
+from .base import Method, Phase, StepContext, StepOutput, StepResult
 
 __all__ = ["ReIDMethod", "assemble_target_batch", "lq_views"]
 
@@ -112,6 +112,9 @@ class ReIDMethod(Method):
     def train_modules(self) -> list[nn.Module]:
         return [self.clf_raw] if self.clf_raw is not None else []
 
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"clothes": self.clf_opt} if self.clf_opt is not None else {}
+
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         from ..engine.checkpoint import optimizer_state_to_flat
 
@@ -128,28 +131,25 @@ class ReIDMethod(Method):
         optimizer_state_from_flat(self.clf_opt, "clothes_optim", tensors, meta["clothes_optim"])
 
     # -- the step --------------------------------------------------------------------------------
-    def training_step(self, kind: str, batch: Mapping[str, Any], ctx: StepContext) -> StepOutput:
+    def training_step(self, kind: str, batch: Mapping[str, Any], ctx: StepContext) -> StepResult:
         if kind != "reid":
             raise ValueError(f"{self.name} has no step of kind {kind!r}")
         return self.reid_step(batch, ctx)
 
-    def reid_step(self, batch: Mapping[str, Any], ctx: StepContext) -> StepOutput:
+    def reid_step(self, batch: Mapping[str, Any], ctx: StepContext) -> Iterator[StepOutput]:
         L = self.loss
         x, y = assemble_target_batch(batch, ctx, self.recolor)
         with ctx.autocast():
             out = ctx.model(x, mode="train")
         f_cal = out.f_cal.float()
         pid, clo = y["pid"], y["clothes"]
-        metrics: dict[str, float] = {}
         losses: dict[str, torch.Tensor] = {}
 
-        # §4 step 2: clothes-head update from epoch start_epoch_cc, on detached f_CAL, its own optimizer.
+        # §4 step 2: clothes-head update from epoch start_epoch_cc, on detached f_CAL, its own optimizer
+        # (the trainer checks the term and takes the step before this generator goes on).
         if ctx.epoch >= L.start_epoch_cc:
             l_cl = clothes_ce(self.clf(f_cal.detach()), clo, scale=L.clothes_scale)
-            self.clf_opt.zero_grad(set_to_none=True)
-            l_cl.backward()
-            self.clf_opt.step()
-            metrics["clothes_ce"] = float(l_cl.detach())
+            yield StepOutput(losses={"clothes_ce": l_cl}, optimizer="clothes")
 
         eps = L.label_smooth
         losses["id_cal"] = L.w_id * label_smoothed_ce(out.logits_cal.float(), pid, eps=eps)
@@ -181,4 +181,4 @@ class ReIDMethod(Method):
             losses["cal"] = L.w_cal * cal_adversarial_loss(
                 cos, clo, self.pos_matrix[pid], scale=L.clothes_scale, epsilon=L.cal_epsilon
             )
-        return StepOutput(losses=losses, metrics=metrics, num_images=x.shape[0])
+        yield StepOutput(losses=losses, num_images=x.shape[0])

@@ -17,7 +17,7 @@ from torch import nn
 from ..data.batch_ops import apply_erasing, to_float
 from ..engine.spec import TADSpec
 from ..losses import kl_divergence, ss_mse, tad_distillation
-from .base import Phase, StepContext, StepOutput
+from .base import Phase, StepContext, StepOutput, StepResult
 from .reid import ReIDMethod, lq_views
 
 __all__ = ["TADMethod", "TAD_VARIANTS"]
@@ -73,7 +73,7 @@ class TADMethod(ReIDMethod):
             return [Phase("tad", "external", "tad"), Phase("reid", "target", "reid")]
         return [Phase("alt", "target", "reid", paired=("external", "tad"))]
 
-    def training_step(self, kind: str, batch: Mapping[str, Any], ctx: StepContext) -> StepOutput:
+    def training_step(self, kind: str, batch: Mapping[str, Any], ctx: StepContext) -> StepResult:
         if kind == "tad":
             return self.tad_step(batch, ctx)
         return super().training_step(kind, batch, ctx)
