@@ -16,7 +16,9 @@ from test_engine import tiny_spec
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file and its bytes, the lock file aside (it records who holds the folder, not the run)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".rlq.lock"}
 
 
 def train_lines(run: Path) -> list[dict]:
@@ -164,3 +166,113 @@ def test_metrics_log_cut_back_to_the_checkpoint(tmp_path):
     log = MetricsLogger(tmp_path, tensorboard=False, resume_step=2)
     log.close()
     assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+# -- F1: the checkpoint history never reaches outside the run ------------------------------------------
+def test_edited_history_never_deletes_outside_the_run(synthcc_tiny, tmp_path, caplog, one_thread):
+    """latest.json lists `../../victim`, an absolute path and a link: resuming (whose clean-up prunes old
+    checkpoints) neither deletes nor reads them, and says so."""
+    run = tmp_path / "runs" / "r"
+    run_training(tiny_spec(synthcc_tiny, run, epochs=1, steps=2, train__keep_last=1))
+    victims = [tmp_path / "victim", tmp_path / "abs-victim", tmp_path / "linked"]
+    for v in victims:
+        v.mkdir()
+        (v / "precious.txt").write_text("keep me")
+    ck = run / "checkpoints"
+    (ck / "e0000-s00000009").symlink_to(victims[2], target_is_directory=True)  # a numbered name that is a link
+    latest = json.loads((ck / "latest.json").read_text())
+    latest["history"] = ["../../../victim", str(victims[1]), "e0000-s00000009", "..", ".", "", 7, *latest["history"]]
+    (ck / "latest.json").write_text(json.dumps(latest))
+    with caplog.at_level("WARNING", logger="rlq.engine.checkpoint"):
+        run_training(tiny_spec(synthcc_tiny, run, epochs=2, steps=2, train__keep_last=1), resume=True)
+    for v in victims:
+        assert (v / "precious.txt").read_text() == "keep me", v
+    assert "not checkpoint folders of this run" in caplog.text
+    assert json.loads((run / "results.json").read_text())["test@last"]["epoch"] == 1
+
+
+def test_checkpoint_names_must_be_plain(tmp_path):
+    import torch
+
+    from rlq.engine.checkpoint import CheckpointManager
+
+    mgr = CheckpointManager(tmp_path / "run")
+    for bad in ("../../x", "/tmp/x", "best"):
+        with pytest.raises(ValueError):
+            mgr.save(bad, {"w": torch.ones(1)}, {})
+    assert not (tmp_path / "x").exists()
+
+
+# -- F2: one process per run folder --------------------------------------------------------------------
+def _hold_lock(folder: Path):
+    """Another process that holds ``folder``'s lock until its stdin closes (no timing: it says when it has it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from rlq.engine.run_dir import lock_folder; l = lock_folder(sys.argv[1], 'rlq train'); "
+            "print('locked', flush=True); sys.stdin.read()")
+    p = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "locked"
+    return p
+
+
+def test_a_locked_run_folder_is_refused_to_train_resume_overwrite_and_demo(synthcc_tiny, tmp_path, one_thread):
+    from rlq.demo import DemoSettings, run_demo
+
+    run = tmp_path / "run"
+    run_training(tiny_spec(synthcc_tiny, run, epochs=1, steps=2))
+    before = snapshot(run)
+    holder = _hold_lock(run)
+    try:
+        pid = f"PID {holder.pid}"
+        for kw in ({}, {"resume": True}, {"overwrite": True}):
+            with pytest.raises(RunFolderError, match=f"in use by another rlq process \\({pid} "):
+                run_training(tiny_spec(synthcc_tiny, run, epochs=2, steps=2), **kw)
+        with pytest.raises(RunFolderError, match=pid):
+            run_demo(run, DemoSettings(synth_preset="tiny", methods=("bm",), analysis=False), say=lambda m: None)
+        import subprocess
+        import sys
+
+        cli = subprocess.run([sys.executable, "-m", "rlq.cli", "train", "--config", "configs/synthcc/bm.yaml", "--resume",
+                              f"data.root={synthcc_tiny}", f"output={run}"], capture_output=True, text=True)
+        assert cli.returncode != 0 and pid in cli.stderr + cli.stdout and "Traceback" not in cli.stderr, cli.stderr
+        assert snapshot(run) == before  # nothing moved aside, nothing written
+        assert not list(tmp_path.glob("run.old-*"))
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    # the holder is gone (the OS dropped its lock): the folder can be continued
+    run_training(tiny_spec(synthcc_tiny, run, epochs=2, steps=2), resume=True)
+
+
+def test_a_killed_holder_leaves_no_lock(tmp_path):
+    import signal
+
+    from rlq.engine.run_dir import lock_folder, lock_holder
+
+    (tmp_path / "run").mkdir()
+    holder = _hold_lock(tmp_path / "run")
+    assert lock_holder(tmp_path / "run") == f"PID {holder.pid} on {__import__('socket').gethostname()}: rlq train"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert lock_holder(tmp_path / "run") is None
+    lock_folder(tmp_path / "run").release()
+
+
+def test_training_holds_its_folder_lock_until_it_ends(synthcc_tiny, tmp_path, monkeypatch, one_thread):
+    import os
+
+    from rlq.engine.run_dir import lock_holder
+    from rlq.methods.reid import ReIDMethod
+
+    seen = []
+    orig = ReIDMethod.training_step
+
+    def spy(self, kind, batch, ctx):
+        seen.append(lock_holder(tmp_path / "run"))
+        return orig(self, kind, batch, ctx)
+
+    monkeypatch.setattr(ReIDMethod, "training_step", spy)
+    run_training(tiny_spec(synthcc_tiny, tmp_path / "run", epochs=1, steps=2))
+    assert seen and all(h is not None and h.startswith(f"PID {os.getpid()} ") for h in seen)
+    assert lock_holder(tmp_path / "run") is None  # released when the run ended

@@ -235,15 +235,26 @@ def _finished(run_dir: Path, epochs: int) -> dict | None:
 
 def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None = None, *, progress: bool = True,
              say: Callable[[str], None] = print) -> dict:
-    """Run the demo into ``out``; returns the content of ``results.json``."""
+    """Run the demo into ``out``; returns the content of ``results.json``. ``out`` is locked while it runs
+    (rlq.engine.run_dir): a second demo there is refused with this one's PID."""
+    from .engine.run_dir import lock_folder
+
+    s = settings or DemoSettings()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = lock_folder(out, "rlq demo")  # one demo at a time in a folder (each training also locks its own)
+    try:
+        return _run_demo(out, s, progress, say)
+    finally:
+        lock.release()
+
+
+def _run_demo(out: Path, s: DemoSettings, progress: bool, say: Callable[[str], None]) -> dict:
     from .attributes.pose_io import cluster_dataset_poses
     from .data.datasets import load_dataset
     from .data.synth import generate_synthcc, is_synthcc_root
     from .evaluation.bootstrap import ci_info
 
-    s = settings or DemoSettings()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_all = time.time()
     root = out / "synthcc"

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import time
 from pathlib import Path
@@ -46,6 +47,8 @@ WEIGHTS = "weights.safetensors"
 STATE = "state.json"
 MANIFEST = "MANIFEST.json"
 FORMAT_VERSION = 1
+#: Names of numbered checkpoints (``e<epoch>-s<global step>``); the only names ``latest.json`` may list.
+NUMBERED = re.compile(r"e\d{4,}-s\d{8,}")
 
 
 def _fsync_tree(path: Path) -> None:
@@ -130,7 +133,12 @@ class CheckpointManager:
 
     # -- writing -------------------------------------------------------------------------------
     def save(self, name: str, tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any], *, pointer: bool = True) -> Path:
-        """Write checkpoint ``name`` (e.g. ``e0004-s000000``, ``best``); returns its folder."""
+        """Write checkpoint ``name`` (e.g. ``e0004-s00000012``, ``best``); returns its folder. Only numbered
+        names (``e<epoch>-s<step>``) go into the resume pointer (``pointer=True``)."""
+        if pointer and NUMBERED.fullmatch(name) is None:
+            raise ValueError(f"checkpoint name {name!r}: a resumable checkpoint is named e<epoch>-s<step> (or pass pointer=False)")
+        if "/" in name or "\\" in name or name in (".", ".."):
+            raise ValueError(f"checkpoint name {name!r} must be a plain folder name")
         final = self._save_dir(self.dir / name, tensors, state)
         if pointer:
             history = self._history()
@@ -165,17 +173,32 @@ class CheckpointManager:
             raise
         return final
 
+    def _is_own(self, name: object) -> bool:
+        """True for a numbered checkpoint folder directly inside this run's ``checkpoints/`` (no path, no link)."""
+        if not isinstance(name, str) or NUMBERED.fullmatch(name) is None:
+            return False
+        p = self.dir / name
+        return not p.is_symlink() and p.parent == self.dir
+
     def _history(self) -> list[str]:
+        """The pointer's history, keeping only entries that name a numbered checkpoint folder of this run: an
+        edited ``latest.json`` can never make resume read, or clean-up delete, anything else."""
         try:
             data = json.loads((self.dir / "latest.json").read_text(encoding="utf-8"))
-            return [h for h in data.get("history", []) if isinstance(h, str)]
+            history = data.get("history", []) if isinstance(data, dict) else []
+            history = history if isinstance(history, list) else []
         except (OSError, ValueError):
-            return sorted(p.name for p in self.dir.glob("e*-s*") if p.is_dir())
+            return sorted(p.name for p in self.dir.glob("e*-s*") if p.is_dir() and self._is_own(p.name))
+        bad = [h for h in history if not self._is_own(h)]
+        if bad:
+            log.warning("%s lists entries that are not checkpoint folders of this run; ignoring them (never deleted): %s",
+                        self.dir / "latest.json", ", ".join(repr(b) for b in bad[:5]))
+        return [h for h in history if self._is_own(h)]
 
     def _prune(self, history: list[str]) -> None:
         keep = set(history[-self.keep_last :])
         for name in history[: -self.keep_last]:
-            if name not in keep:
+            if name not in keep and self._is_own(name):  # never outside checkpoints/ (checked again here)
                 shutil.rmtree(self.dir / name, ignore_errors=True)
         if len(history) > self.keep_last:
             atomic_write_json(self.dir / "latest.json", {"latest": history[-1], "history": history[-self.keep_last :]})
@@ -188,7 +211,8 @@ class CheckpointManager:
         if not self.dir.is_dir():
             return []
         names = self._history()
-        others = sorted((p.name for p in self.dir.glob("e*-s*") if p.is_dir() and p.name not in names), reverse=True)
+        others = sorted((p.name for p in self.dir.glob("e*-s*") if p.is_dir() and p.name not in names and self._is_own(p.name)),
+                        reverse=True)
         return [self.dir / n for n in reversed(names)] + [self.dir / n for n in others]
 
     def latest_good(self) -> Path | None:

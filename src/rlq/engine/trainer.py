@@ -593,6 +593,8 @@ class Trainer:
             if self.global_step == start_step and self.dist.is_main:
                 self.run_folder.abandon()  # nothing trained: leave no folder behind (never for a resumed run)
             raise
+        finally:
+            self.run_folder.release()  # the folder's lock (rlq.engine.run_dir): the run is over
 
     def _fit(self, resume: bool) -> dict:
         logger = self._logger = MetricsLogger(self.run_dir, enabled=self.dist.is_main, tensorboard=self.tensorboard,
