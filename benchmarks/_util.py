@@ -51,8 +51,30 @@ def _git_hash() -> str | None:
         return None
 
 
+def _git_dirty() -> bool | None:
+    """True when tracked files differ from the commit (the numbers may not be the commit's)."""
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                             text=True, timeout=10)
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _script_hash() -> dict[str, str] | None:
+    """The running script's path and SHA-256 (which version of the benchmark wrote the file)."""
+    import hashlib
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if not path or not Path(path).is_file():
+        return None
+    return {"path": Path(path).name, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
+
+
 def env_info() -> dict[str, Any]:
-    """Versions, CPU / thread counts, relevant environment variables and the git hash."""
+    """Versions, CPU / thread counts, relevant environment variables, the git hash and dirty flag, the script's hash."""
     info: dict[str, Any] = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -60,6 +82,8 @@ def env_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "git": _git_hash(),
+        "git_dirty": _git_dirty(),
+        "script": _script_hash(),
         "env": {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "OMP_", "MKL_", "OPENBLAS_"))},
     }
     try:

@@ -8,6 +8,8 @@
 2. Corrupt and unusual images through `read_image` (what training uses) and `check-data`.
 3. Malformed side inputs, manifests, configs and checkpoints through their readers: each must raise the
    project's own error naming the file.
+4. The faults an outside probe found (issue 18: F1-F14 and the skipped NaN batch), each tried the way the probe
+   tried it, through the CLI where the probe used it: each must now hold.
 Writes benchmarks/results/reliability.json.
 """
 
@@ -16,7 +18,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +32,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 from _util import add_common_args, env_info, write_json  # noqa: E402
-from faults import DEFAULT_PLAN, final_state, metrics_lines, run_uninterrupted, run_with_kills, same_state  # noqa: E402
+from faults import (DEFAULT_PLAN, final_state, metrics_lines, run_uninterrupted, run_with_kills, same_state,  # noqa: E402
+                    train_cmd)
 
 from rlq.errors import RlqError  # noqa: E402
 
@@ -158,10 +163,104 @@ def _pickled_checkpoint(d: Path, mgr_cls, read):
     return read(ck, verify=False)
 
 
+# -- 4. the probe's faults (issue 18) -------------------------------------------------------------------------
+def _cli(args: list[str], env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    e = {k: v for k, v in os.environ.items() if k != "RLQ_FAULT_INJECT"}
+    e["OMP_NUM_THREADS"] = "1"
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "rlq.cli", *args], env=e, capture_output=True, text=True, **kw)
+
+
+def _one_line(p: subprocess.CompletedProcess) -> bool:
+    """Failed with a message and no traceback."""
+    return p.returncode != 0 and "Traceback" not in p.stderr and bool(p.stderr.strip() or p.stdout.strip())
+
+
+def probe_nan_skip(root: Path, d: Path) -> dict:
+    """nonfinite=skip with NaN images at step 3 (RLQ_FAULT_INJECT=nan-input:3), clothes losses on: the state after the
+    skipped step equals the state before it, bit for bit, and the run finishes."""
+    import torch
+
+    from rlq.engine.checkpoint import read_checkpoint
+
+    out = d / "nan"
+    p = _cli(["train", *train_cmd(root, out)[4:], "train.nonfinite=skip", "train.keep_last=50", "loss.start_epoch_cc=0",
+              "loss.start_epoch_adv=0"], env={"RLQ_FAULT_INJECT": "nan-input:3"})
+    if p.returncode != 0:
+        return {"held": False, "detail": p.stderr[-300:]}
+    a, _ = read_checkpoint(out / "checkpoints" / "e0000-s00000002")
+    b, st = read_checkpoint(out / "checkpoints" / "e0000-s00000003")
+    changed = [k for k in a if not k.startswith("rng.") and not torch.equal(a[k], b[k])]
+    finite = all(torch.isfinite(v).all() for v in read_checkpoint(out / "checkpoints" / "e0003-s00000012")[0].values()
+                 if v.is_floating_point())
+    return {"held": not changed and st["skipped_batches"] == 1 and finite,
+            "detail": f"{len(a)} tensors compared, {len(changed)} changed by the skipped step; skipped_batches="
+                      f"{st['skipped_batches']}; final weights finite: {finite}"}
+
+
+def probe_history_escape(root: Path, d: Path) -> dict:
+    """F1: latest.json lists ../../victim and an absolute path; --resume's clean-up must delete neither."""
+    out = d / "runs" / "f1"
+    run_uninterrupted(root, out)
+    victims = [d / "victim", d / "abs_victim"]
+    for v in victims:
+        v.mkdir()
+        (v / "keep.txt").write_text("x")
+    ck = out / "checkpoints"
+    latest = json.loads((ck / "latest.json").read_text())
+    latest["history"] = ["../../../victim", str(victims[1]), *latest["history"]]
+    (ck / "latest.json").write_text(json.dumps(latest))
+    p = _cli(["train", "--resume", *train_cmd(root, out)[4:], "train.epochs=4"])
+    kept = all((v / "keep.txt").is_file() for v in victims)
+    return {"held": p.returncode == 0 and kept, "detail": f"exit {p.returncode}; victims kept: {kept}"}
+
+
+def probe_lock(root: Path, d: Path) -> dict:
+    """F2: while another process holds a run folder, train / --resume / --overwrite / demo are refused naming its
+    PID, and nothing in the folder changes."""
+    out = d / "f2"
+    run_uninterrupted(root, out)
+    before = {q: q.read_bytes() for q in out.rglob("*") if q.is_file() and q.name != ".rlq.lock"}
+    code = ("import sys; from rlq.engine.run_dir import lock_folder; l = lock_folder(sys.argv[1], 'rlq train'); "
+            "print('locked', flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        base = train_cmd(root, out)[4:]
+        tries = {"train": _cli(["train", *base]), "--resume": _cli(["train", "--resume", *base]),
+                 "--overwrite": _cli(["train", "--overwrite", *base]), "demo": _cli(["demo", "--out", str(out)])}
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    after = {q: q.read_bytes() for q in out.rglob("*") if q.is_file() and q.name != ".rlq.lock"}
+    refused = {k: _one_line(v) and f"PID {holder.pid}" in v.stderr + v.stdout for k, v in tries.items()}
+    return {"held": all(refused.values()) and before == after and not list(d.glob("f2.old-*")),
+            "detail": f"refused naming the holder's PID: {refused}; folder unchanged: {before == after}"}
+
+
+PROBES = {"nan_batch_skipped_changes_nothing": probe_nan_skip, "F1_history_outside_the_run": probe_history_escape,
+          "F2_run_folder_lock": probe_lock}
+
+
+def probe_faults(root: Path, d: Path, only: list[str] | None = None) -> list[dict]:
+    rows = []
+    for name, fn in PROBES.items():
+        if only and name not in only:
+            continue
+        sub = d / name
+        sub.mkdir(parents=True)
+        try:
+            rows.append({"case": name, "what": (fn.__doc__ or "").split("\n")[0], **fn(root, sub)})
+        except Exception as e:  # noqa: BLE001 - the report must show any escape
+            rows.append({"case": name, "held": False, "detail": f"UNEXPECTED {type(e).__name__}: {e}"[:300]})
+    return rows
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(p, "benchmarks/results/reliability.json")
     p.add_argument("--kills", type=int, default=4, help="kills, cycling through after-a-step, mid-checkpoint-write, mid-evaluation")
+    p.add_argument("--probe", action="append", help="run only this probe case (repeatable; default: all)")
     args = p.parse_args(argv)
     from rlq.data.synth import generate_synthcc
 
@@ -195,6 +294,7 @@ def main(argv=None) -> dict:
         report["check_data_on_corrupt_dataset"] = {"usable": rep.usable, "n_bad_images": rep.n_bad_images,
                                                    "listed": rep.bad_images}
         report["malformed_inputs"] = malformed_inputs(tmp / "inputs")
+        report["probe_faults"] = probe_faults(root, tmp / "probe", only=args.probe)
     unexpected = [r for r in report["corrupt_images"] + report["malformed_inputs"] if r["handled"] in ("UNEXPECTED", "ACCEPTED")]
     report["summary"] = {
         "kills_survived": report["fault_injection"]["kills_survived"],
@@ -202,7 +302,9 @@ def main(argv=None) -> dict:
         "corrupt_images_tried": len(report["corrupt_images"]),
         "malformed_inputs_tried": len(report["malformed_inputs"]),
         "unexpected_outcomes": len(unexpected),
-        "nothing_lost": report["fault_injection"]["final_state_matches_uninterrupted"] and not unexpected,
+        "probe_faults_held": f"{sum(r['held'] for r in report['probe_faults'])} of {len(report['probe_faults'])}",
+        "nothing_lost": (report["fault_injection"]["final_state_matches_uninterrupted"] and not unexpected
+                         and all(r["held"] for r in report["probe_faults"])),
     }
     write_json(args.out, report)
     s = report["summary"]
@@ -212,7 +314,10 @@ def main(argv=None) -> dict:
     print(f"check-data on a dataset with 3 corrupt train images: {report['check_data_on_corrupt_dataset']['n_bad_images']} listed")
     for r in report["malformed_inputs"]:
         print(f"  {r['input']:40s} -> {r['handled']}")
-    print(f"unexpected outcomes: {s['unexpected_outcomes']}; nothing lost: {s['nothing_lost']}")
+    for r in report["probe_faults"]:
+        print(f"  probe {r['case']:40s} -> {'held' if r['held'] else 'FAILED'}: {r['detail'][:120]}")
+    print(f"unexpected outcomes: {s['unexpected_outcomes']}; probe faults held: {s['probe_faults_held']}; "
+          f"nothing lost: {s['nothing_lost']}")
     print(f"wrote {args.out}")
     return report
 
