@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
-__all__ = ["save_figure", "replace_dir", "atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file"]
+__all__ = ["save_figure", "replace_dir", "atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file",
+           "json_dumps", "strict_json_value"]
 
 
 def _umask_mode() -> int:
@@ -64,27 +67,52 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, fsync: bool = True)
     atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
-def _json_default(obj: Any) -> Any:
-    try:
-        import numpy as np
+def strict_json_value(obj: Any, default: Callable[[Any], Any] | None = None) -> Any:
+    """``obj`` as plain JSON types, every non-finite float (NaN, +-inf) replaced by None.
 
-        if isinstance(obj, np.generic):
-            return obj.item()
+    Recurses into dicts, lists and tuples; NumPy scalars and arrays become Python numbers and lists (their
+    NaN too), paths strings, sets sorted lists. Any other object goes through ``default`` (and its result
+    through this function); without ``default`` it is a TypeError. JSON has no NaN: strict parsers reject
+    the bare ``NaN`` that ``json.dumps`` writes by default (docs/design.md, Habits).
+    """
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return obj
+    if isinstance(obj, float):  # also numpy.float64, a float subclass
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {_json_key(k): strict_json_value(v, default) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json_value(v, default) for v in obj]
+    np = sys.modules.get("numpy")  # a NumPy object exists only once NumPy is imported
+    if np is not None:
         if isinstance(obj, np.ndarray):
-            return obj.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(obj, Path):
-        return str(obj)
+            return strict_json_value(obj.tolist(), default)
+        if isinstance(obj, np.generic):
+            return strict_json_value(obj.item(), default)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
     if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
+        return [strict_json_value(v, default) for v in sorted(obj)]
+    if default is not None:
+        return strict_json_value(default(obj))
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
+def _json_key(k: Any) -> Any:
+    np = sys.modules.get("numpy")
+    return k.item() if np is not None and isinstance(k, np.generic) else k
+
+
+def json_dumps(obj: Any, *, indent: int | None = None, default: Callable[[Any], Any] | None = None, **kw: Any) -> str:
+    """Strict JSON text of ``obj`` (see :func:`strict_json_value`): non-finite floats are ``null``, and
+    ``allow_nan=False`` guarantees no bare NaN / Infinity is ever written."""
+    return json.dumps(strict_json_value(obj, default), indent=indent, allow_nan=False, **kw)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2, fsync: bool = True) -> None:
-    """Write `obj` as JSON to `path` atomically (NumPy scalars and arrays allowed)."""
-    text = json.dumps(obj, indent=indent, default=_json_default, allow_nan=True)
-    atomic_write_text(path, text + "\n", fsync=fsync)
+    """Write `obj` as strict JSON to `path` atomically (NumPy scalars and arrays allowed; NaN and infinities
+    are written as ``null``, see :func:`json_dumps`)."""
+    atomic_write_text(path, json_dumps(obj, indent=indent) + "\n", fsync=fsync)
 
 
 def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
