@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import json
 import math
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
 __all__ = ["save_figure", "replace_dir", "atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file",
-           "json_dumps", "strict_json_value"]
+           "json_dumps", "strict_json_value", "csv_cell", "csv_cell_value", "atomic_write_csv"]
 
 
 def _umask_mode() -> int:
@@ -113,6 +116,41 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None =
     """Write `obj` as strict JSON to `path` atomically (NumPy scalars and arrays allowed; NaN and infinities
     are written as ``null``, see :func:`json_dumps`)."""
     atomic_write_text(path, json_dumps(obj, indent=indent) + "\n", fsync=fsync)
+
+
+# -- CSV files for spreadsheets: formula injection (OWASP "CSV injection") ------------------------------------
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def csv_cell(value: Any) -> str:
+    """``value`` as a CSV cell that a spreadsheet shows as text, never runs as a formula.
+
+    A cell starting with ``= + - @``, tab or carriage return gets a leading ``'`` (the OWASP rule); so does
+    one that already starts with quotes before such a character, which keeps :func:`csv_cell_value` its exact
+    inverse. Plain numbers (``-1``, ``-0.5``, ``1e-05``) are left alone: they stay numbers.
+    """
+    s = str(value)
+    if _NUMBER.fullmatch(s):
+        return s
+    return "'" + s if s.lstrip("'")[:1] in _FORMULA_START and s.lstrip("'") else s
+
+
+def csv_cell_value(cell: str) -> str:
+    """The value written by :func:`csv_cell` (the guarding quote dropped); other cells unchanged. A cell
+    that a spreadsheet saved back without the quote reads the same."""
+    return cell[1:] if cell.startswith("'") and cell.lstrip("'")[:1] in _FORMULA_START and cell.lstrip("'") else cell
+
+
+def atomic_write_csv(path: str | os.PathLike, header: Sequence[Any], rows: Iterable[Sequence[Any]], *,
+                     fsync: bool = True) -> None:
+    """Write a CSV file atomically (``\n`` line ends), every cell through :func:`csv_cell`; rlq's CSV readers
+    (``rlq.data.sidecars``) undo it with :func:`csv_cell_value`."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([csv_cell(c) for c in header])
+    w.writerows([csv_cell(c) for c in row] for row in rows)
+    atomic_write_text(path, buf.getvalue(), fsync=fsync)
 
 
 def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
