@@ -151,8 +151,8 @@ def aggregate(per_query: Mapping[str, Mapping[int, Mapping[str, PerQuery]]], *, 
     return out
 
 
-def _p(x: float) -> str:
-    return "n/a" if x != x else f"{100 * x:.1f}"
+def _p(x: float | None) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:.1f}"  # None: NaN read back from the (strict) JSON
 
 
 def markdown_table(payload: Mapping[str, Any]) -> str:

@@ -338,7 +338,7 @@ def test_write_report(tmp_path):
     text = rep.read_text()
     assert text.startswith("# rlq analysis") and "## Text" in text and "![picture](../figs/a.png)" in text
     data = json.loads((tmp_path / "out" / "analysis.json").read_text())
-    assert data["numbers"]["Numbers"] == {"x": 1.5, "arr": [0, 1]} and math.isnan(data["numbers"]["extra"]["y"])
+    assert data["numbers"]["Numbers"] == {"x": 1.5, "arr": [0, 1]} and data["numbers"]["extra"]["y"] is None  # strict JSON
     assert data["images"] == {"picture": "../figs/a.png"} and "Text" not in data["numbers"]
 
 

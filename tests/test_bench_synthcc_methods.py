@@ -37,6 +37,8 @@ def test_seed_interval_matches_hand_t_interval(bench):
     assert (r["min"], r["max"]) == (0.1, 0.3)
     one = bench.seed_interval([0.5])
     assert one["mean"] == 0.5 and all(math.isnan(x) for x in one["t_ci"])
+    # the payload is written as strict JSON (NaN -> null); --table reads it back
+    assert bench._p(None) == bench._p(math.nan) == "n/a" and bench._p(0.25) == "25.0"
 
 
 def test_pooled_bootstrap_and_paired_difference_by_hand(bench):

@@ -305,6 +305,105 @@ def test_index_errors(tmp_path, monkeypatch):
         GalleryIndex.build(g, [str(i) for i in range(10)], backend="faiss")
 
 
+def _npy_data_offset(path: Path) -> int:
+    with open(path, "rb") as f:
+        np.lib.format.read_magic(f)
+        np.lib.format.read_array_header_1_0(f)
+        return f.tell()
+
+
+def _flip(path: Path, offset: int, mask: int = 0x40) -> None:
+    b = bytearray(path.read_bytes())
+    b[offset] ^= mask
+    path.write_bytes(bytes(b))
+
+
+@pytest.mark.parametrize("backend", ["exact", "faiss"])
+def test_saved_index_refuses_a_flipped_byte(tmp_path, backend):
+    """One flipped byte in features.npy (here an exponent bit: row 0 gets a norm far above 1, a "cosine" way
+    above 1 at rank 1) or in faiss.index is refused on load, naming the file and the rebuild command."""
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    from rlq.io import sha256_file
+
+    g = unit_rows(50, 8, 0)
+    d = GalleryIndex.build(g, [f"k{i}" for i in range(50)], backend=backend,
+                           meta={"features_file": "/feats/g.npz", "split": "gallery"}).save(tmp_path / "idx")
+    info = json.loads((d / "index.json").read_text())
+    assert info["version"] == 2 and info["features"] == {"shape": [50, 8], "dtype": "float32", "l2_normalised": True}
+    names = ["features.npy", "faiss.index"] if backend == "faiss" else ["features.npy"]
+    assert sorted(info["files"]) == sorted(names)
+    for n in names:
+        assert info["files"][n] == {"sha256": sha256_file(d / n), "size": (d / n).stat().st_size}
+    assert len(GalleryIndex.load(d)) == 50
+    for n in names:
+        clean = (d / n).read_bytes()
+        off = _npy_data_offset(d / n) + 3 if n == "features.npy" else len(clean) // 2
+        _flip(d / n, off)
+        with pytest.raises(CheckpointError, match=rf"{n} does not match its SHA-256 in index.json.*rlq search --gallery "
+                                                  rf"/feats/g.npz --split gallery .*--save-index {d}"):
+            GalleryIndex.load(d)
+        with pytest.raises(CheckpointError, match=n):  # whichever backend the caller asks for
+            GalleryIndex.load(d, backend="exact")
+        (d / n).write_bytes(clean[:-1])  # truncated
+        with pytest.raises(CheckpointError, match=rf"{n} is {len(clean) - 1} bytes, index.json records {len(clean)}"):
+            GalleryIndex.load(d)
+        (d / n).write_bytes(clean)
+    assert len(GalleryIndex.load(d)) == 50
+    # the record itself (keys, paths, meta) is covered too: a changed key is refused
+    (d / "index.json").write_text((d / "index.json").read_text().replace('"k7"', '"k8"'))
+    with pytest.raises(CheckpointError, match="index.json does not match its own checksum"):
+        GalleryIndex.load(d)
+
+
+def test_saved_index_from_the_cli_names_the_rebuild_command(tmp_path):
+    g = unit_rows(6, 4, 1)
+    d = GalleryIndex.build(g, [str(i) for i in range(6)]).save(tmp_path / "idx")
+    _flip(d / "features.npy", _npy_data_offset(d / "features.npy") + 3)
+    from rlq.cli.deploy import _load_gallery
+
+    with pytest.raises(CheckpointError, match=r"features.npy does not match .*`rlq search --gallery FEATURES.npz "):
+        _load_gallery(d, None, None)
+
+
+def _as_version_1(d: Path) -> None:
+    """Rewrite an index folder's index.json as the previous version wrote it (no checksums)."""
+    info = json.loads((d / "index.json").read_text())
+    for k in ("files", "features", "record_sha256"):
+        info.pop(k)
+    (d / "index.json").write_text(json.dumps({**info, "version": 1}))
+
+
+def test_index_without_checksums_loads_with_a_warning_and_sane_features_only(tmp_path, caplog):
+    g = unit_rows(20, 8, 2)
+    d = GalleryIndex.build(g, [str(i) for i in range(20)]).save(tmp_path / "idx")
+    _as_version_1(d)
+    with caplog.at_level("WARNING", logger="rlq.deploy.search"):
+        back = GalleryIndex.load(d)
+    np.testing.assert_array_equal(back.features, g)
+    assert "before rlq recorded checksums" in caplog.text and "--save-index" in caplog.text
+    clean = (d / "features.npy").read_bytes()
+    off = _npy_data_offset(d / "features.npy")
+    _flip(d / "features.npy", off + 4 * 8 * 3 + 3)  # row 3: an exponent bit, the norm leaves 1
+    with pytest.raises(CheckpointError, match=r"features.npy row 3 has L2 norm .* corrupted; rebuild the index"):
+        GalleryIndex.load(d)
+    b = bytearray(clean)
+    b[off + 4 * 8 * 5 : off + 4 * 8 * 5 + 4] = np.array([np.nan], np.float32).tobytes()  # row 5: NaN
+    (d / "features.npy").write_bytes(bytes(b))
+    with pytest.raises(CheckpointError, match=r"features.npy has NaN or infinite values \(row 5\); rebuild"):
+        GalleryIndex.load(d)
+    # a re-save writes version 2 (the rebuild the message asks for)
+    GalleryIndex.build(g, [str(i) for i in range(20)]).save(d)
+    assert json.loads((d / "index.json").read_text())["version"] == 2
+
+
+def test_index_of_unnormalised_features_round_trips(tmp_path):
+    g = 3 * unit_rows(10, 4, 3)  # allowed (with a warning); recorded, so loading does not call it corruption
+    d = GalleryIndex.build(g, [str(i) for i in range(10)]).save(tmp_path / "idx")
+    assert json.loads((d / "index.json").read_text())["features"]["l2_normalised"] is False
+    np.testing.assert_array_equal(GalleryIndex.load(d).features, g)
+
+
 # ---------------------------------------------------------------- HTML
 
 

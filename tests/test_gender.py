@@ -139,3 +139,20 @@ def test_gender_sheet_escapes_names(tmp_path):
     assert page.count("<script>") == 1
     with open(tmp_path / "out" / TEMPLATE_NAME, newline="") as f:
         assert list(csv.reader(f))[1] == ["train", evil_id, ""]
+
+
+def test_gender_template_neutralises_formula_ids_and_reads_back(tmp_path):
+    """An identity like =HYPERLINK(...) is written as '=HYPERLINK(...) (text, not a formula, in a spreadsheet);
+    the filled-in template still reads back to the same ids."""
+    evil = '=HYPERLINK("http://x","y")'
+    ids = [evil, "@cmd", "-1", "001"]
+    gender_sheet(_samples(tmp_path, ids, per=1), tmp_path / "out", per_id=1)
+    with open(tmp_path / "out" / TEMPLATE_NAME, newline="") as f:
+        rows = list(csv.reader(f))
+    assert [r[1] for r in rows[1:]] == ["'" + evil, "'@cmd", "-1", "001"]
+    page = (tmp_path / "out" / "page_001.html").read_text()
+    assert f'data-id="{html.escape(chr(39) + evil)}"' in page  # the rows the page builds match the template
+    filled = tmp_path / "filled.csv"
+    with open(filled, "w", newline="") as f:
+        csv.writer(f).writerows([rows[0], *[[r[0], r[1], "1"] for r in rows[1:]]])
+    assert read_gender_csv(filled) == {evil: 1, "@cmd": 1, "-1": 1, 1: 1}

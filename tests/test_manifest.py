@@ -236,3 +236,51 @@ def test_default_rows_constant_matches_writer(tmp_path):
     assert len(csv.read_text().splitlines()) == len(MANIFEST_ROWS) + 1
     assert all((tmp_path / r["path"]).is_file() for r in MANIFEST_ROWS)
     assert Path(csv).name == "manifest.csv"
+
+
+def _symlink_or_skip(link: Path, target: Path) -> None:
+    try:
+        link.symlink_to(target, target_is_directory=target.is_dir())
+    except (OSError, NotImplementedError) as e:  # e.g. Windows without the symlink privilege
+        pytest.skip(f"cannot create symlinks here: {e}")
+
+
+@pytest.mark.parametrize("column", ["path", "parsing"])
+def test_symlinks_leaving_the_manifest_folder_are_refused(tmp_path, column):
+    """Containment is checked on real paths: `escape -> ..outside` inside the folder does not open it up."""
+    outside = tmp_path / "outside"
+    write_image(outside / "secret.png")
+    m = tmp_path / "m"
+    csv = write_manifest(m, BASIC)
+    _symlink_or_skip(m / "escape", outside)  # a folder symlink pointing out of the manifest's folder
+    _symlink_or_skip(m / "tr" / "file_link.png", outside / "secret.png")  # a file symlink pointing out
+    for bad in ("escape/secret.png", "tr/file_link.png"):
+        row = R(bad, "train", "3") if column == "path" else R("tr/a.png", "train", "1", parsing=bad)
+        rows = [*BASIC, row] if column == "path" else [row, *BASIC[1:]]
+        csv = write_manifest(m, rows, images=False)
+        with pytest.raises(DatasetError, match=r"symlink.*allow_outside_root=True"):
+            load(csv)
+        with pytest.raises(DatasetError, match="allow_outside_root"):
+            load(csv, skip_bad=True)  # refusal is not a skippable row problem
+        ds = load(csv, allow_outside_root=True)  # the explicit opt-in still allows it
+        got = {s.path for s in ds.train} if column == "path" else {ds.train[0].meta["parsing"]}
+        assert str(m / bad) in got
+
+
+def test_symlinks_staying_inside_the_manifest_folder_are_fine(tmp_path):
+    m = tmp_path / "m"
+    write_manifest(m, BASIC)
+    _symlink_or_skip(m / "alias", m / "tr")  # folder symlink within the folder
+    _symlink_or_skip(m / "te" / "link.png", m / "tr" / "a.png")  # file symlink within the folder
+    rows = [*BASIC, R("alias/b.png", "train", "2"), R("te/link.png", "gallery", "12", parsing="alias/a.png")]
+    ds = load(write_manifest(m, rows, images=False))
+    assert str(m / "alias" / "b.png") in {s.path for s in ds.train}  # the path as written, not the resolved one
+    assert ds.split("gallery")[-1].meta["parsing"] == str(m / "alias" / "a.png")
+
+
+def test_symlinked_manifest_folder_is_its_own_root(tmp_path):
+    """The manifest's folder may itself be reached through a symlink: its images are still inside it."""
+    write_manifest(tmp_path / "real", BASIC)
+    _symlink_or_skip(tmp_path / "via", tmp_path / "real")
+    ds = load(tmp_path / "via" / "manifest.csv")
+    assert len(ds.train) == 2

@@ -586,3 +586,45 @@ def test_non_ascii_digit_ids_stay_text(tmp_path):
     """'1²' is not the number 1: canonical_id keeps it as text instead of crashing or merging it with '1'."""
     table = sc.read_gender_csv(write(tmp_path / "g.csv", "Category,ID,Gender\ntrain,1\u00b2,1\ntrain,1,0\n"))
     assert table == {"1\u00b2": 1, 1: 0}
+
+
+# ------------------------------------------------------------------ spreadsheet formula injection (CSV files rlq writes)
+
+FORMULAS = ['=HYPERLINK("http://x","y")', "+1+cmd", "-2+3", "@SUM(A1)", "'=already quoted", "''-x"]
+
+
+def _raw_cells(path):
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.reader(f))
+
+
+def test_csv_files_neutralise_formula_cells_and_read_back_exactly(tmp_path):
+    """OWASP CSV injection: a cell starting with = + - @ is prefixed with ' (a spreadsheet shows it as text);
+    rlq's own readers drop that quote, so every table round-trips; numbers (-1, -0.5) stay numbers."""
+    ids = FORMULAS + ["-1", "p01"]
+    sc.write_gender_csv(tmp_path / "g.csv", [("train", k, i % 2) for i, k in enumerate(ids)])
+    cells = [r[1] for r in _raw_cells(tmp_path / "g.csv")[1:]]
+    assert cells[:6] == ["'" + k for k in FORMULAS] and cells[6:] == ["-1", "p01"]
+    assert sc.read_gender_csv(tmp_path / "g.csv") == {k: i % 2 for i, k in enumerate(ids)}
+
+    sc.write_pose_clusters(tmp_path / "p.csv", ids, ["train"] * len(ids), {"R_LA_15": list(range(len(ids)))})
+    assert [r[1] for r in _raw_cells(tmp_path / "p.csv")[1:]][:6] == ["'" + k for k in FORMULAS]
+    assert sc.read_pose_clusters(tmp_path / "p.csv") == {k: i for i, k in enumerate(ids)}
+
+    rows = [("train", k, "motion", 1, 1e-05 if i == 0 else 1.5) for i, k in enumerate(ids)]
+    sc.write_quality_csv(tmp_path / "q.csv", rows)
+    raw = _raw_cells(tmp_path / "q.csv")
+    assert raw[1][1] == "'" + FORMULAS[0] and raw[1][3:] == ["1", "1e-05"]
+    assert sc.read_quality_csv(tmp_path / "q.csv") == {k: (a, s, p) for _, k, a, s, p in rows}
+
+
+def test_csv_cell_rule():
+    from rlq.io import csv_cell, csv_cell_value
+
+    for v in ["=1+1", "+x", "-x", "@x", "\tx", "\rx", "'=x", "''@x"]:
+        assert csv_cell(v) == "'" + v and csv_cell_value(csv_cell(v)) == v
+    for v in ["-1", "-0.25", "+3", "1e-05", "-2.5E+3", "abc", "'abc", "", "a=b"]:
+        assert csv_cell(v) == v and csv_cell_value(v) == v
+    assert csv_cell(-1) == "-1" and csv_cell(-0.5) == "-0.5"

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import json
+import math
 import os
+import re
+import sys
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
-__all__ = ["save_figure", "replace_dir", "atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file"]
+__all__ = ["save_figure", "replace_dir", "atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file",
+           "json_dumps", "strict_json_value", "csv_cell", "csv_cell_value", "atomic_write_csv"]
 
 
 def _umask_mode() -> int:
@@ -64,27 +70,87 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, fsync: bool = True)
     atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
-def _json_default(obj: Any) -> Any:
-    try:
-        import numpy as np
+def strict_json_value(obj: Any, default: Callable[[Any], Any] | None = None) -> Any:
+    """``obj`` as plain JSON types, every non-finite float (NaN, +-inf) replaced by None.
 
-        if isinstance(obj, np.generic):
-            return obj.item()
+    Recurses into dicts, lists and tuples; NumPy scalars and arrays become Python numbers and lists (their
+    NaN too), paths strings, sets sorted lists. Any other object goes through ``default`` (and its result
+    through this function); without ``default`` it is a TypeError. JSON has no NaN: strict parsers reject
+    the bare ``NaN`` that ``json.dumps`` writes by default (docs/design.md, Habits).
+    """
+    if obj is None or isinstance(obj, (str, bool, int)):
+        return obj
+    if isinstance(obj, float):  # also numpy.float64, a float subclass
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {_json_key(k): strict_json_value(v, default) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json_value(v, default) for v in obj]
+    np = sys.modules.get("numpy")  # a NumPy object exists only once NumPy is imported
+    if np is not None:
         if isinstance(obj, np.ndarray):
-            return obj.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(obj, Path):
-        return str(obj)
+            return strict_json_value(obj.tolist(), default)
+        if isinstance(obj, np.generic):
+            return strict_json_value(obj.item(), default)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
     if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
+        return [strict_json_value(v, default) for v in sorted(obj)]
+    if default is not None:
+        return strict_json_value(default(obj))
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
+def _json_key(k: Any) -> Any:
+    np = sys.modules.get("numpy")
+    return k.item() if np is not None and isinstance(k, np.generic) else k
+
+
+def json_dumps(obj: Any, *, indent: int | None = None, default: Callable[[Any], Any] | None = None, **kw: Any) -> str:
+    """Strict JSON text of ``obj`` (see :func:`strict_json_value`): non-finite floats are ``null``, and
+    ``allow_nan=False`` guarantees no bare NaN / Infinity is ever written."""
+    return json.dumps(strict_json_value(obj, default), indent=indent, allow_nan=False, **kw)
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2, fsync: bool = True) -> None:
-    """Write `obj` as JSON to `path` atomically (NumPy scalars and arrays allowed)."""
-    text = json.dumps(obj, indent=indent, default=_json_default, allow_nan=True)
-    atomic_write_text(path, text + "\n", fsync=fsync)
+    """Write `obj` as strict JSON to `path` atomically (NumPy scalars and arrays allowed; NaN and infinities
+    are written as ``null``, see :func:`json_dumps`)."""
+    atomic_write_text(path, json_dumps(obj, indent=indent) + "\n", fsync=fsync)
+
+
+# -- CSV files for spreadsheets: formula injection (OWASP "CSV injection") ------------------------------------
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def csv_cell(value: Any) -> str:
+    """``value`` as a CSV cell that a spreadsheet shows as text, never runs as a formula.
+
+    A cell starting with ``= + - @``, tab or carriage return gets a leading ``'`` (the OWASP rule); so does
+    one that already starts with quotes before such a character, which keeps :func:`csv_cell_value` its exact
+    inverse. Plain numbers (``-1``, ``-0.5``, ``1e-05``) are left alone: they stay numbers.
+    """
+    s = str(value)
+    if _NUMBER.fullmatch(s):
+        return s
+    return "'" + s if s.lstrip("'")[:1] in _FORMULA_START and s.lstrip("'") else s
+
+
+def csv_cell_value(cell: str) -> str:
+    """The value written by :func:`csv_cell` (the guarding quote dropped); other cells unchanged. A cell
+    that a spreadsheet saved back without the quote reads the same."""
+    return cell[1:] if cell.startswith("'") and cell.lstrip("'")[:1] in _FORMULA_START and cell.lstrip("'") else cell
+
+
+def atomic_write_csv(path: str | os.PathLike, header: Sequence[Any], rows: Iterable[Sequence[Any]], *,
+                     fsync: bool = True) -> None:
+    """Write a CSV file atomically (``\n`` line ends), every cell through :func:`csv_cell`; rlq's CSV readers
+    (``rlq.data.sidecars``) undo it with :func:`csv_cell_value`."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([csv_cell(c) for c in header])
+    w.writerows([csv_cell(c) for c in row] for row in rows)
+    atomic_write_text(path, buf.getvalue(), fsync=fsync)
 
 
 def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:

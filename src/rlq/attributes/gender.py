@@ -3,7 +3,6 @@ annotating identities by hand in the authors' ``Category,ID,Gender`` format (doc
 
 from __future__ import annotations
 
-import csv
 import html
 import io
 import logging
@@ -15,7 +14,7 @@ import numpy as np
 
 from rlq.data.records import Sample, canonical_id
 from rlq.errors import DatasetError
-from rlq.io import atomic_write_bytes, atomic_write_text
+from rlq.io import atomic_write_bytes, atomic_write_csv, atomic_write_text, csv_cell
 
 __all__ = ["top1_from_features", "gender_f1_on_mistakes", "gender_sheet", "TEMPLATE_NAME"]
 
@@ -212,7 +211,8 @@ def gender_sheet(
                 for v, txt in ((1, "male"), (0, "female"))
             )
             rows.append(
-                f'<tr data-id="{esc(name)}" data-category="{esc(category)}">'
+                # the rows the page's button builds for the CSV: the same cells as the template
+                f'<tr data-id="{esc(csv_cell(name))}" data-category="{esc(csv_cell(category))}">'
                 f'<td class="id">{esc(name)}<br><small>{len(groups[name])} images</small></td>'
                 f'<td>{"".join(cells)}</td><td>{radios}</td></tr>'
             )
@@ -237,12 +237,8 @@ def gender_sheet(
         + "".join(f'<li><a href="{p}">{esc(p)}</a></li>' for p in page_files)
         + "</ul></body></html>\n"
     )
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["Category", "ID", "Gender"])
-    for name in names:
-        w.writerow([category, name, prefill(name)])
-    atomic_write_text(out / TEMPLATE_NAME, buf.getvalue())
+    # ids like =HYPERLINK(...) are written as text ('=...), read back exactly by read_gender_csv
+    atomic_write_csv(out / TEMPLATE_NAME, ["Category", "ID", "Gender"], ([category, n, prefill(n)] for n in names))
     index_path = out / "index.html"
     atomic_write_text(index_path, index)
     logger.info("wrote gender sheet for %d identities in %s", len(names), out)

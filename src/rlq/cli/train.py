@@ -101,8 +101,11 @@ def _print_report(report: dict) -> None:
 
 def _pct_ci(m: dict, k: str) -> str:
     """``41.2 [38.1, 44.0]`` (percent) when the result has an interval, else the value."""
+    def pct(x: float | None) -> str:  # None: undefined (no query with a match), null in results.json
+        return "n/a" if x is None or x != x else f"{100 * x:.1f}"
+
     iv = m.get(f"{k}_ci")
-    return f"{100 * m[k]:.1f}" + (f" [{100 * iv[0]:.1f}, {100 * iv[1]:.1f}]" if iv else "")
+    return pct(m.get(k)) + (f" [{pct(iv[0])}, {pct(iv[1])}]" if iv else "")
 
 
 @app.command("eval")

@@ -22,7 +22,7 @@ import numpy as np
 
 from rlq.data.records import canonical_id
 from rlq.errors import ConfigError, SideInputError
-from rlq.io import atomic_open, atomic_write_json, atomic_write_text
+from rlq.io import atomic_open, atomic_write_csv, atomic_write_json, csv_cell_value
 
 __all__ = [
     # gender
@@ -120,7 +120,7 @@ def _csv_rows(path: Path, what: str, expected_header: str) -> tuple[list[str], l
         for row in reader:
             if not row or all(not c.strip() for c in row):
                 continue
-            rows.append((reader.line_num, [c.strip() for c in row]))
+            rows.append((reader.line_num, [csv_cell_value(c.strip()) for c in row]))  # '=x written by rlq -> =x
     except csv.Error as e:
         raise SideInputError(f"{what} file {path} line {reader.line_num}: malformed CSV ({e})") from None
     if not rows:
@@ -192,11 +192,8 @@ def _check_cell(value: Any, path: str | os.PathLike, field: str) -> str:
 
 
 def _write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
+    # cells that a spreadsheet would run as formulas are quoted; _csv_rows reads them back exactly
+    atomic_write_csv(path, header, rows)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,6 +11,14 @@ similarities. Both backends are exact (no approximation):
 A saved index is a folder: ``features.npy`` (float32 N x D, loaded with ``allow_pickle=False``),
 ``index.json`` (format, version, backend, keys, paths, meta) and, for faiss, ``faiss.index``. The folder is
 built next to the target and renamed into place, so a reader never sees a half-written index.
+
+Integrity (version 2): ``index.json`` records the SHA-256 and size of every data file, the features' shape,
+dtype and whether their rows are L2-normalised, and a SHA-256 of its own record (keys, paths, meta).
+:meth:`GalleryIndex.load` checks all of them and refuses a mismatch (a flipped byte, a truncated or swapped
+file) with a :class:`~rlq.errors.CheckpointError` naming the file and how to rebuild the index; loaded
+features must be finite, and unit-length when recorded so. Version-1 folders (written before checksums)
+still load, with a warning, when their features are finite and unit-length; otherwise they are refused
+with the rebuild hint (docs/design.md, Habits).
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import torch
 from ..errors import CheckpointError, RlqError
 from ..data.images import IMAGE_EXTENSIONS, image_files  # noqa: F401  (re-exported by rlq.deploy)
 from ..evaluation.rerank import topk_rows
-from ..io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text, replace_dir
+from ..io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text, json_dumps, replace_dir, sha256_file
 
 __all__ = [
     "BACKENDS",
@@ -49,12 +57,14 @@ log = logging.getLogger(__name__)
 
 BACKENDS: tuple[str, ...] = ("exact", "faiss")
 INDEX_FORMAT = "rlq-gallery-index"
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: checksums of the data files and of the record (version 1 still loads, see above)
+LEGACY_VERSIONS = (1,)
 FEATURES_FILE = "features.npy"
 INDEX_FILE = "index.json"
 FAISS_FILE = "faiss.index"
 _SCORE_BUDGET_BYTES = 256 * 2**20  # one chunk's query x gallery score block
 _CHECK_ROWS = 16384  # rows per block when validating features
+_NORM_TOL = 1e-3  # |row norm - 1| above this: not L2-normalised (float32 rounding is ~1e-7)
 
 
 def _import_faiss():
@@ -136,9 +146,11 @@ class GalleryIndex:
             raise RlqError(f"gallery has {n} feature rows but {len(self.paths)} paths")
         self.meta: dict[str, Any] = dict(meta or {})
         self.backend = backend
+        self.normalised = True
         if n:
             lo, hi = _norm_range(self.features)
-            if lo < 1 - 1e-3 or hi > 1 + 1e-3:
+            if lo < 1 - _NORM_TOL or hi > 1 + _NORM_TOL:
+                self.normalised = False
                 log.warning("gallery features are not L2-normalised (norms %.4g..%.4g): scores are inner products, "
                             "not cosine similarities", lo, hi)
         self._faiss = None
@@ -258,11 +270,16 @@ class GalleryIndex:
             if self._faiss is not None:
                 # written straight into the temporary folder, which is renamed into place only when complete
                 _import_faiss().write_index(self._faiss, str(tmp / FAISS_FILE))
-            atomic_write_json(tmp / INDEX_FILE, {
+            files = {name: {"sha256": sha256_file(tmp / name), "size": (tmp / name).stat().st_size}
+                     for name in (FEATURES_FILE, FAISS_FILE) if (tmp / name).is_file()}
+            record = {
                 "format": INDEX_FORMAT, "version": INDEX_VERSION, "backend": self.backend, "num": len(self),
                 "dim": self.dim, "keys": self.keys.tolist(),
                 "paths": None if self.paths is None else self.paths.tolist(), "meta": self.meta,
-            })
+                "features": {"shape": [len(self), self.dim], "dtype": "float32", "l2_normalised": self.normalised},
+                "files": files,
+            }
+            atomic_write_json(tmp / INDEX_FILE, {**record, "record_sha256": _record_sha256(record)})
             replace_dir(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -281,28 +298,114 @@ class GalleryIndex:
             info = json.loads(info_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise CheckpointError(f"cannot read {info_path}: {e}") from None
-        if not isinstance(info, dict) or info.get("format") != INDEX_FORMAT or info.get("version") != INDEX_VERSION:
-            raise CheckpointError(f"{info_path} is not an rlq gallery index (format {INDEX_FORMAT!r} version {INDEX_VERSION})")
+        versions = (INDEX_VERSION, *LEGACY_VERSIONS)
+        if not isinstance(info, dict) or info.get("format") != INDEX_FORMAT or info.get("version") not in versions:
+            raise CheckpointError(f"{info_path} is not an rlq gallery index (format {INDEX_FORMAT!r} version "
+                                  f"{' or '.join(map(str, versions))})")
+        hint = _rebuild_hint(p, info)
+        legacy = info["version"] in LEGACY_VERSIONS
+        files: dict[str, Any] = {}
+        if legacy:
+            log.warning("gallery index %s was written before rlq recorded checksums (version %s): its files cannot be "
+                        "checked for corruption; %s", p, info["version"], hint)
+        else:
+            files = _verify_record(p, info, hint)
         try:
             feats = np.load(p / FEATURES_FILE, allow_pickle=False, mmap_mode="r" if mmap else None)
         except (OSError, ValueError) as e:
-            raise CheckpointError(f"cannot read {p / FEATURES_FILE}: {e}") from None
+            raise CheckpointError(f"cannot read {p / FEATURES_FILE}: {e}; {hint}") from None
         if feats.ndim != 2 or feats.shape != (info.get("num"), info.get("dim")):
             raise CheckpointError(f"{p / FEATURES_FILE} has shape {feats.shape}, {INDEX_FILE} says "
-                                  f"({info.get('num')}, {info.get('dim')})")
+                                  f"({info.get('num')}, {info.get('dim')}); {hint}")
+        _check_loaded_features(p / FEATURES_FILE, feats, info, legacy, hint)
         saved = info.get("backend", "exact")
         backend = backend or saved
         fidx = None
-        if backend == "faiss" and saved == "faiss" and (p / FAISS_FILE).is_file():
+        # a version-2 faiss.index is used only when index.json vouches for it (checked above)
+        if backend == "faiss" and saved == "faiss" and (p / FAISS_FILE).is_file() and (legacy or FAISS_FILE in files):
             faiss = _import_faiss()
             try:
                 fidx = faiss.read_index(str(p / FAISS_FILE))
             except RuntimeError as e:
-                raise CheckpointError(f"cannot read {p / FAISS_FILE}: {e}") from None
+                raise CheckpointError(f"cannot read {p / FAISS_FILE}: {e}; {hint}") from None
             if fidx.ntotal != feats.shape[0] or fidx.d != feats.shape[1]:
-                raise CheckpointError(f"{p / FAISS_FILE} holds {fidx.ntotal} x {fidx.d}, features are {feats.shape}")
+                raise CheckpointError(f"{p / FAISS_FILE} holds {fidx.ntotal} x {fidx.d}, features are {feats.shape}; "
+                                      f"{hint}")
         return cls(feats, info.get("keys") or [], paths=info.get("paths"), meta=info.get("meta") or {},
                    backend=backend, _faiss_index=fidx)
+
+
+def _record_sha256(record: Mapping[str, Any]) -> str:
+    """SHA-256 of an index record (everything in index.json but this hash), as canonical strict JSON."""
+    import hashlib
+
+    body = {k: v for k, v in record.items() if k != "record_sha256"}
+    body = json.loads(json_dumps(body))  # as read back: tuples are lists, keys strings (same hash on save and load)
+    return hashlib.sha256(json_dumps(body, sort_keys=True, ensure_ascii=True).encode("ascii")).hexdigest()
+
+
+def _rebuild_hint(folder: Path, info: Mapping[str, Any]) -> str:
+    """How to rebuild the index folder: the `rlq search` command that writes it (docs/design.md, Habits)."""
+    meta = info.get("meta") if isinstance(info.get("meta"), Mapping) else {}
+    src = meta.get("features_file") or "FEATURES.npz"
+    split = f" --split {meta['split']}" if meta.get("split") else ""
+    return (f"rebuild the index from the features file it was made from: `rlq search --gallery {src}{split} "
+            f"--query IMAGES --out PAGE.html --save-index {folder}` (or GalleryIndex.save)")
+
+
+def _verify_record(folder: Path, info: Mapping[str, Any], hint: str) -> dict[str, Any]:
+    """Check index.json's own hash and every data file's size and SHA-256; returns the recorded files."""
+    info_path = folder / INDEX_FILE
+    if info.get("record_sha256") != _record_sha256(info):
+        raise CheckpointError(f"{info_path} does not match its own checksum (record_sha256): the keys, paths or meta "
+                              f"were altered or corrupted; {hint}")
+    files = info.get("files")
+    feats = info.get("features")
+    if not isinstance(files, Mapping) or FEATURES_FILE not in files or not isinstance(feats, Mapping):
+        raise CheckpointError(f"{info_path} lacks the checksums of its data files; {hint}")
+    if info.get("backend") == "faiss" and FAISS_FILE not in files:
+        raise CheckpointError(f"{info_path} is a faiss index but records no {FAISS_FILE}; {hint}")
+    for name, want in files.items():
+        f = folder / name
+        if name not in (FEATURES_FILE, FAISS_FILE) or not isinstance(want, Mapping):
+            raise CheckpointError(f"{info_path} records an unexpected file {name!r}; {hint}")
+        if not f.is_file():
+            raise CheckpointError(f"{f} is missing (recorded in {INDEX_FILE}); {hint}")
+        size = f.stat().st_size
+        if size != want.get("size"):
+            raise CheckpointError(f"{f} is {size} bytes, {INDEX_FILE} records {want.get('size')} (truncated or "
+                                  f"replaced); {hint}")
+        have = sha256_file(f)
+        if have != want.get("sha256"):
+            raise CheckpointError(f"{f} does not match its SHA-256 in {INDEX_FILE} ({have[:12]}... vs "
+                                  f"{str(want.get('sha256'))[:12]}...): the file is corrupted or was altered; {hint}")
+    return dict(files)
+
+
+def _check_loaded_features(path: Path, feats: np.ndarray, info: Mapping[str, Any], legacy: bool, hint: str) -> None:
+    """Loaded features: the recorded dtype and shape, finite, and unit rows when recorded so (all version-1
+    indexes: rlq's features are L2-normalised, docs/method.md §2.5, and a long row is how corruption shows)."""
+    rec = info.get("features") or {}
+    if not legacy:
+        if feats.dtype != np.dtype(str(rec.get("dtype"))) or list(feats.shape) != list(rec.get("shape") or []):
+            raise CheckpointError(f"{path} holds {feats.dtype} {list(feats.shape)}, {INDEX_FILE} records "
+                                  f"{rec.get('dtype')} {rec.get('shape')}; {hint}")
+    if feats.dtype.kind != "f":
+        raise CheckpointError(f"{path} holds {feats.dtype} values, not floats; {hint}")
+    unit = legacy or bool(rec.get("l2_normalised"))
+    for start in range(0, feats.shape[0], _CHECK_ROWS):
+        block = np.asarray(feats[start : start + _CHECK_ROWS], dtype=np.float32)
+        ok = np.isfinite(block).all(axis=1)
+        if not ok.all():
+            raise CheckpointError(f"{path} has NaN or infinite values (row {start + int(np.flatnonzero(~ok)[0])}); {hint}")
+        if unit:
+            norm = np.sqrt(np.einsum("ij,ij->i", block, block))
+            bad = np.flatnonzero(np.abs(norm - 1) > _NORM_TOL)
+            if bad.size:
+                i = int(bad[0])
+                raise CheckpointError(f"{path} row {start + i} has L2 norm {norm[i]:.4g}, but the gallery features "
+                                      f"are L2-normalised{' (rlq features)' if legacy else ''}: the file is corrupted; "
+                                      f"{hint}")
 
 
 # -- checkpoint identity --------------------------------------------------------------------------------

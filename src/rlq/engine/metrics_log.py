@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..io import json_dumps
+
 __all__ = ["MetricsLogger"]
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,8 @@ class MetricsLogger:
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self._f.write(json.dumps(record, default=float) + "\n")
+        # strict JSON: a NaN loss or metric is written as null (docs/design.md, Habits); TensorBoard gets the value
+        self._f.write(json_dumps(record, default=float) + "\n")
         self._f.flush()
         self.lines += 1
         if self._tb is not None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from rlq.data.records import EvalSpec, Protocol, Sample
 from rlq.errors import CheckpointError, RlqError
-from rlq.evaluation.ranking import DEFAULT_MEMORY_BUDGET_MB, evaluate_features
+from rlq.evaluation.ranking import DEFAULT_MEMORY_BUDGET_MB, evaluate_features, no_match_note
 from rlq.io import atomic_open
 
 __all__ = [
@@ -134,11 +134,14 @@ _CI_KEYS = ("rank1_ci", "mAP_ci")
 
 def summarize(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per evaluation name: rank1/5/10/20, mAP, mINP as fractions, valid and total query counts, and
-    ``rank1_ci`` / ``mAP_ci`` ([low, high] fractions) when the results carry them (:func:`add_intervals`)."""
+    ``rank1_ci`` / ``mAP_ci`` ([low, high] fractions) when the results carry them (:func:`add_intervals`).
+    When no query has a true match the rates are NaN (``null`` in JSON) and ``note`` says why."""
     out: dict[str, dict[str, Any]] = {}
     for name, r in results.items():
         out[name] = {k: (int(r[k]) if k.startswith("num_") else float(r[k])) for k in _SUMMARY_KEYS}
         out[name].update({k: [float(x) for x in r[k]] for k in _CI_KEYS if k in r})
+        if not out[name]["num_valid_queries"]:  # the metrics are NaN (null in JSON): say why
+            out[name]["note"] = r.get("note") or no_match_note(str(r.get("mode", name)), out[name]["num_queries"])
         if r.get("rerank"):
             out[name]["rerank"] = dict(r["rerank"])
     return out

@@ -308,6 +308,12 @@ class _Accumulator:
         return out
 
 
+def no_match_note(mode: str, num_queries: int) -> str:
+    """Why the metrics of an evaluation are NaN (``null`` in JSON): no query has a true match."""
+    return (f"none of the {num_queries} queries has a true match in the gallery under the {mode} rule, so rank-k, mAP "
+            "and mINP are undefined (NaN; null in JSON)")
+
+
 def _summarise(
     mode: str, ap: np.ndarray, inp: np.ndarray, first: np.ndarray, n_good: np.ndarray, max_rank: int, gallery_size: int
 ) -> dict[str, Any]:
@@ -328,7 +334,9 @@ def _summarise(
         mAP = float(ap[valid].mean())
         mINP = float(inp[valid].mean())
         rk = {k: float(np.count_nonzero(fr <= k) / nv) for k in (1, 5, 10, 20)}
+    extra = {} if nv else {"note": no_match_note(mode, nq)}
     return {
+        **extra,
         "mode": mode,
         "mAP": mAP,
         "mINP": mINP,

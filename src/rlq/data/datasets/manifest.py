@@ -118,8 +118,29 @@ def _read_protocol(path: Path | None) -> dict[str, Any]:
     return out
 
 
-def _resolve_path(value: str, base: Path, allow_outside: bool, where: str, what: str = "path") -> tuple[str, str]:
-    """(normalised relative POSIX path, absolute path) of a manifest path; refuses escapes (§4, security)."""
+def _real_inside(full: str, base: Path, cache: dict[str, str]) -> str | None:
+    """None when ``full`` (lexically under ``base``) really lies under ``base`` once symlinks are resolved,
+    else its real path. ``cache`` maps folders to their real paths (one lstat per row for a large manifest)."""
+    real_base = cache.get("")
+    if real_base is None:
+        real_base = cache[""] = os.path.realpath(base)
+    parent, name = os.path.split(full)
+    real_parent = cache.get(parent)
+    if real_parent is None:
+        real_parent = cache[parent] = os.path.realpath(parent)
+    # a file symlink is followed too; a plain (or missing) file adds nothing to its folder's real path
+    real = os.path.realpath(full) if os.path.islink(full) else os.path.join(real_parent, name)
+    try:
+        inside = os.path.commonpath([real, real_base]) == real_base
+    except ValueError:  # different drives (Windows)
+        inside = False
+    return None if inside else real
+
+
+def _resolve_path(value: str, base: Path, allow_outside: bool, where: str, what: str = "path",
+                  real_cache: dict[str, str] | None = None) -> tuple[str, str]:
+    """(normalised relative POSIX path, absolute path) of a manifest path; refuses escapes (§4, security):
+    absolute paths, '..', and symlinks inside the folder that point out of it (compared as real paths)."""
     v = value.replace("\\", "/")  # manifests written on Windows
     win = PureWindowsPath(value)
     if v.startswith("/") or win.drive:
@@ -137,7 +158,15 @@ def _resolve_path(value: str, base: Path, allow_outside: bool, where: str, what:
                 f"{where}: {what} {value!r} escapes the manifest's folder {base} via '..'. "
                 f"Move the images under that folder or pass allow_outside_root=True."
             )
-    return rel, os.path.normpath(os.path.join(base, rel))
+    full = os.path.normpath(os.path.join(base, rel))
+    if not allow_outside:
+        real = _real_inside(full, base, {} if real_cache is None else real_cache)
+        if real is not None:
+            raise DatasetError(
+                f"{where}: {what} {value!r} leaves the manifest's folder {base} through a symlink (it resolves to "
+                f"{real}). Copy the images under that folder or pass allow_outside_root=True."
+            )
+    return rel, full
 
 
 def _read_csv(mpath: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
@@ -248,6 +277,7 @@ def load_manifest(
 
     problems = Problems(f"manifest {mpath}", skip_bad, "row(s)")
     rows: list[_Row] = []
+    real_cache: dict[str, str] = {}  # folder -> real path, for the symlink containment check
     for row_no, (line, cells) in enumerate(raw_rows, 1):
         if not any(c.strip() for c in cells):
             continue
@@ -264,7 +294,7 @@ def load_manifest(
         if not v["path"] or not v["pid"]:
             problems.add(where, "empty path or pid")
             continue
-        rel, full = _resolve_path(v["path"], base, allow_outside_root, where)
+        rel, full = _resolve_path(v["path"], base, allow_outside_root, where, real_cache=real_cache)
         if rel in (".", ""):
             problems.add(where, f"path {v['path']!r} names the manifest's folder, not an image")
             continue
@@ -289,7 +319,8 @@ def load_manifest(
             else:
                 meta["pose"] = int(pose_f)
         if opt["parsing"] is not None:
-            meta["parsing"] = _resolve_path(opt["parsing"], base, allow_outside_root, where, "parsing path")[1]
+            meta["parsing"] = _resolve_path(opt["parsing"], base, allow_outside_root, where, "parsing path",
+                                            real_cache)[1]
         if opt["tracklet"] is not None:
             meta["tracklet"] = opt["tracklet"]
         qs = opt["query_set"]
