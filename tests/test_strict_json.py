@@ -77,3 +77,20 @@ def test_readers_of_results_json_show_null_as_not_available():
 
     assert _pct_ci({"rank1": None, "rank1_ci": [None, None]}, "rank1") == "n/a [n/a, n/a]"
     assert _pct_ci({"mAP": 0.5, "mAP_ci": [0.25, math.nan]}, "mAP") == "50.0 [25.0, n/a]"
+
+
+def test_selection_with_a_null_metric_survives_a_resume(tmp_path):
+    """state.json is strict JSON, so a NaN rank-1 (no matching query) is read back as null: the selection must
+    compare as before the resume (NaN never wins), not fail comparing a number with None."""
+    from rlq.engine.trainer import Selection
+    from rlq.io import atomic_write_json
+
+    nan = float("nan")
+    sel = Selection("cc")
+    sel.update(0, {"cc": {"rank1": nan, "mAP": nan}}, None)
+    atomic_write_json(tmp_path / "s.json", sel.to_json())
+    back = Selection.from_json(json.loads((tmp_path / "s.json").read_text()))
+    assert back.best_test["results"]["cc"]["rank1"] != back.best_test["results"]["cc"]["rank1"]  # NaN again
+    improved = back.update(1, {"cc": {"rank1": 0.5, "mAP": 0.4}}, None)
+    ref = sel.update(1, {"cc": {"rank1": 0.5, "mAP": 0.4}}, None)
+    assert improved == ref and back.best_test["epoch"] == sel.best_test["epoch"] == 0  # NaN > x and x > NaN are False

@@ -218,8 +218,8 @@ def _say_done(name: str, rep: dict, seconds: float, say: Callable[[str], None]) 
     if name == "teacher" or "cc" not in r:
         say(f"  {name}: done ({seconds:.0f} s)")
         return
-    say(f"  {name}: CC R1 {100 * r['cc']['rank1']:.1f} mAP {100 * r['cc']['mAP']:.1f} | general R1 "
-        f"{100 * r['general']['rank1']:.1f} mAP {100 * r['general']['mAP']:.1f}  ({seconds:.0f} s)")
+    say(f"  {name}: CC R1 {_pct(r['cc']['rank1'])} mAP {_pct(r['cc']['mAP'])} | general R1 "
+        f"{_pct(r['general']['rank1'])} mAP {_pct(r['general']['mAP'])}  ({seconds:.0f} s)")
 
 
 def _finished(run_dir: Path, epochs: int) -> dict | None:
@@ -421,8 +421,9 @@ def _reading(results: dict) -> list[str]:
     return out
 
 
-def _pct(x: float) -> str:
-    return "n/a" if x != x else f"{100 * x:.1f}"
+def _pct(x: float | None) -> str:
+    """Percent with one decimal; "n/a" for a metric with no matching query (NaN, or null read back from JSON)."""
+    return "n/a" if x is None or x != x else f"{100 * x:.1f}"
 
 
 def _ci(r: dict | None, metric: str) -> str:

@@ -295,7 +295,7 @@ def make_evaluator(dataset: Dataset, spec: RunSpec, device: torch.device, amp: s
         keep = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "num_valid_queries", "num_queries")
         counts = ("num_valid_queries", "num_queries")  # integers in results.json, the rates floats
         return {n: {**{k: (int if k in counts else float)(r[k]) for k in keep if k in r}, "rank1_ci": r["rank1_ci"],
-                    "mAP_ci": r["mAP_ci"]} for n, r in res.items()}
+                    "mAP_ci": r["mAP_ci"], **({"note": r["note"]} if "note" in r else {})} for n, r in res.items()}
 
     def evaluator(model, epoch: int):
         test = run(dataset.protocols["test"], model, epoch, "test", True)

@@ -109,6 +109,22 @@ class _Undo:
             opt.load_state_dict(sd)
 
 
+_METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+
+
+def _nan_for_none(x: Any, default: float = float("nan")) -> Any:
+    return default if x is None else x
+
+
+def _nan_metrics(obj: Any) -> Any:
+    """Metric values read back as null (no matching query) become NaN again, at any depth."""
+    if isinstance(obj, dict):
+        return {k: (_nan_for_none(v) if k in _METRIC_KEYS else _nan_metrics(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_metrics(v) for v in obj]
+    return obj
+
+
 def _empty_window() -> dict[str, Any]:
     return {"sums": {}, "n": 0, "images": 0}
 
@@ -165,8 +181,11 @@ class Selection:
 
     @classmethod
     def from_json(cls, d: Mapping) -> "Selection":
-        return cls(metric=d["metric"], best_test=d.get("best_test"), best_val=d.get("best_val"), last=d.get("last"),
-                   max_map=d.get("max_map", -1.0), history=list(d.get("history", [])))
+        """Inverse of :meth:`to_json`; a metric written as null (strict JSON has no NaN: no query had a match)
+        comes back as NaN, so comparisons after a resume behave as before it."""
+        return cls(metric=d["metric"], best_test=_nan_metrics(d.get("best_test")), best_val=_nan_metrics(d.get("best_val")),
+                   last=_nan_metrics(d.get("last")), max_map=_nan_for_none(d.get("max_map", -1.0), -1.0),
+                   history=[_nan_metrics(h) for h in d.get("history", [])])
 
     def report(self) -> dict:
         """The three labelled results of the `default` preset plus the official best-on-test numbers."""
