@@ -9,6 +9,7 @@ import typing
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cli_helpers import run_cli
 from rlq.cli.train import load_run_spec
@@ -182,3 +183,46 @@ def test_choice_sets_are_the_consumers_own():
     assert field_choices(dataclasses.fields(RunSpec)[0]) == ("cal", "bm", "bm+g", "bm+p", "cap", "tad", "rlq")
     assert field_choices(fields["kl_weighting"]) == KL_WEIGHTINGS
 
+
+# -- F10: YAML alias bombs ------------------------------------------------------------------------------------------
+def _bomb(levels: int = 7) -> str:
+    """The 7-line billion-laughs file: 9 ** 7 (4.8 million) strings once expanded."""
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for prev, name in zip("abcdefg", "bcdefg"[: levels - 1]):
+        lines.append(f"{name}: &{name} [{','.join(['*' + prev] * 9)}]")
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_alias_bomb_config_is_refused(tmp_path, capsys):
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_bomb())
+    assert len(bomb.read_text().splitlines()) == 7
+    with pytest.raises(ConfigError, match=r"bomb\.yaml: its YAML aliases .* expand to .*write the repeated values out"):
+        load_run_spec(str(bomb), [])
+    assert run_cli(["train", "--config", str(bomb), "--dry-run"]) == 2
+    assert "bomb.yaml" in capsys.readouterr().err
+    rec = tmp_path / "rec.yaml"
+    rec.write_text("x: &r [1, *r]\n")
+    with pytest.raises(ConfigError, match="rec.yaml: a YAML alias"):
+        load_run_spec(str(rec), [])
+
+
+def test_yaml_alias_bomb_manifest_protocol_is_refused(tmp_path):
+    from rlq.data.datasets.manifest import _read_protocol
+
+    p = tmp_path / "m.protocol.yaml"
+    p.write_text(_bomb())
+    with pytest.raises(ConfigError, match=r"m\.protocol\.yaml: its YAML aliases"):
+        _read_protocol(p)
+
+
+def test_modest_aliases_still_load(tmp_path):
+    """Anchors and aliases that do not blow up stay allowed (a few repeated values)."""
+    from rlq.safe_yaml import load_yaml
+
+    cfg = tmp_path / "a.yaml"
+    cfg.write_text(f"_base_: [synthcc/bm.yaml]\noutput: {tmp_path / 'r'}\ndata:\n  batch_size: &b 16\n"
+                   "tad:\n  external_batch_size: *b\n")
+    spec = load_run_spec(str(cfg), [])
+    assert spec.data.batch_size == spec.tad.external_batch_size == 16
+    assert load_yaml(_bomb(3), "x") == yaml.safe_load(_bomb(3))  # 729 values: allowed, same result as safe_load
