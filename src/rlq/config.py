@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
 from .io import atomic_write_json, atomic_write_text
+from .safe_yaml import load_yaml
 
 __all__ = [
     "PACKAGE_CONFIGS",
@@ -104,7 +105,7 @@ def _resolve_base(base: str, parent: Path) -> Path:
 def _read_yaml(path: Path) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            data = load_yaml(f, path)  # refuses alias bombs (rlq/safe_yaml.py)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     except UnicodeDecodeError as e:

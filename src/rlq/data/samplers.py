@@ -14,11 +14,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["pk_epoch_indices", "PKSampler", "SequentialSampler", "aug_seed", "FRACTION_BY"]
+__all__ = ["pk_epoch_indices", "PKSampler", "SequentialSampler", "aug_seed", "FRACTION_BY", "FRACTION_MODES"]
 
 #: How ``fraction`` < 1 subsamples a stream (docs/method.md §5.1): ⌊n_id·p⌋ images of every identity,
 #: ⌊n·p⌋ of all images, or ⌊C·p⌋ whole identities (the authors' `--sampling` percent sampler).
 FRACTION_BY = ("identity", "image", "identities")
+#: The subsample is drawn once for the whole run or anew every epoch (docs/method.md §5.1).
+FRACTION_MODES = ("fixed", "per_epoch")
 
 _MASK63 = (1 << 63) - 1
 
@@ -85,7 +87,7 @@ class PKSampler:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-        if fraction_mode not in ("fixed", "per_epoch"):
+        if fraction_mode not in FRACTION_MODES:
             raise ValueError(f"fraction_mode must be 'fixed' or 'per_epoch', got {fraction_mode!r}")
         if fraction_by not in FRACTION_BY:
             raise ValueError(f"fraction_by must be one of {FRACTION_BY}, got {fraction_by!r}")

@@ -15,7 +15,12 @@ from .records import Dataset
 from .sidecars import (check_coverage, match_gender, parsing_path, read_faulty, read_gender_csv, read_pose_clusters,
                        read_quality_csv)
 
-__all__ = ["TrainSideInputs", "build_side_inputs", "default_side_paths", "quality_groups"]
+__all__ = ["TrainSideInputs", "build_side_inputs", "default_side_paths", "quality_groups", "POSE_MISSING", "PARSING_MISSING"]
+
+#: Train images without a pose-cluster row: refused, or cluster 0 ("null").
+POSE_MISSING = ("error", "null")
+#: Train images without a parsing map: refused, or an unmodified copy keeping the real clothes label (docs/method.md §3.3).
+PARSING_MISSING = ("error", "copy")
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,8 @@ def build_side_inputs(
     faulty_shirt: str | None = None,
 ) -> TrainSideInputs:
     """Build the side inputs a method needs; raise with the file and the fix when one is missing."""
+    if parsing_missing not in PARSING_MISSING:
+        raise ConfigError(f"data.parsing_missing must be one of {', '.join(PARSING_MISSING)}, got {parsing_missing!r}")
     train = dataset.train
     out = TrainSideInputs()
     if need_gender:
@@ -84,8 +91,8 @@ def build_side_inputs(
         keys = [s.key for s in train]
         if pose_missing == "error":
             check_coverage(keys, table, f"pose clusters ({pose_column})", pose_csv)
-        elif pose_missing != "null":
-            raise ConfigError(f"data.pose_missing must be 'error' or 'null', got {pose_missing!r}")
+        elif pose_missing not in POSE_MISSING:
+            raise ConfigError(f"data.pose_missing must be one of {', '.join(POSE_MISSING)}, got {pose_missing!r}")
         pose = np.asarray([table.get(k, 0) for k in keys], dtype=np.int64)
         if pose_clusters is not None and pose.size and int(pose.max()) > pose_clusters:
             raise SideInputError(

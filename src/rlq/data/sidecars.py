@@ -27,6 +27,7 @@ from rlq.io import atomic_open, atomic_write_csv, atomic_write_json, csv_cell_va
 __all__ = [
     # gender
     "GENDER_HEADER",
+    "GENDER_MISSING",
     "read_gender_csv",
     "write_gender_csv",
     "match_gender",
@@ -201,7 +202,8 @@ def _write_csv(path: str | os.PathLike, header: Sequence[str], rows: Iterable[Se
 # --------------------------------------------------------------------------------------------------
 
 GENDER_HEADER = ("Category", "ID", "Gender")
-_MISSING_POLICIES = ("error", "ignore", "male", "female")
+#: What a train identity without a gender label gets (docs/method.md §3.5): refused, ignored, or a fixed label.
+GENDER_MISSING = ("error", "ignore", "male", "female")
 
 
 def read_gender_csv(path: str | os.PathLike, categories: Collection[str] | None = None) -> dict[int | str, int]:
@@ -277,8 +279,8 @@ def match_gender(
     ``missing``: "error" raises, "ignore" labels -1 (the loss must mask it), "male" / "female" fill 1 / 0.
     Table ids that are not in ``pid_names`` are logged as a warning.
     """
-    if missing not in _MISSING_POLICIES:
-        raise ConfigError(f"gender missing-id policy {missing!r} is not one of {_MISSING_POLICIES}")
+    if missing not in GENDER_MISSING:
+        raise ConfigError(f"gender missing-id policy {missing!r} is not one of {GENDER_MISSING}")
     canon_table: dict[int | str, int] = {}
     for k, v in table.items():
         ck = canonical_id(k) if isinstance(k, str) else k

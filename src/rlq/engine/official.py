@@ -42,6 +42,7 @@ import torch
 
 from ..errors import CheckpointError, ConfigError
 from ..io import sha256_file
+from .spec import ROLES as _ROLES
 
 __all__ = [
     "OFFICIAL_METHODS",
@@ -64,7 +65,6 @@ _POSE_METHODS = ("rlq", "cap")
 OFFICIAL_BACKBONES: dict[str, str] = {"rlq": "resnet50_joint3_3", "cap": "resnet50_joint3_3",
                                       "bm": "resnet50_joint2", "tad": "resnet50_joint2"}
 _TOP_KEYS = ("model_state_dict", "classifier_state_dict", "clothes_classifier_state_dict", "rank1", "epoch")
-_ROLES = ("model", "teacher")
 
 # rlq prefix -> (part of the official file, official prefix). Longest rlq prefixes need no ordering: none
 # is a prefix of another.

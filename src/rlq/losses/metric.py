@@ -97,6 +97,10 @@ def batch_hard_triplet(
     return F.relu(d_ap - d_an + margin).mean()
 
 
+#: |cos| variants (docs/method.md §12, Table 6 ablation).
+COS_VARIANTS: tuple[str, ...] = ("abs", "relu")
+
+
 def abs_cos_loss(f_a: Tensor, f_b: Tensor, eps: float = 1e-8, variant: str = "abs") -> Tensor:
     """Orthogonality loss mean_i |cos(f_a,i, f_b,i)| (variant "relu": mean ReLU(cos)); not detached (docs/method.md §4)."""
     if f_a.shape != f_b.shape or f_a.dim() != 2:
@@ -110,4 +114,4 @@ def abs_cos_loss(f_a: Tensor, f_b: Tensor, eps: float = 1e-8, variant: str = "ab
     if variant == "relu":
         # docs/method.md §12 (Table 6 ablation): ReLU(cos) instead of |cos|.
         return F.relu(cos).mean()
-    raise ConfigError(f"abs_cos_loss: variant must be 'abs' or 'relu', got {variant!r}")
+    raise ConfigError(f"abs_cos_loss: variant must be one of {', '.join(COS_VARIANTS)}, got {variant!r}")

@@ -20,6 +20,7 @@ __all__ = [
     "LQRanges",
     "LQ_RANGES",
     "LQMix",
+    "LQ_MIXES",
     "mix_for_dataset",
     "draw_params",
     "draw_lq",
@@ -144,6 +145,8 @@ _DATASET_MIXES = {
     "prcc": _MIX_PRCC,
     "deepchange": _MIX_PRCC,
 }
+#: Mix names a run can ask for (``tad.lq_mix``): a registered target dataset, or the configurable fallback.
+LQ_MIXES: tuple[str, ...] = (*_DATASET_MIXES, _MIX_FALLBACK.name)
 
 
 def mix_for_dataset(name: str) -> LQMix:

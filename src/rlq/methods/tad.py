@@ -15,15 +15,12 @@ import torch
 from torch import nn
 
 from ..data.batch_ops import apply_erasing, to_float
-from ..engine.spec import TADSpec
+from ..engine.spec import TAD_ALTERNATIONS, TAD_VARIANTS, TADSpec
 from ..losses import kl_divergence, ss_mse, tad_distillation
 from .base import Phase, StepContext, StepOutput, StepResult
 from .reid import ReIDMethod, lq_views
 
 __all__ = ["TADMethod", "TAD_VARIANTS"]
-
-#: Table 7 variants (docs/method.md §12).
-TAD_VARIANTS = ("tad", "ss_mse_tad", "ss_mse_nt", "kl_only", "target_pairs")
 
 
 @contextlib.contextmanager
@@ -54,8 +51,8 @@ class TADMethod(ReIDMethod):
         self.uses_teacher = tad.variant in ("tad", "ss_mse_tad")
         if self.uses_teacher and teacher is None:
             raise ValueError(f"TAD variant {tad.variant!r} needs a teacher checkpoint (tad.teacher=PATH)")
-        if tad.alternation not in ("epoch", "step"):
-            raise ValueError(f"tad.alternation must be 'epoch' or 'step', got {tad.alternation!r}")
+        if tad.alternation not in TAD_ALTERNATIONS:
+            raise ValueError(f"tad.alternation must be one of {TAD_ALTERNATIONS}, got {tad.alternation!r}")
         self.teacher = teacher
         self.tad = tad
         self.h, self.w = height, width

@@ -25,6 +25,7 @@ from ..errors import CheckpointError, ConfigError
 
 __all__ = [
     "BACKBONES",
+    "LAST_STRIDES",
     "IMAGENET_BACKBONES",
     "STAGE_NAMES",
     "BackboneStages",
@@ -57,6 +58,9 @@ _SPECS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int], tuple[int, i
 
 #: Every backbone name ``build_backbone`` accepts.
 BACKBONES: tuple[str, ...] = (*_SPECS, "mobilenetv2")
+
+#: layer4 strides: 1 (the paper's, docs/method.md §2.1) or 2 (the stock backbone's).
+LAST_STRIDES: tuple[int, ...] = (1, 2)
 
 #: MobileNetV2 (width 1.0) ``features`` indices [start, stop) of each stage. The cuts mirror ResNet's stages by
 #: output stride at 256x128: stem (features 0-1, stride 2) + layer1 (2-3, stride 4, 24 ch) end at stride 4 like
@@ -336,7 +340,7 @@ def _is_none(pretrained: str | os.PathLike | None) -> bool:
 
 
 def _check_last_stride(last_stride: int) -> int:
-    if last_stride not in (1, 2):
+    if last_stride not in LAST_STRIDES:
         raise ConfigError(f"model.last_stride must be 1 (the paper's, docs/method.md §2.1) or 2 (the stock backbone's), got {last_stride!r}")
     return int(last_stride)
 

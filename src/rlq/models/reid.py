@@ -36,6 +36,7 @@ __all__ = [
     "GENDER_METHODS",
     "SPLITS",
     "POSE_SPLITS",
+    "PLACEMENTS",
     "FORWARD_MODES",
     "ReIDOutput",
     "Branch",
@@ -58,7 +59,8 @@ _SPLIT_INDEX: dict[str, int] = {"disjoint": -1, "layer1": 1, "layer2": 2, "layer
 _POSE_INDEX: dict[str, int] = {"layer1": 1, "layer2": 2, "bot_layer3": 3}
 SPLITS: tuple[str, ...] = tuple(_SPLIT_INDEX)
 POSE_SPLITS: tuple[str, ...] = tuple(_POSE_INDEX)
-_PLACEMENTS: tuple[str, ...] = ("bot", "cal", "both")
+#: Where the gender head / the |cos| partner attach (Table 6).
+PLACEMENTS: tuple[str, ...] = ("bot", "cal", "both")
 FORWARD_MODES: tuple[str, ...] = ("train", "tad", "features", "embed")
 
 
@@ -147,8 +149,8 @@ class ReIDModel(nn.Module):
         self.backbone_name = _check_choice("backbone", backbone, BACKBONES)
         self.split = _check_choice("CAL/BOT split", split, SPLITS)
         self.pose_split = _check_choice("pose split", pose_split, POSE_SPLITS)
-        self.gender_on = _check_choice("gender_on", gender_on, _PLACEMENTS)
-        self.cos_partner = _check_choice("cos_partner", cos_partner, _PLACEMENTS)
+        self.gender_on = _check_choice("gender_on", gender_on, PLACEMENTS)
+        self.cos_partner = _check_choice("cos_partner", cos_partner, PLACEMENTS)
         self.num_ids = _check_count("num_ids", num_ids, 1)
         self.num_genders = _check_count("num_genders", num_genders, 2)
         self.has_bot = method != "cal"

@@ -28,6 +28,7 @@ __all__ = [
     "load_dataset",
     "layout_missing",
     "canonical_name",
+    "dataset_key",
     "check_options",
     "suggest_roots",
     "load_ltcc",
@@ -156,9 +157,14 @@ _MISSING: dict[str, Callable[[str | os.PathLike], list[str]]] = {
 DATASET_NAMES: tuple[str, ...] = tuple(_LOADERS)
 
 
+def dataset_key(name: str) -> str:
+    """`name` as the registry spells names (case, '-' and '_' ignored: 'Celeb-reID' -> 'celebreid'); not checked."""
+    return str(name).strip().lower().replace("-", "").replace("_", "")
+
+
 def canonical_name(name: str) -> str:
     """Registry name for `name` (case, '-' and '_' ignored: 'Celeb-reID' -> 'celebreid'); DatasetError if unknown."""
-    key = str(name).strip().lower().replace("-", "").replace("_", "")
+    key = dataset_key(name)
     if key not in _LOADERS:
         raise DatasetError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
     return key

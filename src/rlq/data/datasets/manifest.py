@@ -18,6 +18,7 @@ import yaml
 
 from rlq.data.records import MODES, Dataset, EvalSpec, Protocol, RawSample, Sample
 from rlq.errors import DatasetError
+from rlq.safe_yaml import load_yaml
 
 from ._common import Problems, test_relabel
 
@@ -88,7 +89,7 @@ def _read_protocol(path: Path | None) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"), path)  # refuses alias bombs (rlq/safe_yaml.py)
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise DatasetError(f"cannot read manifest protocol file {path}: {exc}") from exc
     if data is None:
