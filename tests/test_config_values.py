@@ -226,3 +226,12 @@ def test_modest_aliases_still_load(tmp_path):
     spec = load_run_spec(str(cfg), [])
     assert spec.data.batch_size == spec.tad.external_batch_size == 16
     assert load_yaml(_bomb(3), "x") == yaml.safe_load(_bomb(3))  # 729 values: allowed, same result as safe_load
+
+
+def test_yaml_alias_bomb_in_one_override_is_refused(tmp_path):
+    """An override's value is parsed as YAML too (by OmegaConf, whose loader refuses anchors in a value): the same
+    bomb on one line is refused at once, naming the override."""
+    flow = "[" + ", ".join(f"&{n} [{','.join(['*' + p] * 9)}]" for p, n in zip("abcdef", "bcdefg")) + "]"
+    value = '[&a ["x","x","x","x","x","x","x","x","x"], ' + flow[1:]
+    with pytest.raises(ConfigError, match=r"override 'data.root=\[&a .*not valid YAML"):
+        load_run_spec(None, [f"data.root={value}", f"output={tmp_path / 'r'}"])

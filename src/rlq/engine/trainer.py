@@ -41,6 +41,7 @@ from .distributed import DistInfo, RankFailure, all_reduce_flags, barrier, check
 from .faults import fault_active, fault_point
 from .metrics_log import MetricsLogger
 from .run_dir import RunFolder, claim_run_folder
+from .spec import NONFINITE_POLICIES
 
 __all__ = ["AMP_DTYPES", "LoaderSpec", "Trainer", "TrainingInterrupted", "lr_at_epoch", "Selection"]
 
@@ -241,8 +242,8 @@ class Trainer:
         nonfinite: str = "error",
         run_state: Mapping[str, Any] | None = None,
     ) -> None:
-        if nonfinite not in ("error", "skip"):
-            raise ValueError(f"nonfinite must be 'error' or 'skip', got {nonfinite!r}")
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, got {nonfinite!r}")
         self.raw_model = model.to(device)
         self.method = method
         self.loaders = dict(loaders)
