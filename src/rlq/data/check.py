@@ -19,12 +19,16 @@ from rlq.data.images import verify_image
 from rlq.data.records import Dataset, Sample, canonical_id
 from rlq.errors import DatasetError
 
-__all__ = ["CheckReport", "check_data", "compare_stats", "format_report", "MOSTLY_UNREADABLE"]
+__all__ = ["CheckReport", "check_data", "compare_stats", "format_report", "MOSTLY_UNREADABLE", "MIN_TRAIN_IDS"]
 
 #: Kept for compatibility: a dataset with *any* unreadable image is now unusable (training stops at it).
 MOSTLY_UNREADABLE = 0.5
 
 _FIELDS = ("images", "ids", "clothes", "cameras")
+
+#: The fewest train identities any training accepts (a PK batch of one identity has no negatives: every loss is 0);
+#: `rlq train` asks for data.batch_size / data.num_instances of them (docs/method.md §3.2), at least this many.
+MIN_TRAIN_IDS = 2
 
 
 @dataclass
@@ -141,6 +145,13 @@ def check_data(
     if empty:
         usable = False
         report.messages.append(f"empty split(s): {empty}")
+    n_ids = len({s.pid for s in ds.train})
+    if ds.train and n_ids < MIN_TRAIN_IDS:  # as `rlq train` refuses it (rlq.engine.recipe)
+        usable = False
+        report.messages.append(
+            f"split 'train' has {n_ids} identity: training needs at least {MIN_TRAIN_IDS} (one PK batch needs "
+            "data.batch_size / data.num_instances identities, 8 with the defaults 32 / 4; with one identity every "
+            "loss is exactly 0); add identities to the train split")
 
     if verify_images:
         paths = list(dict.fromkeys(s.path for samples in ds.splits.values() for s in samples))
