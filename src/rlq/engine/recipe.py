@@ -363,6 +363,18 @@ def _check_train_identities(dataset: Dataset, root: str, batch_size: int, num_in
     raise ConfigError(f"the train split of {root} has {n} identit{'y' if n == 1 else 'ies'}: {fix}")
 
 
+def _check_images(dataset: Dataset, progress: bool) -> None:
+    """Every image of every split has a readable header before the run folder is claimed (a bad query or gallery
+    image would otherwise stop the run at its first evaluation, after an epoch whose checkpoint is never written)."""
+    import time
+
+    from ..data.check import require_readable_images
+
+    t0 = time.perf_counter()
+    n = require_readable_images(dataset, progress=progress)
+    log.debug("checked the headers of %d images of %s in %.1f s", n, dataset.root, time.perf_counter() - t0)
+
+
 def run_training(spec: RunSpec, *, resume: bool = False, overwrite: bool = False, role: str | None = None) -> dict:
     """Train ``spec.method`` on ``spec.data``; returns the selection report written to ``results.json``.
 
@@ -399,6 +411,7 @@ def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, over
 
         dataset = identity_holdout(dataset, d.val_holdout_ids, seed=spec.train.seed)
     _check_train_identities(dataset, d.root, d.batch_size, d.num_instances)
+    _check_images(dataset, progress=spec.train.progress and dist.is_main)
     if dist.is_main:  # after the dataset parsed, before anything heavy (creates nothing)
         _check_writable(run_dir)
     defaults = default_side_paths(canonical_name(d.dataset), d.root)
