@@ -157,7 +157,12 @@ def load_model_checkpoint(path: str | os.PathLike, *, device: str | torch.device
     if as_method is not None:
         own = model.state_dict()
         sd = {k: v for k, v in sd.items() if k in own}
-    missing, unexpected = model.load_state_dict(sd, strict=as_method is None)
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=as_method is None)
+    except RuntimeError as e:  # shapes or names that do not fit the model its model_args describe
+        detail = " ".join(str(e).split())
+        raise CheckpointError(f"checkpoint {ck}: its weights do not fit the model its state.json describes "
+                              f"({detail[:300]}); the checkpoint was edited or damaged: use another one") from None
     if missing:
         raise CheckpointError(f"{ck}: weights missing for {missing[:5]}")
     model.to(device).eval()
