@@ -41,5 +41,5 @@ def test_unreadable_gallery_image_fails_before_the_output_folder_is_created(synt
     assert p.returncode == 2, p.stderr[-3000:]
     assert "Traceback" not in p.stderr
     err = " ".join(p.stderr.split())
-    assert f"cannot read image {victim} (split 'gallery'" in err and "Replace or remove it" in err
+    assert f"cannot read image {victim}: " in err and "(split 'gallery' of " in err and "Replace or remove it" in err
     assert not out.exists()

@@ -190,7 +190,7 @@ def require_readable_images(ds: Dataset, *, progress: bool = False) -> int:
             seen.add(s.path)
             reason = verify_image(s.path, full_decode=False)
             if reason is not None:
-                raise DatasetError(f"cannot read image {s.path} (split {split!r} of {ds.root}): {reason}. Replace or "
+                raise DatasetError(f"cannot read image {s.path}: {reason} (split {split!r} of {ds.root}). Replace or "
                                    f"remove it (`rlq check-data {ds.name} {ds.root}` lists every unreadable image)")
     return len(seen)
 
