@@ -157,3 +157,50 @@ def test_check_data_agrees_with_training_on_bad_trees(tmp_path):
         assert fix in format_report(check_data("ltcc", root))
     assert run_cli(["check-data", "ltcc", str(bad_name), "--skip-bad"]) == 0
     assert run_cli(["check-data", "ltcc", str(write_ltcc(tmp_path / "good"))]) == 0
+
+
+def _one_identity_manifest(root: Path) -> Path:
+    rows = [{"path": f"img/train/a{i}.png", "split": "train", "pid": "7", "camid": f"c{i % 2}", "clothes": f"o{i % 2}"}
+            for i in range(8)]
+    rows += [{"path": "img/test/q1.png", "split": "query", "pid": "100", "camid": "c1", "clothes": "x"},
+             {"path": "img/test/g1.png", "split": "gallery", "pid": "100", "camid": "c2", "clothes": "y"},
+             {"path": "img/test/g2.png", "split": "gallery", "pid": "101", "camid": "c1", "clothes": "z"}]
+    return write_manifest(root, rows)
+
+
+def test_one_identity_train_split_is_not_usable_for_training(tmp_path):
+    """Issue 18 F9: a one-identity train split 'trained' with every loss exactly 0; check-data said USABLE."""
+    from cli_helpers import run_cli
+
+    csv = _one_identity_manifest(tmp_path / "one")
+    rep = check_data("manifest", csv)
+    assert not rep.usable
+    text = format_report(rep)
+    assert "NOT USABLE" in text and "split 'train' has 1 identity" in text and "add identities" in text
+    assert run_cli(["check-data", "manifest", str(csv)]) == 1
+
+
+def test_training_refuses_too_few_train_identities(tmp_path, capsys):
+    """Issue 18 F9: `rlq train` refuses before creating its output folder, naming the root, the counts and the fix."""
+    from cli_helpers import run_cli
+
+    csv = _one_identity_manifest(tmp_path / "one")
+    out = tmp_path / "run"
+    base = ["train", "method=bm", "data.dataset=manifest", f"data.root={csv}", f"output={out}", "data.recolor=false",
+            "data.height=64", "data.width=32", "data.workers=0", "model.backbone=tiny", "model.pretrained=none",
+            "train.epochs=1", "train.progress=false", "train.tensorboard=false", "eval.workers=0"]
+    capsys.readouterr()
+    assert run_cli([*base, "data.batch_size=8", "data.num_instances=4"]) == 2
+    err = capsys.readouterr().err
+    assert f"the train split of {csv} has 1 identity" in " ".join(err.split()) and "at least 2" in err
+    assert not out.exists()
+    # two identities but 4 per batch: the fix names the batch settings
+    rows = [{"path": f"img/train/{p}{i}.png", "split": "train", "pid": p, "camid": f"c{i}", "clothes": "o"}
+            for p in ("1", "2") for i in range(4)]
+    rows += [{"path": "img/test/q1.png", "split": "query", "pid": "100", "camid": "c1", "clothes": "x"},
+             {"path": "img/test/g1.png", "split": "gallery", "pid": "100", "camid": "c2", "clothes": "y"}]
+    csv2 = write_manifest(tmp_path / "two", rows)
+    assert run_cli([*base[:3], f"data.root={csv2}", *base[4:], "data.batch_size=16", "data.num_instances=4"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "has 2 identities" in err and "16 / 4 = 4" in err and "lower data.batch_size" in err
+    assert not out.exists()

@@ -61,15 +61,40 @@ def test_same_seed_byte_identical_any_worker_count_and_different_seed_differs(sy
     m2 = generate_synthcc(again, preset="tiny", seed=0, workers=2)  # process pool: same bytes
     assert _tree_hashes(again) == ref
     assert m2 == manifest
-    # Regenerating into an existing SynthCC folder replaces it (no stale files, no temp folders left).
-    m3 = generate_synthcc(again, preset="tiny", seed=1, workers=1)
+    # Regenerating into an existing SynthCC folder (overwrite=True) moves the old one aside whole and leaves no
+    # stale files or temp folders.
+    m3 = generate_synthcc(again, preset="tiny", seed=1, workers=1, overwrite=True)
     other = _tree_hashes(again)
     assert m3["seed"] == 1 and is_synthcc_root(again)
     images = {k for k in ref if k.startswith(("train/", "query/", "test/"))}
     images1 = {k for k in other if k.startswith(("train/", "query/", "test/"))}
     assert len(images & images1) < 0.1 * len(images)  # different pids / frames
     assert len(set(ref.values()) & set(other.values())) < 0.1 * len(ref)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["again"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names[0] == "again" and len(names) == 2 and names[1].startswith("again.old-")
+    assert _tree_hashes(tmp_path / names[1]) == ref  # the old dataset, whole
+
+
+def test_existing_synthcc_folder_is_refused_without_overwrite_and_its_files_kept(synth, tmp_path):
+    """Issue 18 F4: `rlq synth --out` on an existing SynthCC folder deleted the other files in it (e.g. the Quick
+    start's pose_clusters.csv); now it refuses without --overwrite, and with it moves the folder aside."""
+    import shutil
+
+    from cli_helpers import run_cli
+
+    root, _ = synth
+    mine = tmp_path / "synthcc"
+    shutil.copytree(root, mine)
+    (mine / "pose_clusters.csv").write_text("Image,Cluster\nx,0\n")
+    before = _tree_hashes(mine)
+    with pytest.raises(DatasetError, match="--overwrite"):
+        generate_synthcc(mine, preset="tiny", seed=1, workers=1)
+    assert run_cli(["synth", "--out", str(mine), "--preset", "tiny", "--seed", "1", "--workers", "1"]) != 0
+    assert _tree_hashes(mine) == before and sorted(p.name for p in tmp_path.iterdir()) == ["synthcc"]
+    assert run_cli(["synth", "--out", str(mine), "--preset", "tiny", "--seed", "1", "--workers", "1", "--overwrite"]) == 0
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("synthcc.old-")]
+    assert len(aside) == 1 and _tree_hashes(aside[0]) == before  # pose_clusters.csv included
+    assert is_synthcc_root(mine) and not (mine / "pose_clusters.csv").exists()
 
 
 def test_refuses_foreign_folder_and_leaves_nothing_on_failure(tmp_path, monkeypatch):

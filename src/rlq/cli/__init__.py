@@ -41,6 +41,53 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
         sys.exit(130)
+    except OSError as e:
+        full = disk_full_error(e)
+        if full is None:
+            raise
+        # A full disk (or quota) is the machine's state, not a bug: one line naming the folder and what to do.
+        # Every file is written atomically (docs/design.md), so the last good checkpoint is intact.
+        args = sys.argv[1:] if argv is None else list(argv)
+        console.print(f"[bold red]error:[/bold red] {escape(disk_full_message(full, 'train' in args))}", highlight=False,
+                      soft_wrap=True)
+        if VERBOSE["on"]:
+            import traceback
+
+            console.print(escape("".join(traceback.format_exception(e))), highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+def disk_full_error(exc: BaseException) -> OSError | None:
+    """The ENOSPC / EDQUOT OSError behind ``exc`` (itself or a cause in its chain), else None."""
+    import errno
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def disk_full_message(e: OSError, training: bool) -> str:
+    """``disk full writing PATH: free space on MOUNT, then ...``: the file, the file system to clear, the next step."""
+    import errno
+    import os
+
+    what = "disk quota exceeded" if e.errno == errno.EDQUOT else "disk full"
+    path = os.path.abspath(os.fsdecode(e.filename)) if e.filename is not None else None
+    mount = None
+    if path is not None:
+        mount = path
+        while not os.path.ismount(mount) and os.path.dirname(mount) != mount:
+            mount = os.path.dirname(mount)
+    where = f"{what} writing {path}" if path else what
+    space = f"free space on {mount}" if mount else "free disk space"
+    then = ("then resume with the same `rlq train` command plus --resume (the last good checkpoint is intact)" if training
+            else "then run the command again")
+    return f"{where}: {space}, {then}"
 
 
 if __name__ == "__main__":  # pragma: no cover

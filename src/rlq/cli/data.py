@@ -14,11 +14,11 @@ from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA
 
 @app.command("synth")
 def synth(
-    out_dir: Path = typer.Option(Path("data/synthcc"), "--out", "-o", help="Output folder (created; written atomically)."),
+    out_dir: Path = typer.Option(Path("data/synthcc"), "--out", "-o", help="Output folder: new or empty unless --overwrite (written atomically)."),
     preset: str = typer.Option("default", help="tiny (unit tests, seconds), small, or default (the demo's, < 60 s)."),
     seed: int = typer.Option(0, help="Same seed, byte-identical files."),
     workers: Optional[int] = typer.Option(None, help="Processes (default: all cores); the output does not depend on it."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing SynthCC folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start anew in a folder that holds files: it is moved aside to <name>.old-<timestamp> (nothing is deleted)."),
 ) -> None:
     """Generate SynthCC: a procedural clothes-changing ReID dataset in the LTCC layout, with keypoints,
     parsing maps, gender labels, per-image quality labels, a clean external split and preview.png."""

@@ -19,12 +19,17 @@ from rlq.data.images import verify_image
 from rlq.data.records import Dataset, Sample, canonical_id
 from rlq.errors import DatasetError
 
-__all__ = ["CheckReport", "check_data", "compare_stats", "format_report", "MOSTLY_UNREADABLE"]
+__all__ = ["CheckReport", "check_data", "compare_stats", "format_report", "MOSTLY_UNREADABLE", "MIN_TRAIN_IDS",
+           "require_readable_images"]
 
 #: Kept for compatibility: a dataset with *any* unreadable image is now unusable (training stops at it).
 MOSTLY_UNREADABLE = 0.5
 
 _FIELDS = ("images", "ids", "clothes", "cameras")
+
+#: The fewest train identities any training accepts (a PK batch of one identity has no negatives: every loss is 0);
+#: `rlq train` asks for data.batch_size / data.num_instances of them (docs/method.md §3.2), at least this many.
+MIN_TRAIN_IDS = 2
 
 
 @dataclass
@@ -141,6 +146,13 @@ def check_data(
     if empty:
         usable = False
         report.messages.append(f"empty split(s): {empty}")
+    n_ids = len({s.pid for s in ds.train})
+    if ds.train and n_ids < MIN_TRAIN_IDS:  # as `rlq train` refuses it (rlq.engine.recipe)
+        usable = False
+        report.messages.append(
+            f"split 'train' has {n_ids} identity: training needs at least {MIN_TRAIN_IDS} (one PK batch needs "
+            "data.batch_size / data.num_instances identities, 8 with the defaults 32 / 4; with one identity every "
+            "loss is exactly 0); add identities to the train split")
 
     if verify_images:
         paths = list(dict.fromkeys(s.path for samples in ds.splits.values() for s in samples))
@@ -161,6 +173,26 @@ def check_data(
                 report.messages.append(f"split {split!r}: no readable image")
     report.usable = usable
     return report
+
+
+def require_readable_images(ds: Dataset, *, progress: bool = False) -> int:
+    """Before training: every image of every split (train, query, gallery, the val splits of the protocols) exists
+    and its header (PNG: also its chunk checksums) reads, without a full decode; returns the number checked.
+
+    Raises a one-line DatasetError naming the first bad file, its split and the fix, so that a broken query or
+    gallery image stops the run before its first epoch rather than at its first evaluation. Files that
+    ``skip_bad`` skipped are not in the splits; no option skips an unreadable image (as in :func:`check_data`)."""
+    seen: set[str] = set()
+    for split, samples in ds.splits.items():
+        for s in tqdm(samples, desc=f"checking {split} images", unit="img", disable=not progress, leave=False):
+            if s.path in seen:
+                continue
+            seen.add(s.path)
+            reason = verify_image(s.path, full_decode=False)
+            if reason is not None:
+                raise DatasetError(f"cannot read image {s.path}: {reason} (split {split!r} of {ds.root}). Replace or "
+                                   f"remove it (`rlq check-data {ds.name} {ds.root}` lists every unreadable image)")
+    return len(seen)
 
 
 def format_report(report: CheckReport) -> str:

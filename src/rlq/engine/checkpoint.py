@@ -29,6 +29,7 @@ from safetensors.torch import save as st_save
 from ..errors import CheckpointError
 from ..io import atomic_write_bytes, atomic_write_json, replace_dir, sha256_file
 from .faults import fault_active, fault_point
+from .state_check import check_state
 
 __all__ = [
     "CheckpointManager",
@@ -99,6 +100,7 @@ def read_checkpoint(path: str | os.PathLike, verify: bool = True) -> tuple[dict[
         state = json.loads((p / STATE).read_text(encoding="utf-8"))
     except Exception as e:  # safetensors raises its own error types
         raise CheckpointError(f"cannot read checkpoint {p}: {e}") from None
+    check_state(p, state, tensors)  # every field a reader uses, typed and bounded (rlq.engine.state_check)
     if state.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {p} has format version {state.get('format_version')}, expected {FORMAT_VERSION}")
     return tensors, state

@@ -141,7 +141,12 @@ def load_model_checkpoint(path: str | os.PathLike, *, device: str | torch.device
     if as_method is not None:
         own = model.state_dict()
         sd = {k: v for k, v in sd.items() if k in own}
-    missing, unexpected = model.load_state_dict(sd, strict=as_method is None)
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=as_method is None)
+    except RuntimeError as e:  # shapes or names that do not fit the model its model_args describe
+        detail = " ".join(str(e).split())
+        raise CheckpointError(f"checkpoint {ck}: its weights do not fit the model its state.json describes "
+                              f"({detail[:300]}); the checkpoint was edited or damaged: use another one") from None
     if missing:
         raise CheckpointError(f"{ck}: weights missing for {missing[:5]}")
     model.to(device).eval()
@@ -327,6 +332,38 @@ def _check_writable(run_dir: Path) -> None:
         raise ConfigError(f"only {free / 2**20:.0f} MiB free under {run_dir}; checkpoints need more space")
 
 
+def _check_train_identities(dataset: Dataset, root: str, batch_size: int, num_instances: int) -> None:
+    """Refuse a train split with fewer identities than one PK batch needs (docs/method.md §3.2): batch_size /
+    num_instances of them, at least 2. With one identity every loss is exactly 0 and nothing is learnt."""
+    from ..data.check import MIN_TRAIN_IDS
+
+    n = len({s.pid for s in dataset.train})
+    per_batch = batch_size // max(1, num_instances)
+    need = max(MIN_TRAIN_IDS, per_batch)
+    if n >= need:
+        return
+    if n < MIN_TRAIN_IDS:
+        fix = (f"training needs at least {MIN_TRAIN_IDS} (with one identity every loss is exactly 0); add identities "
+               "to the train split")
+    else:
+        fix = (f"one PK batch needs data.batch_size / data.num_instances = {batch_size} / {num_instances} = {per_batch}; "
+               f"use fewer identities per batch (lower data.batch_size or raise data.num_instances, e.g. "
+               f"data.batch_size={n * num_instances}) or add identities")
+    raise ConfigError(f"the train split of {root} has {n} identit{'y' if n == 1 else 'ies'}: {fix}")
+
+
+def _check_images(dataset: Dataset, progress: bool) -> None:
+    """Every image of every split has a readable header before the run folder is claimed (a bad query or gallery
+    image would otherwise stop the run at its first evaluation, after an epoch whose checkpoint is never written)."""
+    import time
+
+    from ..data.check import require_readable_images
+
+    t0 = time.perf_counter()
+    n = require_readable_images(dataset, progress=progress)
+    log.debug("checked the headers of %d images of %s in %.1f s", n, dataset.root, time.perf_counter() - t0)
+
+
 def run_training(spec: RunSpec, *, resume: bool = False, overwrite: bool = False, role: str | None = None) -> dict:
     """Train ``spec.method`` on ``spec.data``; returns the selection report written to ``results.json``.
 
@@ -362,6 +399,8 @@ def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, over
         from ..data.holdout import identity_holdout
 
         dataset = identity_holdout(dataset, d.val_holdout_ids, seed=spec.train.seed)
+    _check_train_identities(dataset, d.root, d.batch_size, d.num_instances)
+    _check_images(dataset, progress=spec.train.progress and dist.is_main)
     if dist.is_main:  # after the dataset parsed, before anything heavy (creates nothing)
         _check_writable(run_dir)
     defaults = default_side_paths(canonical_name(d.dataset), d.root)

@@ -384,7 +384,12 @@ def _default_workers() -> int:
 
 def generate_synthcc(out: str | os.PathLike, preset: str = "default", seed: int = 0, workers: int | None = None,
                      progress: bool = False, overwrite: bool = False) -> dict:
-    """Generate SynthCC at `out` (replacing an existing SynthCC folder); returns the synthcc.json content."""
+    """Generate SynthCC at `out`; returns the synthcc.json content.
+
+    `out` must be new or an empty folder. A folder that holds files (an earlier SynthCC, with e.g. the Quick
+    start's ``pose_clusters.csv``, or anything else) is refused unless ``overwrite``: then, once the new tree is
+    ready, the old folder is moved aside whole to ``<name>.old-<UTC timestamp>`` (nothing is deleted), the rule
+    for run folders (:mod:`rlq.engine.run_dir`)."""
     if preset not in SYNTH_PRESETS:
         raise ConfigError(f"unknown SynthCC preset {preset!r}; choose one of {sorted(SYNTH_PRESETS)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -396,9 +401,11 @@ def generate_synthcc(out: str | os.PathLike, preset: str = "default", seed: int 
     if out.exists():
         if not out.is_dir():
             raise DatasetError(f"SynthCC output {out} exists and is not a folder; choose another --out")
-        if any(out.iterdir()) and not is_synthcc_root(out) and not overwrite:
-            raise DatasetError(f"SynthCC output folder {out} is not empty and holds no SynthCC dataset "
-                               f"({_MANIFEST} missing); choose an empty folder or pass overwrite=True (--overwrite)")
+        if any(out.iterdir()) and not overwrite:
+            what = "an earlier SynthCC dataset" if is_synthcc_root(out) else f"other files (no {_MANIFEST})"
+            raise DatasetError(f"SynthCC output folder {out} is not empty: it holds {what}; choose an empty or new "
+                               f"folder, or pass --overwrite (Python: overwrite=True) to move it aside to "
+                               f"{out.name}.old-<timestamp> (nothing is deleted)")
     out.parent.mkdir(parents=True, exist_ok=True)
     n_workers = _default_workers() if workers is None else max(1, workers)
     t0 = time.perf_counter()
@@ -434,14 +441,16 @@ def generate_synthcc(out: str | os.PathLike, preset: str = "default", seed: int 
 
 
 def _commit(staging: Path, out: Path) -> None:
-    """Move the finished tree to `out`; an old `out` is moved aside first and deleted afterwards."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old)  # a directory replaces the empty placeholder on POSIX
+    """Move the finished tree to `out`. An old `out` that holds files (allowed only with overwrite, checked in
+    :func:`generate_synthcc`) is kept whole under ``<name>.old-<UTC timestamp>``; an empty one is replaced."""
+    from rlq.engine.run_dir import _aside_name  # the run folders' naming rule; a light module (no torch)
+
+    if out.exists() and any(out.iterdir()):  # an empty folder is simply replaced (rename onto it, POSIX)
+        aside = _aside_name(out)
+        os.replace(out, aside)  # one atomic rename: the old folder is kept whole under its new name
+        logger.warning("--overwrite: moved the earlier %s aside to %s (remove it yourself when no longer needed)",
+                       out, aside)
     os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_side_files(root: Path, preset: str, p: SynthPreset, seed: int, cams: list[Camera], ext_cams: list[Camera],
