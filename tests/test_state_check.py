@@ -104,6 +104,9 @@ RESUMABLE_CASES = [
     ("selection.history", {}, "selection.history"),
     ("world_size", 0, "world_size"),
     ("metrics_lines", "many", "metrics_lines"),
+    ("log_window", [], "log_window"),
+    ("log_window.n", -1, "log_window.n"),
+    ("log_window.sums", {"loss": "x"}, "log_window.sums.loss"),
 ]
 
 #: the same for the weights-only `best` checkpoint (fewer fields)
@@ -189,7 +192,8 @@ _json = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(field=st.sampled_from(["input_size", "model_args", "position", "global_step", "optimizer", "method_state",
-                              "scaler", "rng", "selection", "world_size", "metrics_lines", "spec", "num_train_ids"]),
+                              "scaler", "rng", "selection", "world_size", "metrics_lines", "spec", "num_train_ids",
+                              "log_window"]),
        value=_json)
 def test_random_field_values_only_raise_checkpoint_errors(run, tmp_path_factory, field, value):
     ck = _edited(_latest(run), tmp_path_factory.mktemp("h") / "ck", _set(field, value))
@@ -197,3 +201,13 @@ def test_random_field_values_only_raise_checkpoint_errors(run, tmp_path_factory,
         read_checkpoint(ck)
     except CheckpointError as e:
         assert f"checkpoint {ck}" in str(e)
+
+
+def test_resume_with_another_backbone_is_a_checkpoint_error(synthcc_tiny, tmp_path, one_thread):
+    """The checkpoint is intact but this run's model has other shapes: one clear error, not a RuntimeError."""
+    from rlq.engine.recipe import run_training
+    from test_engine import tiny_spec
+
+    run_training(tiny_spec(synthcc_tiny, tmp_path / "r", epochs=1, steps=1))
+    with pytest.raises(CheckpointError, match=r"does not fit this run's model .*config.yaml"):
+        run_training(tiny_spec(synthcc_tiny, tmp_path / "r", epochs=2, steps=1, model__backbone="mobilenetv2"), resume=True)

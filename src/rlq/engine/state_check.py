@@ -110,7 +110,7 @@ def _input_size(field: str, v: Any) -> None:
 
 def _model_args(field: str, v: Any) -> None:
     from ..models.backbones import BACKBONES
-    from ..models.reid import _PLACEMENTS, METHODS, POSE_METHODS, POSE_SPLITS, SPLITS
+    from ..models.reid import METHODS, PLACEMENTS, POSE_METHODS, POSE_SPLITS, SPLITS
 
     d = _dict(field, v)
     known = {"method", "num_ids", "pose_clusters", "backbone", "split", "pose_split", "gender_on", "cos_partner",
@@ -127,7 +127,7 @@ def _model_args(field: str, v: Any) -> None:
         raise _Bad(f"{field}.pose_clusters", f"is missing: method {method!r} has a pose head")
     _opt(_int)(f"{field}.pose_clusters", d.get("pose_clusters"), 1, 10_000)
     for k, choices in (("backbone", BACKBONES), ("split", SPLITS), ("pose_split", POSE_SPLITS),
-                       ("gender_on", _PLACEMENTS), ("cos_partner", _PLACEMENTS)):
+                       ("gender_on", PLACEMENTS), ("cos_partner", PLACEMENTS)):
         if k in d:
             _str(f"{field}.{k}", d[k], tuple(choices))
     if "num_genders" in d:
@@ -279,6 +279,15 @@ def _selection(field: str, v: Any) -> None:
         _dict(f"{field}.history[{i}]", h)
 
 
+def _log_window(field: str, v: Any) -> None:
+    """The trainer's log_every averaging window: sums of logged values, the steps and images in them."""
+    d = _dict(field, v)
+    for k in ("n", "images"):
+        _int(f"{field}.{k}", d.get(k))
+    for k, x in _dict(f"{field}.sums", d.get("sums")).items():
+        _num(f"{field}.sums.{k}", x)
+
+
 #: field -> check(field, value, tensors)
 _CHECKS: dict[str, Callable[[str, Any, Mapping[str, torch.Tensor]], None]] = {
     "method": lambda f, v, t: _opt(_str)(f, v, _methods()),
@@ -305,6 +314,7 @@ _CHECKS: dict[str, Callable[[str, Any, Mapping[str, torch.Tensor]], None]] = {
     "selection": lambda f, v, t: _selection(f, v),
     "world_size": lambda f, v, t: _int(f, v, 1, 1_000_000),
     "metrics_lines": lambda f, v, t: _opt(_int)(f, v),
+    "log_window": lambda f, v, t: _log_window(f, v),
 }
 
 

@@ -404,10 +404,20 @@ class Trainer:
         ws = state.get("world_size", 1)
         if ws != self.dist.world_size:
             log.warning("resuming a %d-replica checkpoint with %d replicas: the data order changes", ws, self.dist.world_size)
+        missing = [k for k in ("position", "global_step", "optimizer", "selection") if k not in state]
+        if missing or state.get("weights_only"):
+            raise CheckpointError(f"{good} is not a resumable checkpoint (state.json lacks {', '.join(missing) or 'nothing'}"
+                                  f"{'; it holds weights only' if state.get('weights_only') else ''}); restore it or start "
+                                  "anew with --overwrite")
         msd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        self.raw_model.load_state_dict(msd)
-        optimizer_state_from_flat(self.optimizer, "optim", tensors, state["optimizer"])
-        self.method.load_state_tensors(tensors, state.get("method_state", {}))
+        try:
+            self.raw_model.load_state_dict(msd)
+            optimizer_state_from_flat(self.optimizer, "optim", tensors, state["optimizer"])
+            self.method.load_state_tensors(tensors, state.get("method_state", {}))
+        except (RuntimeError, ValueError, KeyError) as e:  # shapes or names that do not fit this run's model
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{good} does not fit this run's model ({first}); resume with the settings the run "
+                                  "was started with (its config.yaml), or start anew with --overwrite") from None
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         restore_rng(tensors, state.get("rng", {}))
