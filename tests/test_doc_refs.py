@@ -102,3 +102,19 @@ def test_checker_catches_a_missing_section(tmp_path):
     assert _headings(doc) == {"1", "1.2"}
     assert SECTION_REF.search("see docs/x.md §1.3 for").group(2) == "1.3"
     assert FOREIGN.search("see METHOD.md §2") and not FOREIGN.search("see docs/method.md §2")
+
+
+TEST_REF = re.compile(r"tests/(test_\w+\.py)::(test_\w+)")
+
+
+def test_every_named_test_exists():
+    """docs/guarantees.md (and any other page) names tests as tests/FILE.py::NAME: each must be a test function there,
+    so a guarantee never outlives the test that holds it."""
+    bad = []
+    for f in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for file, name in TEST_REF.findall(f.read_text(encoding="utf-8")):
+            t = ROOT / "tests" / file
+            if not t.is_file() or not re.search(rf"^def {name}\(", t.read_text(encoding="utf-8"), flags=re.M):
+                bad.append(f"{f.name}: tests/{file}::{name}")
+    assert bad == []
+    assert len(TEST_REF.findall((ROOT / "docs" / "guarantees.md").read_text(encoding="utf-8"))) > 40

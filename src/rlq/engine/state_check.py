@@ -157,6 +157,13 @@ def _position(field: str, v: Any) -> None:
             _int(f"{field}.{k}", d[k])
 
 
+def _numbers_in(field: str, d: Mapping[str, Any], bounds: Mapping[str, tuple[float, float]]) -> None:
+    """Each of ``bounds``' keys that ``d`` holds is a number within its (low, high)."""
+    for k, (lo, hi) in bounds.items():
+        if k in d:
+            _num(f"{field}.{k}", d[k], lo, hi)
+
+
 def _optimizer(field: str, v: Any, tensors: Mapping[str, torch.Tensor], prefix: str) -> None:
     """The JSON part of :func:`rlq.engine.checkpoint.optimizer_state_to_flat` (Adam), against its tensors."""
     d = _dict(field, v)
@@ -174,12 +181,7 @@ def _optimizer(field: str, v: Any, tensors: Mapping[str, torch.Tensor], prefix: 
             raise _Bad(f"{f}.params", "is missing")
         for j, p in enumerate(_list(f"{f}.params", g["params"])):
             params.add(_int(f"{f}.params[{j}]", p, 0, 10**9))
-        if "lr" in g:
-            _num(f"{f}.lr", g["lr"], 0.0, 1e3)
-        if "eps" in g:
-            _num(f"{f}.eps", g["eps"], 0.0, 1.0)
-        if "weight_decay" in g:
-            _num(f"{f}.weight_decay", g["weight_decay"], 0.0, 1e3)
+        _numbers_in(f, g, {"lr": (0.0, 1e3), "eps": (0.0, 1.0), "weight_decay": (0.0, 1e3)})
         if "betas" in g:
             b = _list(f"{f}.betas", g["betas"], 2)
             _num(f"{f}.betas[0]", b[0], 0.0, 1.0)
@@ -216,12 +218,7 @@ def _scaler(field: str, v: Any) -> None:
     if v is None:
         return
     d = _dict(field, v)
-    if "scale" in d:
-        _num(f"{field}.scale", d["scale"], 0.0, 1e38)
-    if "growth_factor" in d:
-        _num(f"{field}.growth_factor", d["growth_factor"], 1.0, 1e3)
-    if "backoff_factor" in d:
-        _num(f"{field}.backoff_factor", d["backoff_factor"], 0.0, 1.0)
+    _numbers_in(field, d, {"scale": (0.0, 1e38), "growth_factor": (1.0, 1e3), "backoff_factor": (0.0, 1.0)})
     if "growth_interval" in d:
         _int(f"{field}.growth_interval", d["growth_interval"], 1)
     if "_growth_tracker" in d:
