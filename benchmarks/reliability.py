@@ -238,8 +238,181 @@ def probe_lock(root: Path, d: Path) -> dict:
             "detail": f"refused naming the holder's PID: {refused}; folder unchanged: {before == after}"}
 
 
+def probe_index_flip(root: Path, d: Path) -> dict:
+    """F3: one flipped byte in a saved search index's features.npy is refused on load, naming the file."""
+    from rlq.deploy.search import GalleryIndex
+
+    g = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    idx = GalleryIndex.build(g, [f"k{i}" for i in range(50)], backend="exact").save(d / "idx")
+    f = idx / "features.npy"
+    b = bytearray(f.read_bytes())
+    b[-5] ^= 0x40  # an exponent bit of the last row: a "cosine" far above 1 before the fix
+    f.write_bytes(bytes(b))
+    try:
+        GalleryIndex.load(idx)
+    except RlqError as e:
+        return {"held": "features.npy" in str(e), "detail": str(e)[:200]}
+    return {"held": False, "detail": "the flipped index loaded"}
+
+
+def probe_synth_overwrite(root: Path, d: Path) -> dict:
+    """F4: `rlq synth --out` on an existing SynthCC folder is refused without --overwrite; pose_clusters.csv survives."""
+    out = d / "synthcc"
+    shutil.copytree(root, out)
+    (out / "pose_clusters.csv").write_text("Category,Image,R_LA_15\n")
+    p = _cli(["synth", "--preset", "tiny", "--out", str(out), "--workers", "1"])
+    kept = (out / "pose_clusters.csv").is_file()
+    return {"held": _one_line(p) and kept, "detail": f"exit {p.returncode}; pose_clusters.csv kept: {kept}; "
+                                                     f"{(p.stderr or p.stdout).strip()[:160]}"}
+
+
+def probe_bad_numbers(root: Path, d: Path) -> dict:
+    """F5 and bad choices: zero / negative / NaN settings and bogus choice values are refused by --dry-run, nothing written."""
+    cases = ["train.eval_every=0", "train.ckpt_every_epochs=0", "train.log_every=0", "data.num_instances=0",
+             "data.batch_size=0", "optim.lr=nan", "optim.lr=-1", "train.max_steps_per_epoch=-1", "tad.variant=bogus",
+             "tad.alternation=sometimes", "model.split=layer9", "loss.kl_weighting=whatever", "model.backbone=resnet9000",
+             "train.nonfinite=ignore"]
+    refused = {}
+    for c in cases:
+        p = _cli(["train", "--config", "configs/synthcc/rlq.yaml", f"output={d / 'out'}", f"data.root={root}", c, "--dry-run"],
+                 cwd=d)
+        refused[c] = _one_line(p) and c.split("=")[0] in p.stderr
+    written = [q.name for q in d.iterdir()]
+    return {"held": all(refused.values()) and written == [], "detail": f"refused naming the key: {sum(refused.values())} "
+            f"of {len(cases)}; files written: {written}"}
+
+
+def probe_state_edit(root: Path, d: Path) -> dict:
+    """F6: state.json edited (input_size [100000, 100000]) with its checksum recomputed is refused naming the field."""
+    from rlq.engine.checkpoint import MANIFEST, STATE, WEIGHTS
+    from rlq.io import sha256_file
+
+    out = d / "run"
+    run_uninterrupted(root, out)
+    ck = out / "checkpoints" / "best"
+    state = json.loads((ck / STATE).read_text())
+    state["input_size"] = [100000, 100000]
+    (ck / STATE).write_text(json.dumps(state))
+    files = {f: {"sha256": sha256_file(ck / f), "size": (ck / f).stat().st_size} for f in (WEIGHTS, STATE)}
+    (ck / MANIFEST).write_text(json.dumps({"files": files}))
+    p = _cli(["eval", str(ck), "--dataset", "synthcc", "--root", str(root)])
+    return {"held": _one_line(p) and "input_size" in p.stderr, "detail": (p.stderr or p.stdout).strip()[:200]}
+
+
+def probe_symlink_escape(root: Path, d: Path) -> dict:
+    """F8: a symlinked folder inside a manifest's folder (escape -> /) cannot reach outside it."""
+    from rlq.data.datasets import load_dataset
+
+    m = d / "manifest"
+    m.mkdir()
+    (m / "escape").symlink_to("/", target_is_directory=True)
+    (m / "data.csv").write_text("path,split,pid\nescape/etc/hostname,train,1\n")
+    try:
+        load_dataset("manifest", m / "data.csv")
+    except RlqError as e:
+        return {"held": True, "detail": str(e)[:200]}
+    return {"held": False, "detail": "the manifest reached outside its folder"}
+
+
+def probe_one_identity(root: Path, d: Path) -> dict:
+    """F9: a one-identity dataset is NOT USABLE for check-data and refused by train."""
+    from PIL import Image as _Image
+
+    m = d / "one"
+    m.mkdir()
+    rows = ["path,split,pid,camid,clothes"]
+    for i in range(8):
+        _Image.new("RGB", (32, 64), (10 * i, 20, 30)).save(m / f"{i}.png")
+        rows.append(f"{i}.png,{'train' if i < 4 else ('query' if i < 6 else 'gallery')},{1 if i < 4 else 2},{i % 2},{i % 2}")
+    (m / "data.csv").write_text("\n".join(rows) + "\n")
+    chk = _cli(["check-data", "manifest", str(m / "data.csv")])
+    tr = _cli(["train", "--config", "configs/synthcc/bm.yaml", "data.dataset=manifest", f"data.root={m / 'data.csv'}",
+               "data.recolor=false", f"output={d / 'out'}", "train.epochs=1"])
+    not_usable = "NOT USABLE" in chk.stdout + chk.stderr
+    err = (tr.stderr or tr.stdout).strip().splitlines()
+    return {"held": not_usable and _one_line(tr) and "training needs at least" in tr.stderr and not (d / "out").exists(),
+            "detail": f"check-data NOT USABLE: {not_usable}; train: {err[-1][:200] if err else ''}"}
+
+
+def probe_alias_bomb(root: Path, d: Path) -> dict:
+    """F10: a 7-line YAML alias bomb given to `rlq train --config` is refused at once (no hang, no memory growth)."""
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for prev, name in zip("abcdef", "bcdefg"):
+        lines.append(f"{name}: &{name} [{','.join(['*' + prev] * 9)}]")
+    (d / "bomb.yaml").write_text("\n".join(lines) + "\n")
+    try:
+        p = _cli(["train", "--config", str(d / "bomb.yaml"), "--dry-run"], timeout=120)
+    except subprocess.TimeoutExpired:
+        return {"held": False, "detail": "still running after 120 s"}
+    return {"held": _one_line(p) and "bomb.yaml" in p.stderr, "detail": p.stderr.strip()[:200]}
+
+
+def probe_disk_full(root: Path, d: Path) -> dict:
+    """F11: a full disk at the 2nd checkpoint write is one line (no traceback); --resume then finishes the run."""
+    out = d / "run"
+    p = _cli(train_cmd(root, out)[3:], env={"RLQ_FAULT_INJECT": "disk-full:2"})
+    lines = [x for x in p.stderr.strip().splitlines() if x.strip()]
+    r = _cli(train_cmd(root, out, resume=True)[3:])
+    return {"held": _one_line(p) and "disk full" in p.stderr and r.returncode == 0,
+            "detail": f"{lines[-1][:160] if lines else ''}; resume exit {r.returncode}"}
+
+
+def probe_bad_gallery_image(root: Path, d: Path) -> dict:
+    """F12: a corrupt gallery image is found before training (no run folder), named with its split."""
+    bad = d / "synthcc"
+    shutil.copytree(root, bad)
+    victim = sorted((bad / "test").glob("*.png"))[0]
+    victim.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    p = _cli(train_cmd(bad, d / "out")[3:])
+    return {"held": _one_line(p) and victim.name in p.stderr and not (d / "out").exists(), "detail": p.stderr.strip()[-200:]}
+
+
+def probe_formula_injection(root: Path, d: Path) -> dict:
+    """F13: a manifest id =HYPERLINK(...) is written quoted into gender_template.csv."""
+    from PIL import Image as _Image
+
+    m = d / "m"
+    m.mkdir()
+    rows = ["path,split,pid,camid,clothes"]
+    for i, pid in enumerate(['=HYPERLINK("http://x","y")', "p2", "p3", "p4"]):
+        _Image.new("RGB", (32, 64), (10 * i, 20, 30)).save(m / f"{i}.png")
+        rows.append(f'{i}.png,train,"{pid.replace(chr(34), chr(34) * 2)}",0,0')
+    (m / "data.csv").write_text("\n".join(rows) + "\n")
+    p = _cli(["gender", "sheet", "-d", "manifest", "-r", str(m / "data.csv"), "-o", str(d / "sheet")])
+    t = d / "sheet" / "gender_template.csv"
+    text = t.read_text() if t.is_file() else ""
+    cells = [c for line in text.splitlines() for c in line.split(",")]
+    raw = [c for c in cells if c.strip('"').startswith("=")]
+    return {"held": p.returncode == 0 and bool(text) and not raw,
+            "detail": f"exit {p.returncode}; cells starting with '=': {raw[:2]}"}
+
+
+def probe_strict_json(root: Path, d: Path) -> dict:
+    """F14: results with no matching query are strict JSON (null, not NaN)."""
+    from rlq.evaluation.ranking import evaluate_features
+    from rlq.io import atomic_write_json
+
+    f = np.eye(4, dtype=np.float32)
+    res = evaluate_features(f[:2], f[2:], [0, 1], [2, 3], [0, 0], [1, 1], mode="general")
+    atomic_write_json(d / "r.json", res)
+
+    def refuse(c):
+        raise ValueError(c)
+
+    try:
+        json.loads((d / "r.json").read_text(), parse_constant=refuse)
+    except ValueError as e:
+        return {"held": False, "detail": f"bare {e}"}
+    return {"held": True, "detail": f"rank1={json.loads((d / 'r.json').read_text()).get('rank1')!r}"}
+
+
 PROBES = {"nan_batch_skipped_changes_nothing": probe_nan_skip, "F1_history_outside_the_run": probe_history_escape,
-          "F2_run_folder_lock": probe_lock}
+          "F2_run_folder_lock": probe_lock, "F3_index_integrity": probe_index_flip, "F4_synth_out": probe_synth_overwrite,
+          "F5_bad_values_dry_run": probe_bad_numbers, "F6_state_json_edit": probe_state_edit,
+          "F8_manifest_symlink": probe_symlink_escape, "F9_one_identity": probe_one_identity,
+          "F10_alias_bomb": probe_alias_bomb, "F11_disk_full": probe_disk_full, "F12_bad_gallery_image": probe_bad_gallery_image,
+          "F13_formula_injection": probe_formula_injection, "F14_strict_json": probe_strict_json}
 
 
 def probe_faults(root: Path, d: Path, only: list[str] | None = None) -> list[dict]:
@@ -279,7 +452,7 @@ def main(argv=None) -> dict:
             "kills_attempted": kills,
             "kills_survived": sum(e.get("killed", False) for e in events), "events": events,
             "final_state_matches_uninterrupted": match,
-            "note": "checkpoints every step; SIGKILL via RLQ_FAULT_INJECT (step / ckpt-write / eval, in turn), then --resume",
+            "note": "checkpoints every step, log_every=3 (the logged averages span checkpoints); SIGKILL via RLQ_FAULT_INJECT (step / ckpt-write / eval, in turn), then --resume",
         }
         report["corrupt_images"] = try_images(corrupt_images(tmp / "images"))
         from rlq.data.check import check_data

@@ -65,3 +65,12 @@ def test_tad_step_quick(tmp_path):
         # the batched path stays close to the official per-image operators
         assert all(v["mean"] < 1 for v in case["grey_level_diff_cpu_vs_official"].values())
     assert r["tad_step"][0]["threads_each_side"] == 1
+
+
+def test_skip_snapshot_quick(tmp_path):
+    r = _run("skip_snapshot.py", tmp_path / "skip.json")
+    (c,) = r["cases"]
+    assert set(c["timing"]["runs"]) == {"step_error", "step_skip", "buffer_copy_only"}
+    assert c["buffer_bytes"] > 0 and c["threads_each_side"] >= 1
+    assert r["env"]["script"]["path"] == "skip_snapshot.py" and len(r["env"]["script"]["sha256"]) == 64
+    assert isinstance(r["env"]["git_dirty"], (bool, type(None)))
