@@ -22,10 +22,10 @@ from typing import Any, Callable
 import numpy as np
 
 from .engine.spec import RunSpec
-from .errors import RlqError
+from .errors import RlqError, TrainingError
 from .io import atomic_write_json, atomic_write_text
 
-__all__ = ["DemoSettings", "run_demo", "chance_rank1", "comparison_pairs", "DEMO_METHODS"]
+__all__ = ["DemoSettings", "DemoRunFailed", "run_demo", "chance_rank1", "comparison_pairs", "DEMO_METHODS"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,13 @@ class DemoSettings:
     max_steps_per_epoch: int = 0
     overrides: tuple[str, ...] = ()  # extra key=value overrides for every run
     resume: bool = False  # continue unfinished method runs from their checkpoints
-    overwrite: bool = False  # retrain the selected methods, moving earlier runs aside (<name>.old-<timestamp>)
+    overwrite: bool = False  # retrain unfinished runs from scratch, moving them aside (<name>.old-<timestamp>)
+    retrain_finished: bool = False  # with overwrite: finished runs too (the CLI sets it when --methods names them)
+    stop_grace_s: float = 120.0  # side by side: how long stopped runs may take to write their checkpoints
+
+
+class DemoRunFailed(TrainingError):
+    """A training of the demo failed; the runs beside it were stopped with resumable checkpoints."""
 
 
 def _chance_terms(q_pids, g_pids, q_camids, g_camids, q_clothes=None, g_clothes=None, mode: str = "general") -> list[float]:
@@ -125,23 +131,95 @@ def demo_jobs(s: DemoSettings, device: str = "auto") -> tuple[int, int]:
 
 
 def _train_job(spec: RunSpec, overwrite: bool, resume: bool) -> dict:
-    """One training in a worker process (top level: picklable for the process pool)."""
+    """One training (in this process, or in a child of :func:`_train_runs`)."""
     from .engine.recipe import run_training
     from .engine.run_dir import folder_holds_files
 
-    if overwrite:
+    if overwrite and folder_holds_files(Path(spec.output)):
         return run_training(spec, overwrite=True)
     return run_training(spec, resume=resume and folder_holds_files(Path(spec.output)))
 
 
+def _raise_interrupt(signum, frame) -> None:  # noqa: ARG001
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _die_with_parent() -> None:
+    """Linux: this child gets SIGTERM when the demo process dies, however it dies (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None).prctl(1, int(signal.SIGTERM))
+    except (OSError, AttributeError):  # not Linux: the demo's own clean-up still stops its children
+        pass
+
+
+def _child(conn, spec: RunSpec, overwrite: bool, resume: bool) -> None:
+    """A side-by-side training: its own process group, so a Ctrl-C in the terminal (or `timeout -s INT`) reaches
+    only the demo, which stops each child exactly once (SIGTERM: the trainer finishes its step and writes a
+    resumable checkpoint). Until the trainer takes over the signals, SIGTERM raises here, so a run stopped before
+    its first step leaves no folder (rlq.engine.run_dir)."""
+    import signal
+
+    os.setpgrp()
+    _die_with_parent()
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    try:
+        conn.send(("ok", _train_job(spec, overwrite, resume)))
+    except BaseException as e:  # noqa: BLE001 - reported to the demo, which stops the others and exits non-zero
+        from .errors import root_message
+
+        msg = root_message(e) if isinstance(e, RlqError) else (f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+        conn.send(("interrupted" if isinstance(e, (KeyboardInterrupt, TrainingError)) and "signal" in msg else "error",
+                   msg.strip().splitlines()[0] if msg.strip() else type(e).__name__))
+    finally:
+        conn.close()
+
+
+def _check_folders(todo: list[tuple[str, RunSpec]], s: DemoSettings, out: Path | None) -> None:
+    """Every run folder the demo will train into is checked before anything trains: one error lists each folder
+    that cannot be used as asked, with the command that can."""
+    from .engine.checkpoint import CheckpointManager
+    from .engine.run_dir import RunFolderError, check_run_folder, folder_holds_files
+
+    where = f" --out {out}" if out is not None else ""
+    problems = []
+    for name, spec in todo:
+        p = Path(spec.output)
+        try:
+            if s.overwrite:
+                check_run_folder(p, overwrite=True)
+            elif s.resume and folder_holds_files(p):
+                check_run_folder(p, resume=True)
+            else:
+                check_run_folder(p)
+        except RunFolderError as e:
+            if "in use" in str(e):
+                problems.append(str(e))
+            elif s.resume or CheckpointManager(p, create=False).latest_good() is None:
+                problems.append(f"`{name}` ({p}) holds no resumable checkpoint: retrain it with "
+                                f"`rlq demo{where} --methods {name} --overwrite` (the old folder is moved aside)")
+            else:
+                problems.append(f"`{name}` ({p}) is unfinished: continue it with `rlq demo{where} --resume`, or start "
+                                f"it anew with `rlq demo{where} --overwrite` (the old folder is moved aside)")
+    if problems:
+        raise RunFolderError("; ".join(problems))
+
+
 def _train_runs(tasks: list[tuple[str, RunSpec]], s: DemoSettings, jobs: int, say: Callable[[str], None],
-                on_done: Callable[[str, dict, float], None] | None = None) -> dict[str, tuple[dict, float]]:
+                on_done: Callable[[str, dict, float], None] | None = None, out: Path | None = None
+                ) -> dict[str, tuple[dict, float]]:
     """Train every task not finished earlier; ``{name: (report, seconds)}`` in completion order, each also passed
     to ``on_done(name, report, seconds)`` as it arrives (seconds 0 for a run finished earlier).
 
-    ``jobs`` > 1: that many worker processes (spawned: no forked OpenMP state), without progress bars; the teacher
-    first, and runs that distil from it only once it is finished. A failing run stops the others (their folders
-    resume with --resume). Also used by benchmarks/synthcc_methods.py.
+    Every folder is checked first (:func:`_check_folders`). ``jobs`` > 1: that many trainings side by side, each
+    in a spawned child process of its own (no forked OpenMP state), without progress bars; the teacher first, and
+    runs that distil from it only once it is finished. When a run fails, or the demo gets SIGINT / SIGTERM, every
+    running child is stopped once (it finishes its step and writes a resumable checkpoint; after
+    ``s.stop_grace_s``, or a second signal, it is killed, which exact resume also survives) and the demo raises:
+    no process is left behind, and ``--resume`` continues each run. Also used by benchmarks/synthcc_methods.py.
     """
     done: dict[str, tuple[dict, float]] = {}
 
@@ -153,12 +231,13 @@ def _train_runs(tasks: list[tuple[str, RunSpec]], s: DemoSettings, jobs: int, sa
 
     todo: list[tuple[str, RunSpec]] = []
     for name, spec in tasks:
-        rep = None if s.overwrite else _finished(Path(spec.output), spec.train.epochs)
+        rep = None if (s.overwrite and s.retrain_finished) else _finished(Path(spec.output), spec.train.epochs)
         if rep is None:
             todo.append((name, spec))
         else:
             say(f"`{name}`: finished earlier in {spec.output}; reused")
             record(name, rep, 0.0)
+    _check_folders(todo, s, out)
     if jobs <= 1 or len(todo) <= 1:
         for name, spec in todo:
             say(_start_text(name, spec))
@@ -168,42 +247,127 @@ def _train_runs(tasks: list[tuple[str, RunSpec]], s: DemoSettings, jobs: int, sa
         return done
     # two progress bars would garble each other
     todo = [(n, dataclasses.replace(sp, train=dataclasses.replace(sp.train, progress=False))) for n, sp in todo]
+    _side_by_side(todo, s, jobs, say, record, out)
+    return done
 
+
+def _side_by_side(todo: list[tuple[str, RunSpec]], s: DemoSettings, jobs: int, say: Callable[[str], None],
+                  record: Callable[[str, dict, float], None], out: Path | None) -> None:
     import multiprocessing as mp
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    import signal
+    from multiprocessing.connection import wait
 
-    running: dict[Any, tuple[str, RunSpec, float]] = {}
+    ctx = mp.get_context("spawn")
+    running: dict[str, tuple[Any, Any, RunSpec, float]] = {}  # name -> (process, connection, spec, start)
 
     def is_teacher(spec: RunSpec) -> bool:
         return spec.role == "teacher"
 
     def ready(item: tuple[str, RunSpec]) -> bool:  # runs that distil wait until the teacher is trained
-        teacher_busy = any(is_teacher(sp) for _, sp in todo) or any(is_teacher(sp) for _, sp, _ in running.values())
+        teacher_busy = any(is_teacher(sp) for _, sp in todo) or any(is_teacher(sp) for _, _, sp, _ in running.values())
         return is_teacher(item[1]) or item[1].method not in ("tad", "rlq") or not teacher_busy
 
     def cost(item: tuple[str, RunSpec]) -> int:
         return _RUN_COST.get("teacher" if is_teacher(item[1]) else item[1].method, 0)
 
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"))
+    old_term = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops the demo as Ctrl-C does (not a hard exit)
+    except ValueError:  # not the main thread: signals stay as they are
+        old_term = None
+    existed = {n: Path(sp.output).exists() for n, sp in todo}
     try:
         while todo or running:
-            free = jobs - len(running)
-            for item in sorted(filter(ready, todo), key=lambda t: -cost(t))[:free]:
+            for item in sorted(filter(ready, todo), key=lambda t: -cost(t))[: jobs - len(running)]:
                 todo.remove(item)
-                say(_start_text(*item) + f" (side by side, {jobs} at a time)")
-                running[pool.submit(_train_job, item[1], s.overwrite, s.resume)] = (*item, time.time())
-            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for fut in finished:
-                name, _, t0 = running.pop(fut)
-                rep = fut.result()  # a failed run raises here
-                record(name, rep, time.time() - t0)
-    except BaseException:
-        for proc in list((getattr(pool, "_processes", None) or {}).values()):  # stop the runs beside it
-            proc.terminate()
-        pool.shutdown(wait=False, cancel_futures=True)
+                name, spec = item
+                say(_start_text(name, spec) + f" (side by side, {jobs} at a time)")
+                recv, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_child, args=(send, spec, s.overwrite, s.resume), name=f"rlq-demo-{name}",
+                                   daemon=False)
+                proc.start()
+                send.close()
+                running[name] = (proc, recv, spec, time.time())
+            wait([r[1] for r in running.values()] + [r[0].sentinel for r in running.values()])
+            for name, (proc, conn, spec, t0) in list(running.items()):
+                if not (conn.poll() or not proc.is_alive()):
+                    continue
+                status, payload = _child_result(proc, conn)
+                del running[name]
+                if status != "ok":
+                    raise DemoRunFailed(f"`{name}` failed: {payload}")
+                record(name, payload, time.time() - t0)
+    except BaseException as e:
+        stopped = _stop_children(running, s.stop_grace_s, say)
+        _remove_unstarted(running, existed, say)
+        where = f" --out {out}" if out is not None else ""
+        hint = (f"; {', '.join(f'`{n}`' for n in stopped)} stopped with resumable checkpoints" if stopped else "")
+        if isinstance(e, DemoRunFailed):
+            raise DemoRunFailed(f"{e}{hint}; fix the cause, then continue with `rlq demo{where} --resume`") from None
+        if isinstance(e, KeyboardInterrupt):
+            raise TrainingError(f"the demo was stopped by a signal{hint}; continue with `rlq demo{where} --resume`") from None
         raise
-    pool.shutdown(wait=True)
-    return done
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+
+def _child_result(proc, conn) -> tuple[str, Any]:
+    """(status, report or message) of a finished child; a child that died without a word was killed."""
+    msg = None
+    try:
+        if conn.poll():
+            msg = conn.recv()
+    except (EOFError, OSError):
+        msg = None
+    proc.join()
+    conn.close()
+    if msg is None:
+        return "error", f"the training process exited with code {proc.exitcode} without a result (killed?)"
+    return msg
+
+
+def _stop_children(running: dict, grace_s: float, say: Callable[[str], None]) -> list[str]:
+    """Stop every running child exactly once and wait for it; kill what outlives ``grace_s`` or a second signal.
+    Returns the names that ended with a resumable checkpoint (their folder holds one)."""
+    import signal
+
+    from .engine.checkpoint import CheckpointManager
+
+    if not running:
+        return []
+    say(f"stopping {', '.join(f'`{n}`' for n in running)}: each finishes its step and writes a resumable checkpoint "
+        "(a second Ctrl-C kills them; exact resume survives that too)")
+    for proc, *_ in running.values():
+        if proc.is_alive():
+            os.kill(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    try:
+        for proc, *_ in running.values():
+            proc.join(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:
+        pass
+    for proc, conn, _, _ in running.values():
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        conn.close()
+    return [n for n, (_, _, spec, _) in running.items()
+            if CheckpointManager(Path(spec.output), create=False).latest_good() is not None]
+
+
+def _remove_unstarted(running: dict, existed: dict[str, bool], say: Callable[[str], None]) -> None:
+    """A run killed before its first checkpoint in a folder this demo created leaves no folder (as one stopped by
+    the trainer itself would)."""
+    from .engine.checkpoint import CheckpointManager
+    from .engine.run_dir import lock_holder
+
+    for name, (_, _, spec, _) in running.items():
+        p = Path(spec.output)
+        if (p.is_dir() and not existed.get(name, True) and lock_holder(p) is None
+                and CheckpointManager(p, create=False).latest_good() is None):
+            shutil.rmtree(p, ignore_errors=True)
+            say(f"`{name}` had not written a checkpoint yet: removed its folder {p}")
 
 
 def _start_text(name: str, spec: RunSpec) -> str:
@@ -241,6 +405,7 @@ def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None
 
     s = settings or DemoSettings()
     out = Path(out)
+    _check_demo_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     lock = lock_folder(out, "rlq demo")  # one demo at a time in a folder (each training also locks its own)
     try:
@@ -249,12 +414,37 @@ def run_demo(out: str | os.PathLike = "runs/demo", settings: DemoSettings | None
         lock.release()
 
 
+#: Written into the demo's folder when it starts, so a later demo knows the folder is a demo's.
+DEMO_MARKER = ".rlq-demo"
+
+
+def _check_demo_folder(out: Path) -> None:
+    """The demo writes into an empty folder or an earlier demo's, never into a training run or other files."""
+    from .engine.run_dir import RunFolderError, check_run_folder, folder_holds_files
+
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"--out {out} is a file, not a folder; choose another --out")
+    if out.is_dir():
+        check_run_folder(out, overwrite=True)  # refused while another process holds it, naming its PID
+    if not folder_holds_files(out) or (out / DEMO_MARKER).is_file():
+        return
+    names = {p.name for p in out.iterdir()}
+    legacy = (out / "synthcc" / "synthcc.json").is_file() or "report.md" in names  # a demo from before the marker
+    if legacy and not {"checkpoints", "config.yaml", "meta.json"} & names:
+        return
+    what = "a training run (checkpoints/, config.yaml)" if {"checkpoints", "config.yaml"} & names else "other files"
+    raise RunFolderError(f"--out {out} holds {what}, not an earlier demo; the demo writes synthcc/, teacher/ and one "
+                         "folder per method there: choose an empty or new --out")
+
+
 def _run_demo(out: Path, s: DemoSettings, progress: bool, say: Callable[[str], None]) -> dict:
     from .attributes.pose_io import cluster_dataset_poses
     from .data.datasets import load_dataset
     from .data.synth import generate_synthcc, is_synthcc_root
     from .evaluation.bootstrap import ci_info
 
+    if not (out / DEMO_MARKER).is_file():
+        atomic_write_text(out / DEMO_MARKER, "a folder of `rlq demo` (see README, The demo)\n")
     timings: dict[str, float] = {}
     t_all = time.time()
     root = out / "synthcc"
@@ -295,7 +485,7 @@ def _run_demo(out: Path, s: DemoSettings, progress: bool, say: Callable[[str], N
     if jobs > 1:
         say(f"{jobs} trainings side by side, {threads} thread(s) each (--jobs / --threads)")
     t0 = time.time()
-    trained = _train_runs(tasks, s, jobs, say)
+    trained = _train_runs(tasks, s, jobs, say, out=out)
     timings["training (wall)"] = time.time() - t0
     for name, _ in tasks:
         rep, seconds = trained[name]

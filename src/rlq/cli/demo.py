@@ -15,7 +15,8 @@ def demo(
     out_dir: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Output folder (re-running skips finished runs; an unfinished one needs --resume or --overwrite)."),
     synth_preset: str = typer.Option("default", help="SynthCC preset: tiny, small or default."),
     epochs: Optional[int] = typer.Option(None, help="Epochs per method (default: the presets', 3; teacher 3)."),
-    methods: str = typer.Option("cal,bm,cap,tad,rlq", help="Which methods to train, comma-separated."),
+    methods: Optional[str] = typer.Option(None, help="Which methods to train, comma-separated (default: cal,bm,cap,tad,rlq). "
+                                          "With --overwrite, the methods named here are retrained even if finished."),
     seed: int = typer.Option(0, help="SynthCC and training seed."),
     threads: int = typer.Option(0, help="torch CPU threads per training (0: the cores divided among --jobs)."),
     jobs: int = typer.Option(0, help="Trainings run side by side, each in its own process (0: auto = 2 on a CPU with 2 "
@@ -25,7 +26,8 @@ def demo(
     max_steps: int = typer.Option(0, help="Cut each epoch after this many steps (smoke tests)."),
     batch_size: Optional[int] = typer.Option(None, help="Sampled images per step (default 32; 8 for the tiny preset)."),
     resume: bool = typer.Option(False, "--resume", help="Continue unfinished method runs in --out from their checkpoints."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Retrain the selected methods, moving earlier runs aside to <method>.old-<timestamp>."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start unfinished runs anew, moving them aside to <method>.old-<timestamp> "
+                                   "(finished runs are kept, unless --methods names them)."),
     overrides: List[str] = typer.Argument(None, help="key=value overrides for every run, e.g. model.backbone=narrow"),
 ) -> None:
     """Generate SynthCC, cluster poses, train a teacher and CAL / BM / CAP / TAD / RLQ on a CPU, and report.
@@ -33,9 +35,10 @@ def demo(
     Fine-tunes the ImageNet-pretrained `mobilenetv2` at 128x64 for 3 epochs per method (presets
     configs/synthcc/*.yaml; README "The demo" gives the measured time); writes results.json and report.md into --out.
     """
-    from ..demo import DemoSettings, run_demo
+    from ..demo import DEMO_METHODS, DemoSettings, run_demo
 
-    s = DemoSettings(synth_preset=synth_preset, seed=seed, methods=tuple(m for m in methods.split(",") if m),
+    chosen = tuple(m for m in methods.split(",") if m) if methods else DEMO_METHODS
+    s = DemoSettings(synth_preset=synth_preset, seed=seed, methods=chosen, retrain_finished=bool(methods) and overwrite,
                      threads=threads, jobs=jobs, analysis=not no_analysis, max_steps_per_epoch=max_steps, epochs=epochs,
                      batch_size=batch_size or (8 if synth_preset == "tiny" else None), overrides=tuple(overrides or ()),
                      resume=resume, overwrite=overwrite)

@@ -19,7 +19,20 @@ from .images import read_image
 from .records import Sample
 from .transforms import apply_geo, draw_erase_box, draw_geo_params, resize_for_test, to_chw_uint8
 
-__all__ = ["ImageCache", "TrainSet", "EvalSet", "ExternalSet", "PathSet"]
+__all__ = ["ImageCache", "TrainSet", "EvalSet", "ExternalSet", "PathSet", "usable_workers"]
+
+
+def usable_workers(requested: int) -> int:
+    """Loader worker processes to start for ``requested``: at most the CPUs this process may use. More only
+    compete for the same cores (torch warns that the loader may run slowly or freeze). Which worker decodes an
+    image changes nothing in the batches (every sample's augmentation has its own seed), so the data are the same."""
+    import os
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return max(0, min(int(requested), cpus))
 
 log = logging.getLogger(__name__)
 

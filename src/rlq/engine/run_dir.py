@@ -151,7 +151,7 @@ def check_run_folder(path: str | os.PathLike, *, resume: bool = False, overwrite
         raise RunFolderError(
             f"the output folder {p} already holds a run (or other files); pass --resume to continue it, "
             f"or --overwrite to move it aside to {p.name}.old-<timestamp> and start anew "
-            "(Python: Trainer.fit(resume=True) / Trainer.fit(overwrite=True)), or choose another `output=`"
+            "(Python: run_training(spec, resume=True) / run_training(spec, overwrite=True)), or choose another `output=`"
         )
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..data.loading import usable_workers
 from ..errors import CheckpointError, TrainingError
 from ..io import atomic_write_json
 from ..methods.base import MAIN, Method, Phase, StepContext, StepOutput
@@ -308,16 +309,17 @@ class Trainer:
     def _loader(self, name: str) -> DataLoader:
         if name not in self._dl_cache:
             spec = self.loaders[name]
+            workers = usable_workers(spec.workers)
             self._dl_cache[name] = DataLoader(
                 spec.dataset,
                 batch_size=spec.batch_size,
                 sampler=spec.sampler,
-                num_workers=spec.workers,
+                num_workers=workers,
                 drop_last=True,
                 pin_memory=self.device.type == "cuda",
-                persistent_workers=spec.workers > 0,
-                worker_init_fn=_worker_init if spec.workers > 0 else None,
-                prefetch_factor=4 if spec.workers > 0 else None,
+                persistent_workers=workers > 0,
+                worker_init_fn=_worker_init if workers > 0 else None,
+                prefetch_factor=4 if workers > 0 else None,
             )
         return self._dl_cache[name]
 

@@ -78,7 +78,7 @@ def _extract(model, paths, height, width, *, device, batch_size, workers, flip, 
     """One process: rows ``rows`` (default all) of ``paths``; transforms see indices into the whole ``paths``."""
     from tqdm.auto import tqdm
 
-    from ..data.loading import EvalSet
+    from ..data.loading import EvalSet, usable_workers
 
     device = torch.device(device)
     was_training = model.training
@@ -90,7 +90,7 @@ def _extract(model, paths, height, width, *, device, batch_size, workers, flip, 
         ds,
         batch_size=batch_size,
         shuffle=False,
-        num_workers=workers,
+        num_workers=usable_workers(workers),
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
