@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -68,7 +69,16 @@ def version() -> None:
 
 
 FLIP_HELP = ("Add the flipped image's embedding (docs/method.md §2.5). Default: as the checkpoint's run was evaluated "
-             "(its eval.flip), so the numbers reproduce the run's; on for a checkpoint without a run spec.")
+             "(its eval.flip, and its precision), so the features and numbers reproduce the run's; on for a "
+             "checkpoint without a run spec. Outputs record which was used.")
+
+
+def flip_option() -> Any:
+    """The `--flip/--no-flip` option of every command that embeds images: None (not given) = as the run evaluated
+    (``rlq.engine.recipe.run_eval_settings``, docs/method.md §2.5)."""
+    return typer.Option(None, "--flip/--no-flip", help=FLIP_HELP)
+
+
 RERANK_HELP = ("Rank by k-reciprocal re-ranked distances (Zhong et al., CVPR 2017) instead of cosine. Labelled as "
                "such in every output; the paper's numbers use no re-ranking.")
 RERANK_K1_HELP = "Re-ranking k1 (k-reciprocal neighbours)."

@@ -10,7 +10,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from ._common import FLIP_HELP, analyze_app, app, console, out
+from ._common import analyze_app, app, console, flip_option, out
 
 _DATASET_HELP = "Dataset name (ltcc, prcc, last, deepchange, celebreid, vcclothes, synthcc, manifest)."
 _CKPT_HELP = "Checkpoint folder, or a run folder (uses checkpoints/<prefer>, else the newest)."
@@ -26,10 +26,6 @@ def _opt_root() -> Any:
 
 def _opt_out() -> Any:
     return typer.Option(..., "--out", "-o", help="Output folder (JSON, PNG, report.md).")
-
-
-def _opt_flip() -> Any:
-    return typer.Option(None, "--flip/--no-flip", help=FLIP_HELP)
 
 
 def _have_matplotlib() -> bool:
@@ -117,7 +113,7 @@ def robustness_cmd(
     workers: int = typer.Option(2, help="Loader workers."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
-    flip: Optional[bool] = _opt_flip(),
+    flip: Optional[bool] = flip_option(),
     cache_images: bool = typer.Option(False, "--cache-images", help="Decode the test images once into memory (small datasets)."),
     official_lq: Optional[str] = typer.Option(
         None, "--official-lq",
@@ -220,7 +216,7 @@ def lq_clusters_cmd(
     workers: int = typer.Option(2, help="Loader workers."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
-    flip: Optional[bool] = _opt_flip(),
+    flip: Optional[bool] = flip_option(),
 ) -> None:
     """Do LQ images cluster regardless of identity? Nearest-neighbour rates, HQ/LQ probe, silhouette, t-SNE (paper Fig. 7)."""
     import numpy as np
@@ -282,7 +278,7 @@ def gender_cmd(
     workers: int = typer.Option(2, help="Loader workers."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
-    flip: Optional[bool] = _opt_flip(),
+    flip: Optional[bool] = flip_option(),
 ) -> None:
     """Gender awareness: F1 of the female class among top-1 mistakes, per evaluation and checkpoint (paper Fig. 8 right)."""
     from ..analysis.ranklist import gender_awareness, gender_markdown, load_test_gender, plot_gender
@@ -338,7 +334,7 @@ def buckets_cmd(
     workers: int = typer.Option(2, help="Loader workers."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
-    flip: Optional[bool] = _opt_flip(),
+    flip: Optional[bool] = flip_option(),
 ) -> None:
     """Metrics per query-quality bucket against the full gallery (paper Table 10 style).
 
@@ -405,7 +401,7 @@ def visualize_cmd(
     workers: int = typer.Option(2, help="Loader workers."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
-    flip: Optional[bool] = _opt_flip(),
+    flip: Optional[bool] = flip_option(),
 ) -> None:
     """Ranked results (paper Fig. 9): each query with its top-k gallery images, as a PNG and a static HTML page."""
     from ..analysis.ranklist import rank_list_figure

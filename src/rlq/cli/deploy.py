@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from ..errors import RlqError
-from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, console, out,
-                      rerank_settings)
+from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, console, flip_option,
+                      out, rerank_settings)
 
 
 def _load_gallery(gallery: Path, backend: Optional[str], split: Optional[str]):
@@ -23,6 +23,10 @@ def _load_gallery(gallery: Path, backend: Optional[str], split: Optional[str]):
     if not gallery.is_file():
         raise RlqError(f"gallery {gallery} does not exist; make one with `rlq extract CHECKPOINT --images DIR --out F.npz`")
     return GalleryIndex.from_features_file(gallery, split=split, backend=backend or "exact")
+
+
+def _on_off(flip: Optional[bool]) -> str:
+    return "not recorded" if flip is None else ("on" if flip else "off")
 
 
 @app.command("search")
@@ -43,9 +47,12 @@ def search_cmd(
     rerank_k1: int = typer.Option(20, "--rerank-k1", help=RERANK_K1_HELP),
     rerank_k2: int = typer.Option(6, "--rerank-k2", help=RERANK_K2_HELP),
     rerank_lambda: float = typer.Option(0.3, "--rerank-lambda", help=RERANK_LAMBDA_HELP),
+    flip: Optional[bool] = flip_option(),
 ) -> None:
     """Find the gallery images most similar to each query image (cosine similarity of §2.5 features, or
-    k-reciprocal re-ranked distance with --rerank).
+    k-reciprocal re-ranked distance with --rerank). The queries are embedded as the run was evaluated (its
+    eval.flip and precision) unless --flip/--no-flip says otherwise; a gallery extracted with another flip is
+    refused (unless --force). The JSON and HTML record both.
 
     Person re-identification: use it only where the people pictured consented and a legal basis exists
     (see the README's Responsible use section).
@@ -88,14 +95,16 @@ def search_cmd(
     if not qpaths:
         raise RlqError(f"no images under {query} (looked for .jpg, .jpeg, .png, .bmp, .webp)")
 
-    fe = FeatureExtractor(ck, device=None if device == "auto" else device, batch_size=batch_size)
+    fe = FeatureExtractor(ck, device=None if device == "auto" else device, batch_size=batch_size, flip=flip)
     size = index.meta.get("input_size")
     pre = index.meta.get("preprocessing") or {}
     msgs = []
     if size is not None and list(size) != list(fe.input_size):
         msgs.append(f"the gallery was extracted at input size {list(size)}, the checkpoint uses {list(fe.input_size)}")
     if pre.get("flip") is not None and bool(pre["flip"]) != fe.flip:
-        msgs.append(f"the gallery was extracted with flip={pre['flip']}, the queries use flip={fe.flip}")
+        how = "--flip/--no-flip" if flip is not None else "the run's eval.flip"
+        msgs.append(f"gallery {gallery} was extracted with flip={pre['flip']}, the queries use flip={fe.flip} ({how}); "
+                    f"pass {'--flip' if pre['flip'] else '--no-flip'} to match it")
     for msg in msgs:
         if not force:
             raise RlqError(msg + "; re-extract the gallery or pass --force")
@@ -104,8 +113,11 @@ def search_cmd(
     rr = rerank_settings(rerank, rerank_k1, rerank_k2, rerank_lambda)
     scores, idx = index.search(qfeats.numpy(), top_k, rerank=rr)
 
+    gal_flip, gal_prec = pre.get("flip"), index.meta.get("precision")
     info = {"gallery": f"{gallery} ({len(index)} images)", "checkpoint": ck, "backend": index.backend, "top-k": top_k,
-            "ranking": "cosine similarity (higher = closer)" if rr is None else rr.label() + ", distance (lower = closer)"}
+            "ranking": "cosine similarity (higher = closer)" if rr is None else rr.label() + ", distance (lower = closer)",
+            "query features": f"flip {'on' if fe.flip else 'off'}, {fe.precision}",
+            "gallery features": f"flip {_on_off(gal_flip)}, {gal_prec or 'precision not recorded'}"}
     thumbs = write_search_html(out_html, qkeys, qpaths, scores, idx, index, info=info)
     title = f"top-{min(top_k, len(index))} of {len(index)} gallery images"
     table = Table(title=title if rr is None else f"{title}, {rr.label()}")
@@ -127,7 +139,9 @@ def search_cmd(
     if json_out:
         atomic_write_json(json_out, {"gallery": str(gallery), "checkpoint": ck, "backend": index.backend, "top_k": top_k,
                                      "num_gallery": len(index), "rerank": None if rr is None else rr.as_dict(),
-                                     "score": "cosine" if rr is None else "re-ranked distance", "queries": results})
+                                     "score": "cosine" if rr is None else "re-ranked distance",
+                                     "flip": fe.flip, "precision": fe.precision,
+                                     "gallery_features": {"flip": gal_flip, "precision": gal_prec}, "queries": results})
     if save_index:
         index.save(save_index)
         console.print(f"saved the gallery index to {save_index}", highlight=False, markup=False)
@@ -141,12 +155,15 @@ def export_cmd(
     check_images: Optional[Path] = typer.Option(None, "--check-images", help="Image or folder of images for the parity check (default: synthetic images)."),
     max_check_images: int = typer.Option(8, min=1, help="Use at most this many images from --check-images (sorted)."),
     opset: int = typer.Option(17, help="ONNX opset."),
-    no_flip: bool = typer.Option(False, "--no-flip", help="Export without the flip-sum (docs/method.md §2.5 uses it)."),
+    flip: Optional[bool] = flip_option(),
     atol: float = typer.Option(1e-4, help="Parity tolerance: max L2 distance between ONNX and PyTorch features."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the export summary as JSON."),
 ) -> None:
-    """Export the inference feature to ONNX, check it against PyTorch, and write a model card next to it."""
+    """Export the inference feature to ONNX, check it against PyTorch, and write a model card next to it.
+
+    The exported feature is the one the run was evaluated with (its eval.flip; fp32), so the card's numbers are
+    reproduced by the exported model; --flip/--no-flip overrides, and the metadata and the card say so."""
     from ..deploy.search import image_files
     from ..export.onnx import export_onnx
     from ..io import atomic_write_json
@@ -159,13 +176,14 @@ def export_cmd(
             images = [str(check_images)]
         if not images:
             raise RlqError(f"no images at {check_images} (looked for .jpg, .jpeg, .png, .bmp, .webp)")
-    res = export_onnx(checkpoint, onnx_path, opset=opset, flip=not no_flip, check_images=images, atol=atol, prefer=prefer)
+    res = export_onnx(checkpoint, onnx_path, opset=opset, flip=flip, check_images=images, atol=atol, prefer=prefer)
     p = res["parity"]
     out.print(f"parity ({p['images']}, {p['num_images']} images, batch sizes {p['batch_sizes']}): "
               f"max |diff| {p['max_abs_diff']:.3g}, max L2 {p['max_l2_diff']:.3g}, min cosine {p['min_cosine']:.9f} "
               f"(criterion: max L2 <= {p['atol']:g}) -> passed", highlight=False, markup=False)
     out.print(f"model: {res['onnx']} ({res['method']}, {res['backbone']}, input {res['input_size'][0]}x{res['input_size'][1]}, "
-              f"{res['embed_dim']}-d, sha256 {res['sha256'][:16]}...)", highlight=False, markup=False)
+              f"{res['embed_dim']}-d, flip {'on' if res['flip'] else 'off'}, {res['precision']}, "
+              f"sha256 {res['sha256'][:16]}...)", highlight=False, markup=False)
     out.print(f"model card: {res['model_card']}", highlight=False, markup=False)
     if json_out:
         atomic_write_json(json_out, res)

@@ -8,8 +8,8 @@ from typing import List, Optional
 
 import typer
 
-from ._common import (FLIP_HELP, RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, console, out,
-                      rerank_settings)
+from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, console, flip_option,
+                      out, rerank_settings)
 
 
 def load_run_spec(config: Optional[str], overrides: List[str]):
@@ -122,7 +122,7 @@ def eval_cmd(
     workers: int = typer.Option(2, help="Loader workers."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     camera_rule: str = typer.Option("unique", help="Celeb-reID camid rule: unique (default) or official."),
-    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help=FLIP_HELP),
+    flip: Optional[bool] = flip_option(),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
     lq: Optional[str] = typer.Option(
@@ -271,13 +271,14 @@ def extract_cmd(
     workers: int = typer.Option(2, help="Loader workers."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+    flip: Optional[bool] = flip_option(),
 ) -> None:
-    """Extract L2-normalised features (flip-summed, docs/method.md §2.5) for a dataset's splits or a folder of images.
+    """Extract L2-normalised features (docs/method.md §2.5) for a dataset's splits or a folder of images, as the
+    run was evaluated (its eval.flip and precision, so `rlq eval FEATURES.npz` gives `rlq eval RUN`'s numbers);
+    the file's meta records the flip and the precision.
 
     Under torchrun the ranks share the images (contiguous blocks of whole batches); rank 0 writes the file."""
-    import torch
-
-    from ..engine.recipe import dataset_options, load_model_checkpoint
+    from ..engine.recipe import dataset_options, load_model_checkpoint, precision_name, run_eval_settings
     from ..evaluation.extract import extract_features
     from ..deploy.search import model_identity
     from ..evaluation.protocols import save_features
@@ -287,9 +288,10 @@ def extract_cmd(
     world, dev = _init_world(device)
     model, state = load_model_checkpoint(checkpoint, device=dev, prefer=prefer)
     h, w = state.get("input_size", [384, 192])
-    amp = torch.bfloat16 if dev.type == "cuda" else None
+    run_flip, amp = run_eval_settings(state, dev)  # as `rlq eval RUN` (docs/method.md §2.5)
+    flip = run_flip if flip is None else flip
     meta = {"checkpoint": str(Path(state["checkpoint"]).resolve()), "method": state.get("method"), "input_size": [h, w],
-            **model_identity(state["checkpoint"], (h, w), flip=True)}  # the weights by content (sha256)
+            **model_identity(state["checkpoint"], (h, w), flip=flip, precision=precision_name(amp))}  # weights by sha256
     if images is not None:
         from ..data.records import Sample
 
@@ -299,7 +301,7 @@ def extract_cmd(
         if not paths:
             raise typer.BadParameter(f"no images under {images}")
         f = extract_features(model, paths, h, w, device=dev, batch_size=batch_size, workers=workers, amp_dtype=amp,
-                             progress=world.is_main, desc="extract images", world=world)
+                             flip=flip, progress=world.is_main, desc="extract images", world=world)
         if not world.is_main:
             return
         samples = [Sample(p, -1, -1, -1, str(Path(p).relative_to(images))) for p in paths]
@@ -315,13 +317,13 @@ def extract_cmd(
         for n in names:
             ss = ds.split(n)
             feats[n] = extract_features(model, [s.path for s in ss], h, w, device=dev, batch_size=batch_size,
-                                        workers=workers, amp_dtype=amp, progress=world.is_main, desc=f"extract {n}",
-                                        world=world)
+                                        workers=workers, flip=flip, amp_dtype=amp, progress=world.is_main,
+                                        desc=f"extract {n}", world=world)
             samples[n] = ss
         if not world.is_main:
             return
         save_features(out_path, feats, samples, {**meta, "dataset": dataset, "root": str(root)})
-    console.print(f"wrote {out_path}")
+    console.print(f"wrote {out_path} (flip {'on' if flip else 'off'}, {precision_name(amp)})")
 
 
 @app.command("model-info")

@@ -164,6 +164,13 @@ class FeatureExtractor:
 
     ``checkpoint_or_model`` is a checkpoint folder / run folder (its recorded input size is used) or a model
     with ``embed(x, flip)`` such as :class:`rlq.models.ReIDModel` (``input_size`` then defaults to 384 x 192).
+
+    ``flip`` and ``amp`` default to None: features are made the way the checkpoint's run was evaluated (its
+    ``eval.flip`` and precision, :func:`rlq.engine.recipe.run_eval_settings`), so they are the features behind the
+    run's reported numbers (docs/method.md §2.5); for a model or a checkpoint without a run spec that is the flip-sum
+    and ``amp="auto"``. ``flip=True/False`` and ``amp="off"|"bf16"|"fp16"|"auto"`` override. The settings used are
+    the attributes ``flip`` and ``precision`` (``fp32``, ``bf16`` or ``fp16``).
+
     A model passed in is moved to ``device``; it runs in eval mode and its train/eval mode is restored after
     each call.
 
@@ -178,18 +185,19 @@ class FeatureExtractor:
         checkpoint_or_model: str | os.PathLike | nn.Module,
         device: str | torch.device | None = None,
         batch_size: int = 64,
-        flip: bool = True,
-        amp: str = "auto",
+        flip: bool | None = None,
+        amp: str | None = None,
         *,
         input_size: tuple[int, int] | None = None,
         prefer: str = "best",
     ) -> None:
+        from ..engine.recipe import precision_name, run_eval_settings
+
         self.device = resolve_device(device)
-        self.amp_dtype = resolve_amp(amp, self.device)
+        amp_dtype = None if amp is None else resolve_amp(amp, self.device)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = batch_size
-        self.flip = bool(flip)
         self.checkpoint: str | None = None
         self.state: dict[str, Any] = {}
         if isinstance(checkpoint_or_model, nn.Module):
@@ -209,6 +217,10 @@ class FeatureExtractor:
         if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
             raise ConfigError(f"input_size must be (height, width) positive integers, got {size!r}")
         self.model = model
+        run_flip, run_amp = run_eval_settings(self.state, self.device)  # as the run evaluated (docs/method.md §2.5)
+        self.flip = run_flip if flip is None else bool(flip)
+        self.amp_dtype = run_amp if amp is None else amp_dtype
+        self.precision = precision_name(self.amp_dtype)
         self.input_size: tuple[int, int] = (int(size[0]), int(size[1]))
         self.embed_dim: int | None = getattr(model, "embed_dim", None)
 

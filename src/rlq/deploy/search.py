@@ -423,13 +423,16 @@ def weights_sha256(checkpoint: str | os.PathLike) -> str | None:
         return sha256_file(ck / WEIGHTS) if (ck / WEIGHTS).is_file() else None
 
 
-def model_identity(checkpoint: str | os.PathLike, input_size: Sequence[int], flip: bool = True) -> dict[str, Any]:
+def model_identity(checkpoint: str | os.PathLike, input_size: Sequence[int], flip: bool = True,
+                   precision: str = "fp32") -> dict[str, Any]:
     """What makes two sets of features comparable, recorded in features files and gallery indexes: the
-    weights (by content) and the preprocessing (docs/method.md §2.5: PIL bilinear resize to ``input_size``,
-    uint8, /255, the model's own ImageNet normalisation, flip-sum)."""
+    weights (by content), the preprocessing (docs/method.md §2.5: PIL bilinear resize to ``input_size``,
+    uint8, /255, the model's own ImageNet normalisation, flip-sum when ``flip``) and the precision the
+    features were computed in (``fp32``, ``bf16`` or ``fp16`` autocast)."""
     return {"weights_sha256": weights_sha256(checkpoint),
             "preprocessing": {"input_size": [int(input_size[0]), int(input_size[1])], "flip": bool(flip),
-                              "resize": "PIL bilinear, uint8", "normalization": "in-model ImageNet mean/std"}}
+                              "resize": "PIL bilinear, uint8", "normalization": "in-model ImageNet mean/std"},
+            "precision": str(precision)}
 
 
 def checkpoint_mismatch(recorded: str | Mapping[str, Any] | None, given: str | os.PathLike) -> str | None:

@@ -46,6 +46,7 @@ __all__ = [
     "dataset_options",
     "amp_mode",
     "run_eval_settings",
+    "precision_name",
 ]
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,11 @@ def run_eval_settings(state: dict[str, Any], device: torch.device) -> tuple[bool
     if device.type != "cuda":
         return flip, None
     return flip, AMP_DTYPES[amp_mode((spec.get("train") or {}).get("amp", "auto"), device)]
+
+
+def precision_name(amp_dtype: torch.dtype | None) -> str:
+    """How features were computed, as outputs record it: ``fp32`` (no autocast), ``bf16`` or ``fp16``."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
 
 
 def dataset_options(name: str, skip_bad: bool = False, camera_rule: str = "unique") -> dict[str, Any]:

@@ -93,6 +93,7 @@ Exported by rlq $rlq_version (torch $torch_version) from `$checkpoint`.
 | Input | `images`: float32 RGB in [0, 1], N x 3 x $height x $width (batch axis dynamic) |
 | Output | `features`: float32 N x $embed_dim, L2-normalised: compare two features with their dot product (cosine similarity) |
 | Feature | $feature_parts post-BN-neck features$flip_text, one global L2 normalisation (docs/method.md §2.5) |
+| Flip and precision | flip **$flip_on_off**$flip_origin; computed in $precision |
 | Normalisation | ImageNet mean/std, applied **inside** the model (feed raw 0-1 RGB) |
 | ONNX | `$onnx_file`, opset $opset, SHA-256 `$sha256` |
 
@@ -104,6 +105,8 @@ trunk and the CAL/BOT branches with their BN-necks; no classification heads are 
 $training
 
 ## Metrics
+
+$settings_note
 
 $metrics
 
@@ -235,6 +238,30 @@ def _training_section(state: Mapping[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _on_off(flip: bool) -> str:
+    return "on" if flip else "off"
+
+
+def _settings_note(flip: bool, run_flip: bool | None, state: Mapping[str, Any], precision: str) -> str:
+    """Whether this model reproduces the run's numbers: the same flip (the run's ``eval.flip``) and precision."""
+    if run_flip is None:
+        return (f"The checkpoint records no run spec, so the settings behind any numbers below are unknown; this model "
+                f"uses flip {_on_off(flip)} and {precision}.")
+    if run_flip != flip:
+        return (f"**This model does not reproduce the numbers below**: they were computed with flip "
+                f"{_on_off(run_flip)} (the run's `eval.flip`), and this model was exported with flip {_on_off(flip)}. "
+                f"Export without `--flip/--no-flip` to get the run's feature.")
+    spec = state.get("spec") if isinstance(state.get("spec"), Mapping) else {}
+    amp = str((spec.get("train") or {}).get("amp", "auto"))
+    if amp == "off":
+        return (f"The numbers below were computed with flip {_on_off(flip)} (the run's `eval.flip`) in fp32 "
+                f"(`train.amp=off`): the settings of this model, which reproduces them (the parity check below "
+                f"bounds the difference between ONNX Runtime and PyTorch features).")
+    return (f"The numbers below were computed with flip {_on_off(flip)} (the run's `eval.flip`), as this model does; "
+            f"the run evaluated with `train.amp={amp}` (autocast on CUDA, fp32 on CPU) and this model computes in "
+            f"{precision}, so numbers evaluated on CUDA can differ from this model's by that rounding.")
+
+
 def _parity_section(parity: Mapping[str, Any]) -> str:
     return "\n".join([
         f"- images: {parity.get('num_images')} ({parity.get('images')}), batch sizes {parity.get('batch_sizes')}, "
@@ -261,8 +288,11 @@ def build_model_card(
     state: Mapping[str, Any] | None = None,
     results: Mapping[str, Any] | None = None,
     results_path: str | os.PathLike | None = None,
+    run_flip: bool | None = None,
+    precision: str = "fp32",
 ) -> str:
-    """The markdown model card of an exported model."""
+    """The markdown model card of an exported model; ``run_flip`` is the run's ``eval.flip`` (None: no run spec)
+    and says whether the model reproduces the run's numbers (docs/method.md §2.5)."""
     import torch
 
     import rlq
@@ -286,6 +316,11 @@ def build_model_card(
         embed_dim=embed_dim,
         feature_parts="f_CAL" if method == "cal" else "[f_CAL, f_BOT]",
         flip_text=", summed over the image and its horizontal flip" if flip else " (no flip)",
+        flip_on_off=_on_off(flip),
+        flip_origin=("" if run_flip is None else " (the run's `eval.flip`)" if run_flip == flip
+                     else f" (the run evaluated with flip {_on_off(run_flip)})"),
+        precision=precision,
+        settings_note=_settings_note(flip, run_flip, state, precision),
         onnx_file=onnx_file,
         opset=opset,
         sha256=sha256,

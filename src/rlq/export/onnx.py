@@ -1,8 +1,9 @@
 """ONNX export of the inference feature with a mandatory parity check against PyTorch (fast-reid style).
 
 The exported graph is :class:`rlq.models.reid.Embedder`: input ``images`` (float32 RGB in [0, 1],
-N x 3 x H x W, dynamic N), the model's own ImageNet normalisation, [f_CAL, f_BOT] summed with the
-horizontally flipped image, one global L2 normalisation (docs/method.md §2.5); output ``features`` (N x D).
+N x 3 x H x W, dynamic N), the model's own ImageNet normalisation, [f_CAL, f_BOT] (summed with the
+horizontally flipped image when the run evaluated so, or when asked), one global L2 normalisation
+(docs/method.md §2.5); output ``features`` (N x D).
 
 Parity criterion: on real (or deterministic synthetic) images preprocessed like evaluation, run with batch
 sizes 1 and 3 through ONNX Runtime (CPU) and PyTorch (CPU, fp32), every feature pair must satisfy
@@ -163,7 +164,7 @@ def export_onnx(
     out_path: str | os.PathLike,
     *,
     input_size: tuple[int, int] | None = None,
-    flip: bool = True,
+    flip: bool | None = None,
     opset: int = 17,
     check_images: Sequence[str | os.PathLike] | None = None,
     atol: float = 1e-4,
@@ -172,9 +173,15 @@ def export_onnx(
 ) -> dict[str, Any]:
     """Export the inference feature to ONNX, check parity with PyTorch, then write the model and its card.
 
+    ``flip`` None (the default) exports the feature the checkpoint's run was evaluated with (its ``eval.flip``,
+    :func:`rlq.engine.recipe.run_eval_settings`; the flip-sum for a model or a checkpoint without a run spec), so
+    the model card's numbers are the exported model's (docs/method.md §2.5); True/False overrides. The model
+    computes in fp32; the metadata and the card record the flip and the precision.
+
     Raises RlqError (and writes nothing) when the parity check fails. Returns the paths, the model
     description and the parity numbers.
     """
+    from ..engine.recipe import run_eval_settings
     from ..models.reid import Embedder
     from .model_card import build_model_card, find_run_results
 
@@ -188,6 +195,9 @@ def export_onnx(
     if len(size) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in size):
         raise ConfigError(f"input_size must be (height, width) positive integers, got {size!r}")
     h, w = int(size[0]), int(size[1])
+    run_flip, _ = run_eval_settings(state, torch.device("cpu"))  # the ONNX graph computes in fp32 whatever the run's amp
+    flip_source = "the run's eval.flip" if flip is None else "set at export"
+    flip = run_flip if flip is None else bool(flip)
     embedder = Embedder(model, flip=flip).eval()
     args = dict(getattr(model, "build_kwargs", None) or state.get("model_args") or {})
     method = str(args.get("method") or state.get("method") or "unknown")
@@ -209,7 +219,8 @@ def export_onnx(
 
     meta = {
         "producer": f"rlq {rlq.__version__}", "method": method, "backbone": backbone, "input_height": str(h),
-        "input_width": str(w), "flip": str(bool(flip)).lower(), "embed_dim": str(embed_dim),
+        "input_width": str(w), "flip": str(bool(flip)).lower(), "flip_source": flip_source,
+        "run_eval_flip": str(bool(run_flip)).lower(), "precision": "fp32", "embed_dim": str(embed_dim),
         "input": "images: float32 RGB in [0, 1], N x 3 x H x W (normalisation is inside the model)",
         "output": "features: float32 N x D, L2-normalised; similarity = dot product",
         "checkpoint": str(state.get("checkpoint", "")),
@@ -240,7 +251,8 @@ def export_onnx(
     sha = hashlib.sha256(data).hexdigest()
     result: dict[str, Any] = {
         "onnx": str(out), "sha256": sha, "bytes": len(data), "method": method, "backbone": backbone,
-        "input_size": [h, w], "flip": bool(flip), "opset": opset, "embed_dim": embed_dim,
+        "input_size": [h, w], "flip": bool(flip), "flip_source": flip_source, "precision": "fp32",
+        "run_eval_flip": bool(run_flip), "opset": opset, "embed_dim": embed_dim,
         "checkpoint": state.get("checkpoint"), "parity": parity, "model_card": None,
     }
     if write_card:
@@ -248,7 +260,7 @@ def export_onnx(
         card = build_model_card(
             onnx_file=out.name, method=method, backbone=backbone, input_size=(h, w), embed_dim=embed_dim, flip=flip,
             opset=opset, parity=parity, sha256=sha, checkpoint=state.get("checkpoint"), state=state, results=results,
-            results_path=results_path,
+            results_path=results_path, run_flip=run_flip if state.get("spec") else None,
         )
         card_path = model_card_path(out)
         atomic_write_text(card_path, card)
