@@ -581,7 +581,9 @@ class Trainer:
             rec.update({f"val_{name}_rank1": r["rank1"], f"val_{name}_mAP": r["mAP"]})
         logger.log(rec)
         sel = test[self.selection.metric]
-        log.info("epoch %d: %s R1 %.1f mAP %.1f%s", epoch, self.selection.metric, 100 * sel["rank1"], 100 * sel["mAP"],
+        # people count epochs from 1, as the presets do (train.epochs=3: epochs 1-3); the JSON files keep the 0-based index
+        log.info("epoch %d/%d: %s R1 %.1f mAP %.1f%s", epoch + 1, self.epochs, self.selection.metric, 100 * sel["rank1"],
+                 100 * sel["mAP"],
                  " (new best on test)" if improved["test"] else "")
         if improved["test"]:
             self._save_weights("best", {"selected_on": "test", "epoch": epoch, "results": test})
@@ -681,7 +683,7 @@ class Trainer:
         self._window_resumed = False
         if self.pos["batch"] >= total_batches:
             return
-        bar = tqdm(total=total_batches, initial=self.pos["batch"], desc=f"epoch {epoch} {phase.name}",
+        bar = tqdm(total=total_batches, initial=self.pos["batch"], desc=f"epoch {epoch + 1}/{self.epochs} {phase.name}",
                    disable=not self.progress, leave=False, dynamic_ncols=True)
         t_data = time.perf_counter()
         data_time = step_time = 0.0
