@@ -89,3 +89,26 @@ def test_nan_images_without_skip_stop_naming_the_step_and_terms(synthcc_tiny, tm
         run_training(spec)
     # the last good checkpoint (after step 1) is kept
     assert (tmp_path / "err" / "checkpoints" / "e0000-s00000001").is_dir()
+
+
+def test_skip_with_grad_scaler_restores_the_scale_and_changes_nothing(synthcc_tiny, tmp_path, monkeypatch, one_thread):
+    """fp16 (GradScaler, here on the CPU): the clothes head steps through the scaler, then the main stage is NaN;
+    the skip puts back the head, its optimizer and the scaler's state (scale, growth tracker)."""
+    import rlq.methods.reid as reid
+
+    orig = reid.cal_adversarial_loss
+    calls = {"n": 0}
+
+    def nan_on_third(*a, **k):
+        calls["n"] += 1
+        v = orig(*a, **k)
+        return v * float("nan") if calls["n"] == 3 else v
+
+    monkeypatch.setattr(reid, "cal_adversarial_loss", nan_on_third)
+    run = tmp_path / "fp16"
+    rep = run_training(tiny_spec(synthcc_tiny, run, method="bm", train__amp="fp16", **{**SKIP, "steps": 4}))
+    assert rep["skipped_batches"] == 1
+    _assert_unchanged(run, 3)
+    _, before = _ckpt(run, 2)
+    _, after = _ckpt(run, 3)
+    assert before["scaler"] is not None and before["scaler"] == after["scaler"]
