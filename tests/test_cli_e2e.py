@@ -38,6 +38,11 @@ def test_train_eval_extract_evaluate(synthcc_tiny, tmp_path, capsys):
     lo, hi = ev["cc"]["rank1_ci"]
     assert f"{100 * ev['cc']['rank1']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]" in printed
     assert "cc/LQ" in printed and "cc/clean" in printed
+    assert "cc*: the protocol's selection" in printed  # the star explained under the table
+    # the run knows its dataset and root: `rlq eval RUN` alone gives the same numbers
+    assert run_cli(["eval", str(run), "--workers", "0", "--json", str(tmp_path / "own.json")]) == 0
+    own = json.loads((tmp_path / "own.json").read_text())
+    assert own["dataset"] == "synthcc" and own["results"] == ev
     feats = tmp_path / "f.npz"
     assert run_cli(["extract", str(run), "--dataset", "synthcc", "--root", str(synthcc_tiny), "--out", str(feats),
                     "--workers", "0"]) == 0

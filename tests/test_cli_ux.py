@@ -99,3 +99,168 @@ def test_eval_takes_a_features_file(synthcc_tiny, tmp_path, capsys):
                             [s.clothes_id for s in g], mode="cc")
     assert new["cc"]["mAP"] == pytest.approx(ref["mAP"], abs=1e-12)
     assert run_cli(["eval", str(tmp_path / "no_such_run"), "-d", "synthcc"]) == 2  # a checkpoint needs --root
+
+
+# -- one vocabulary: an option name means one thing, with one type, everywhere -------------------------------------------
+def _options():
+    """(command path, option, long name, every name) for every option of every command and subcommand."""
+    root = typer.main.get_command(app)
+    for path, cmd in _walk(root, "rlq"):
+        if hasattr(cmd, "commands"):
+            continue
+        for p in cmd.params:
+            if p.param_type_name != "option" or p.name == "help":
+                continue
+            names = [*p.opts, *p.secondary_opts]
+            long = next((n for n in p.opts if n.startswith("--")), p.opts[0])
+            yield path, p, long, names
+
+
+def _kind(p) -> str:
+    """The option's value type: flag, or the annotation without Optional / List (a repeatable int is an int)."""
+    import typing
+
+    if p.is_flag:
+        return "flag"
+    ann = p.type_descriptor.annotation
+    while typing.get_origin(ann) in (typing.Union, list, typing.List) or str(typing.get_origin(ann)) == "types.UnionType":
+        ann = next(a for a in typing.get_args(ann) if a is not type(None))
+    return getattr(ann, "__name__", str(ann))
+
+
+#: Known exceptions, each with what it would need; the test fails when one is no longer needed.
+#: `rlq demo` is owned elsewhere: its --seed seeds SynthCC *and* training, its --batch-size is the training batch.
+KNOWN_EXCEPTIONS = {("rlq demo", "--seed"): "a --synth-seed/--train-seed split (or the shared --seed meaning)",
+                    ("rlq demo", "--batch-size"): "a --train-batch-size name (the shared --batch-size is extraction's)"}
+
+
+def test_one_vocabulary_for_options():
+    """Every option name has one type in every command; a short name is one long option everywhere; a name declared
+    by two commands comes from one shared factory (same help, same default) unless `_common.CONTEXTUAL_OPTIONS`
+    says it is "this command's X". Generic: a new command is checked as it is registered."""
+    from collections import defaultdict
+
+    from rlq.cli._common import CONTEXTUAL_OPTIONS
+
+    kinds, shorts, decls = defaultdict(set), defaultdict(set), defaultdict(list)
+    used_exceptions = set()
+    for path, p, long, names in _options():
+        if (path, long) in KNOWN_EXCEPTIONS:
+            used_exceptions.add((path, long))
+            continue
+        for n in names:
+            kinds[n].add(_kind(p))
+            if not n.startswith("--"):
+                shorts[n].add(long)
+        decls[long].append((path, p.help, repr(p.default)))
+    bad = [f"{n}: types {sorted(k)}" for n, k in kinds.items() if len(k) > 1]
+    bad += [f"{s}: short for {sorted(ls)}" for s, ls in shorts.items() if len(ls) > 1]
+    for long, ds in decls.items():
+        if len({(h, d) for _, h, d in ds}) > 1 and long not in CONTEXTUAL_OPTIONS:
+            bad.append(f"{long}: different help or default in " + "; ".join(f"{p} ({d}): {h}" for p, h, d in ds))
+    assert not bad, "one option name, two meanings:\n" + "\n".join(bad)
+    assert used_exceptions == set(KNOWN_EXCEPTIONS), f"stale exceptions: {set(KNOWN_EXCEPTIONS) - used_exceptions}"
+    # the names the newcomer tripped over: one meaning each
+    assert kinds["--json"] == {"Path"} and shorts.get("-k", {"--keypoints"}) == {"--keypoints"}
+    assert len(decls["--seed"]) == 1 and decls["--batch-size"] and len({d for _, _, d in decls["--batch-size"]}) == 1
+
+
+def test_vocabulary_test_catches_a_conflicting_command():
+    """The walk sees a command added later: a --json flag beside the --json PATH options is reported."""
+    sub = typer.Typer()
+
+    @sub.command("extra")
+    def extra(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+        """A command with the old --json flag."""
+
+    app.add_typer(sub, name="zz-test-extra")
+    try:
+        with pytest.raises(AssertionError, match="--json: types"):
+            test_one_vocabulary_for_options()
+    finally:
+        app.registered_groups.pop()
+
+
+def test_every_training_command_has_dry_run():
+    root = typer.main.get_command(app)
+    trainers = [n for n, c in root.commands.items() if n.startswith("train")]
+    assert trainers == ["train", "train-teacher"] or set(trainers) == {"train", "train-teacher"}
+    for n in trainers:
+        assert any(p.name == "dry_run" for p in root.commands[n].params), n
+
+
+def test_train_teacher_dry_run_prints_the_resolved_config(tmp_path, capsys):
+    out = tmp_path / "teacher"
+    assert run_cli(["train-teacher", f"output={out}", "data.root=/nonexistent", "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "method: bm" in text and str(out) in text and not out.exists()
+
+
+def test_usage_errors_are_one_error_line_with_exit_2(capsys):
+    for args in (["eval"], ["eval", "x", "--bogus"], ["search", "--top-k", "abc"]):
+        assert run_cli(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and len(err.splitlines()) == 1, err
+        assert "╭" not in err and "; see `rlq " in err, err
+
+
+def test_bare_json_still_prints_json(capsys):
+    assert run_cli(["model-info", "--method", "bm", "--num-ids", "7", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_ids"] == 7
+    assert run_cli(["model-info", "--json", "-", "--num-ids", "9"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_ids"] == 9
+
+
+def test_help_has_no_hard_line_breaks_mid_sentence(capsys):
+    """`rlq --help` and a command's help re-wrap docstring paragraphs instead of keeping their line breaks."""
+    assert run_cli(["--help"]) == 0
+    assert run_cli(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "│" not in text  # no boxes
+    # the docstring of `train` breaks its line after "one GPU; several GPUs with"; re-wrapped help does not
+    assert not any(line.rstrip().endswith("several GPUs with") for line in text.splitlines())
+
+
+def test_output_is_not_wrapped_at_80_columns_off_a_terminal(monkeypatch):
+    """Not on a terminal (a log, CI), rich's consoles take $COLUMNS or stay wide: a long line is not cut at 80."""
+    from rlq.cli import _common
+
+    class NotATerminal:
+        def isatty(self):
+            return False
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert (_common._console_width(NotATerminal()) or 0) > 1000
+    monkeypatch.setenv("COLUMNS", "132")
+    assert _common._console_width(NotATerminal()) == 132
+    assert _common.out.width > 80 or _common.out.is_terminal
+
+
+def test_eval_takes_dataset_and_root_from_the_run():
+    """`rlq eval RUN`: the run's data.dataset / data.root unless --dataset / --root say otherwise; the run's root
+    only for the run's own dataset; one clear error when neither the run nor the options say."""
+    from pathlib import Path
+
+    from rlq.cli.train import eval_dataset_and_root
+    from rlq.errors import ConfigError
+
+    state = {"checkpoint": "runs/x/checkpoints/best", "spec": {"data": {"dataset": "ltcc", "root": "/data/LTCC_ReID"}}}
+    assert eval_dataset_and_root(state, None, None) == ("ltcc", Path("/data/LTCC_ReID"))
+    assert eval_dataset_and_root(state, None, Path("/other")) == ("ltcc", Path("/other"))
+    assert eval_dataset_and_root(state, "prcc", Path("/data/prcc")) == ("prcc", Path("/data/prcc"))
+    with pytest.raises(ConfigError, match=r"records no root for dataset 'prcc' \(its run trained on ltcc\): pass --root"):
+        eval_dataset_and_root(state, "prcc", None)
+    with pytest.raises(ConfigError, match="records no dataset .*pass --dataset NAME --root DIR"):
+        eval_dataset_and_root({"checkpoint": "ck"}, None, None)
+
+
+def test_eval_of_an_imported_checkpoint_without_dataset_is_one_clear_error(tmp_path, capsys):
+    from rlq.engine.recipe import save_model_checkpoint
+    from rlq.models import build_model
+
+    ck = save_model_checkpoint(build_model(method="bm", num_ids=8, backbone="tiny", seed=1), tmp_path / "ck",
+                               input_size=(64, 32))
+    capsys.readouterr()
+    assert run_cli(["eval", str(ck), "--workers", "0", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "records no dataset" in err and "pass --dataset NAME --root DIR" in err

@@ -82,7 +82,8 @@ def test_ltcc_like_three_modes_by_hand():
                                "mINP": pytest.approx(2 / 3), "num_valid_queries": 1, "num_queries": 2}
     table = format_table(res, selection="cc")
     lines = table.splitlines()
-    assert len(lines) == 5 and lines[0].startswith("| eval") and "cc*" in lines[3]
+    assert len(lines) == 6 and lines[0].startswith("| eval") and "cc*" in lines[3]
+    assert lines[5].startswith("(cc*: the protocol's selection")  # the star explained under the table
     assert "58.3" in lines[2] and "1/2" in lines[2]  # mAP 7/12 in percent, valid/total
     assert "0.5833" in format_table(res, percent=False)
 

@@ -350,8 +350,47 @@ def test_not_an_official_file(tmp_path):
     buf = io.BytesIO()
     torch.save(_tiny_official(0.5), buf)
     torn.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
-    with pytest.raises(CheckpointError, match=r"cannot read .*torn\.pth\.tar"):
+    with pytest.raises(CheckpointError, match=r"torn\.pth\.tar' is a truncated or damaged PyTorch checkpoint"):
         read_official_checkpoint(torn)
+
+
+# -- files that are not checkpoints, or cut short: named as such, not as "pickled objects" --------------------------------
+def _import_error(path, tmp_path, capsys) -> str:
+    from cli_helpers import run_cli
+
+    assert run_cli(["import-official", str(path), "--method", "bm", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and str(path) in err, err
+    assert not (tmp_path / "out").exists()
+    return err
+
+
+def test_random_bytes_are_not_a_checkpoint(tmp_path, capsys):
+    import random
+
+    p = tmp_path / "noise.pth.tar"
+    p.write_bytes(b"\x13" + random.Random(0).randbytes(4095))  # not b"PK\x03\x04" nor a pickle protocol header
+    err = _import_error(p, tmp_path, capsys)
+    assert "not a PyTorch checkpoint (no zip or pickle header)" in err
+    assert "pickled objects" not in err and "re-save" not in err
+
+
+def test_text_file_is_not_a_checkpoint(tmp_path, capsys):
+    p = tmp_path / "notes.pth.tar"
+    p.write_text("epoch,rank1\n1,0.41\n", encoding="utf-8")
+    err = _import_error(p, tmp_path, capsys)
+    assert "not a PyTorch checkpoint (no zip or pickle header)" in err and "as a torch checkpoint" not in err
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_truncated_checkpoint_names_the_cause(zip_format, tmp_path, capsys):
+    whole = tmp_path / "whole.pth.tar"
+    torch.save(_tiny_official(0.5), whole, _use_new_zipfile_serialization=zip_format)
+    cut = tmp_path / "cut.pth.tar"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    err = _import_error(cut, tmp_path, capsys)
+    assert "is a truncated or damaged PyTorch checkpoint" in err and "download or copy the file again" in err
+    assert "pickled objects" not in err and "internal" not in err
 
 
 # -- wrong method, widths, keys, shapes -------------------------------------------------------------------

@@ -182,5 +182,30 @@ def test_cli_eval_lq_official_on_synthcc(synthcc_tiny, tmp_path, one_thread):
     rob = json.loads((out / "robustness.json").read_text())
     off = rob["official_lq"]
     assert off["protocol_label"] == OFFICIAL_LQ_LABEL and rob["protocol_label"] != OFFICIAL_LQ_LABEL
-    assert off["models"]["ck"]["results"]["official_lq:mix"]["metrics"] == a["official_lq:mix"]  # same protocol, same seed
+    point = {e: {k: v for k, v in m.items() if not k.endswith("_ci")} for e, m in a["official_lq:mix"].items()}
+    assert off["models"]["ck"]["results"]["official_lq:mix"]["metrics"] == point  # same protocol, same seed (eval adds intervals)
     assert OFFICIAL_LQ_LABEL in (out / "report.md").read_text()
+
+
+def test_cli_eval_lq_official_prints_intervals_and_modes(synthcc_tiny, tmp_path, one_thread, capsys):
+    """`rlq eval --lq official` prints R1 / mAP with 95 % bootstrap intervals (as its --help says) and each
+    evaluation's mode, explains the `*`, and writes the intervals to --json."""
+    from cli_helpers import run_cli
+    from rlq.engine.recipe import save_model_checkpoint
+    from rlq.models import build_model
+
+    ck = save_model_checkpoint(build_model(method="bm", num_ids=8, backbone="tiny", seed=1), tmp_path / "ck",
+                               input_size=(H, W))
+    capsys.readouterr()
+    assert run_cli(["eval", str(ck), "--dataset", "synthcc", "--root", str(synthcc_tiny), "--workers", "0",
+                    "--device", "cpu", "--lq", "official", "--resamples", "50", "--json", str(tmp_path / "a.json")]) == 0
+    printed = capsys.readouterr()
+    a = json.loads((tmp_path / "a.json").read_text())
+    m = a["official_lq:mix"]["cc"]
+    lo, hi = m["rank1_ci"]
+    assert lo <= m["rank1"] <= hi and a["confidence_intervals"]["resamples"] == 50
+    assert f"{100 * m['rank1']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]" in printed.out
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in printed.out.splitlines()
+            if line.startswith("| ") and "---" not in line and not line.startswith("| eval")}
+    assert rows == {"general": "general", "cc*": "cc", "sc": "sc"}
+    assert "cc*: the protocol's selection" in printed.out and "95 % percentile bootstrap" in printed.err

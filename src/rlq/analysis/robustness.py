@@ -313,6 +313,7 @@ def official_lq_evaluate(
     cache: Any = None,
     progress: bool = False,
     world: Any = None,
+    keep_raw: bool = False,
 ) -> dict[str, Any]:
     """Protocol metrics under the authors' LQ test protocol (:mod:`rlq.lq.official_test`), one entry per kind.
 
@@ -321,7 +322,8 @@ def official_lq_evaluate(
 
     Every split of the protocol (queries **and** gallery) is degraded at original resolution, seeded per
     (seed, split, image). ``results["official_lq:<kind>"]`` holds ``metrics`` (:func:`summarize` per evaluation
-    name) and ``mix`` (the artifact probabilities used).
+    name) and ``mix`` (the artifact probabilities used); with ``keep_raw`` also ``raw``, the per-query results of
+    :func:`evaluate_protocol` (for bootstrap intervals; not JSON).
     """
     from rlq.lq.official_test import (
         OFFICIAL_LQ_DEFINITION,
@@ -353,8 +355,9 @@ def official_lq_evaluate(
             feats[split] = (f, samples[split])
         if world is not None and not world.is_main:
             continue
-        metrics = summarize(evaluate_protocol(feats, proto, device=device))
-        results[official_lq_name(kind)] = {"kind": kind, "mix": mix.probabilities(), "metrics": metrics}
+        raw = evaluate_protocol(feats, proto, device=device)
+        results[official_lq_name(kind)] = {"kind": kind, "mix": mix.probabilities(), "metrics": summarize(raw),
+                                           **({"raw": raw} if keep_raw else {})}
     return {
         "protocol_label": OFFICIAL_LQ_LABEL,
         "definition": OFFICIAL_LQ_DEFINITION,

@@ -26,10 +26,47 @@ from . import official as _official  # noqa: F401,E402
 __all__ = ["app", "main"]
 
 
+def _bare_json(args: list[str]) -> list[str]:
+    """``--json`` with no path (last, or followed by another option) means ``--json -`` (JSON to stdout): the old
+    flag spelling of `model-info` and `import-official` keeps working."""
+    fixed: list[str] = []
+    for i, a in enumerate(args):
+        fixed.append(a)
+        if a == "--json" and (i + 1 == len(args) or (args[i + 1].startswith("-") and args[i + 1] != "-")):
+            fixed.append("-")
+    return fixed
+
+
+def _usage_fix(e: Exception) -> str:
+    ctx = getattr(e, "ctx", None)
+    path = ctx.command_path if ctx is not None else "rlq"
+    return f"see `{path} -h`"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: run the app, turning rlq errors into one clear line and exit code 2."""
+    """Console-script entry point: run the app, turning rlq errors into one clear line and exit code 2.
+
+    Every error reads ``error: <cause>; <fix>`` on stderr (usage errors too: click's exit code 2 is kept)."""
+    import typer
+    import typer.main
+    from typer import _click
+
+    args = _bare_json(sys.argv[1:] if argv is None else list(argv))
     try:
-        app(args=argv, prog_name="rlq")
+        try:
+            rv = typer.main.get_command(app).main(args=args, prog_name="rlq", standalone_mode=False)
+        except _click.exceptions.ClickException as e:
+            msg = " ".join(e.format_message().split()).rstrip(".")
+            if msg.startswith("Invalid value: "):  # typer.BadParameter raised by a command, not tied to an option
+                msg = msg[len("Invalid value: "):]
+            console.print(f"[bold red]error:[/bold red] {escape(msg)}; {escape(_usage_fix(e))}", highlight=False,
+                          soft_wrap=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            console.print("[yellow]aborted[/yellow]")
+            sys.exit(1)
+        # as click's standalone mode: always leave through SystemExit (typer.Exit(code) returns its code here)
+        sys.exit(rv if isinstance(rv, int) else 0)
     except RlqError as e:
         # the root cause first (an error from a loader worker carries the worker's traceback in its text)
         console.print(f"[bold red]error:[/bold red] {escape(root_message(e))}", highlight=False, soft_wrap=True)

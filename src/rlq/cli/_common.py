@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -15,7 +18,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    # Plain click help: paragraphs are re-wrapped to the terminal (no docstring line breaks mid-sentence) and
+    # usage errors are not drawn as boxes (`rlq.cli.main` prints them as one `error:` line).
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
 )
 #: Command groups shared by several modules (each module adds its commands to the group).
 poses_app = typer.Typer(help="Pose keypoints and clusters for CAP (docs/method.md §3.4).", no_args_is_help=True)
@@ -28,8 +34,24 @@ app.add_typer(parse_app, name="parse")
 app.add_typer(gender_app, name="gender")
 app.add_typer(lq_app, name="lq")
 app.add_typer(analyze_app, name="analyze")
-console = Console(stderr=True)
-out = Console()
+
+
+def _console_width(stream: Any) -> Optional[int]:
+    """None (rich measures the terminal) on a terminal; else $COLUMNS, or wide enough that nothing wraps.
+
+    Not on a terminal (a log file, CI, a pipe) rich would wrap at 80 columns: tables and long lines are kept whole.
+    """
+    try:
+        if stream.isatty():
+            return None
+    except (AttributeError, ValueError):
+        pass
+    cols = os.environ.get("COLUMNS", "")
+    return int(cols) if cols.isdigit() and int(cols) > 0 else 10_000
+
+
+console = Console(stderr=True, width=_console_width(sys.stderr))
+out = Console(width=_console_width(sys.stdout))
 
 
 @app.callback()
@@ -46,8 +68,14 @@ def setup_logging(verbose: bool = False) -> None:
     """Route library logging to a rich handler on stderr."""
     VERBOSE["on"] = verbose
     root = logging.getLogger("rlq")
-    if not any(isinstance(h, RichHandler) for h in root.handlers):
-        root.addHandler(RichHandler(console=console, show_path=False, show_time=False, markup=False))
+    if not any(getattr(h, "_rlq", False) for h in root.handlers):
+        if _console_width(sys.stderr) is None:  # a terminal: rich's handler
+            h: logging.Handler = RichHandler(console=console, show_path=False, show_time=False, markup=False)
+        else:  # a log file or CI: plain lines (rich pads every record to the console width)
+            h = logging.StreamHandler(sys.stderr)
+            h.setFormatter(logging.Formatter("%(levelname)-8s %(message)s"))
+        h._rlq = True  # type: ignore[attr-defined]
+        root.addHandler(h)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
 
@@ -94,3 +122,146 @@ def rerank_settings(rerank: bool, k1: int, k2: int, lam: float):
 
     return RerankSettings(k1, k2, lam)
 
+
+
+# -- one vocabulary for options shared by several commands ----------------------------------------------------------
+# Every command declares these through the factories below, so a name means one thing with one type and one default
+# everywhere (tests/test_cli_ux.py walks the app and checks it).
+
+JSON_HELP = ("Also write the results as JSON to this file; `-` prints the JSON to stdout instead of the table "
+             "(a bare --json means `-`).")
+BATCH_SIZE_HELP = "Images per forward pass when extracting features (speed and memory only; the features do not depend on it)."
+BATCH_SIZE_DEFAULT = 64
+SEED_HELP = "Seed of the generated data: the same seed gives byte-identical files."
+LQ_SEED_HELP = "Seed of the synthetic low-quality degradations: the same seed degrades the same images the same way."
+SAMPLE_SEED_HELP = "Seed of the images or queries drawn at random for the output."
+KMEANS_SEED_HELP = "K-means random_state (docs/method.md §3.4: 0)."
+BOOTSTRAP_SEED_HELP = ("Seed of the bootstrap resamples of the queries (paired comparisons resample the same query "
+                       "indices for every run). --ci-seed is its old name.")
+RESAMPLES_HELP = "Bootstrap resamples of the queries for the 95 % intervals of R1 and mAP."
+TOP_K_HELP = "Gallery images shown per query."
+DRY_RUN_HELP = "Validate the config, print it resolved, and stop (nothing is trained or written)."
+DEVICE_HELP = "auto, cpu, cuda or cuda:N."
+WORKERS_HELP = "Loader workers."
+PREFER_HELP = "In a run folder: best, best_val, or last."
+PROTOCOL_HELP = "Which protocol: test or val."
+CAMERA_RULE_HELP = "Celeb-reID camid rule: unique (default) or official."
+
+
+def _json_path(value: Optional[Path]) -> Optional[Path]:
+    if value is not None and str(value).startswith("-") and str(value) != "-":
+        raise typer.BadParameter(f"--json takes a file path (or - for stdout), got {str(value)!r}; "
+                                 "put the path right after --json")
+    return value
+
+
+def json_option() -> Any:
+    """``--json PATH``: also write the command's results as JSON (``-``: to stdout, instead of the table)."""
+    return typer.Option(None, "--json", metavar="PATH", help=JSON_HELP, callback=_json_path)
+
+
+def json_to_stdout(path: Optional[Path]) -> bool:
+    return path is not None and str(path) == "-"
+
+
+def human(path: Optional[Path]) -> Console:
+    """Where the human-readable output goes: stdout, or stderr when ``--json -`` puts the JSON on stdout."""
+    return console if json_to_stdout(path) else out
+
+
+def write_json(path: Optional[Path], payload: Any, *, say: bool = False) -> None:
+    """``--json PATH``: write ``payload`` there atomically (strict JSON), or print it to stdout for ``-``."""
+    from ..io import atomic_write_json, json_dumps
+
+    if path is None:
+        return
+    if json_to_stdout(path):
+        sys.stdout.write(json_dumps(payload, indent=2) + "\n")
+        sys.stdout.flush()
+        return
+    atomic_write_json(path, payload)
+    if say:
+        console.print(f"wrote {path}", highlight=False, markup=False)
+
+
+def batch_size_option() -> Any:
+    return typer.Option(BATCH_SIZE_DEFAULT, "--batch-size", min=1, help=BATCH_SIZE_HELP)
+
+
+def seed_option() -> Any:
+    return typer.Option(0, "--seed", help=SEED_HELP)
+
+
+def lq_seed_option() -> Any:
+    return typer.Option(0, "--lq-seed", help=LQ_SEED_HELP)
+
+
+def sample_seed_option() -> Any:
+    return typer.Option(0, "--sample-seed", help=SAMPLE_SEED_HELP)
+
+
+def kmeans_seed_option() -> Any:
+    return typer.Option(0, "--kmeans-seed", help=KMEANS_SEED_HELP)
+
+
+def bootstrap_seed_option() -> Any:
+    return typer.Option(0, "--bootstrap-seed", "--ci-seed", help=BOOTSTRAP_SEED_HELP)
+
+
+def resamples_option() -> Any:
+    return typer.Option(1000, "--resamples", help=RESAMPLES_HELP)
+
+
+def top_k_option() -> Any:
+    return typer.Option(10, "--top-k", min=1, help=TOP_K_HELP)
+
+
+def dry_run_option() -> Any:
+    return typer.Option(False, "--dry-run", help=DRY_RUN_HELP)
+
+
+def device_option() -> Any:
+    return typer.Option("auto", "--device", help=DEVICE_HELP)
+
+
+def workers_option() -> Any:
+    return typer.Option(2, "--workers", help=WORKERS_HELP)
+
+
+def prefer_option() -> Any:
+    return typer.Option("best", "--prefer", help=PREFER_HELP)
+
+
+def protocol_option() -> Any:
+    return typer.Option("test", "--protocol", help=PROTOCOL_HELP)
+
+
+def camera_rule_option() -> Any:
+    return typer.Option("unique", "--camera-rule", help=CAMERA_RULE_HELP)
+
+
+#: Names several commands declare with a meaning that depends on the command ("this command's output", "its dataset
+#: root", ...): the same type everywhere, but their own help and default. Any other name declared by two commands
+#: must come from one factory above (same help, same default); tests/test_cli_ux.py holds both rules.
+CONTEXTUAL_OPTIONS = {
+    "--out": "the command's output (a file or a folder, said in its help)",
+    "--dataset": "the dataset the command reads (import-official: the one to record)",
+    "--root": "the dataset root (or the root an output tree mirrors)",
+    "--images": "a folder of images the command reads",
+    "--split": "the split the command reads",
+    "--config": "the YAML preset (train: any; train-teacher: the teacher recipe)",
+    "--method": "the method of the model to build or import",
+    "--num-ids": "train identities C (model-info: to build; import-official: to check)",
+    "--pose-clusters": "pose clusters K (model-info: to build; import-official: to check)",
+    "--k": "the K values of pose clustering",
+    "--kind": "the pose vector kind",
+    "--keypoints": "keypoints (AlphaPose tree / JSON)",
+    "--levels": "severity levels (lq preview: to show; robustness: to evaluate)",
+    "--quality-csv": "SynthCC's quality table (eval: clean / LQ rows; buckets: the buckets)",
+    "--workers": "parallel workers (loader workers; synth: processes)",
+    "--resume": "continue unfinished runs",
+    "--overwrite": "move earlier output aside and start anew",
+    "--skip-bad": "skip unparsable dataset files",
+    "--flip": "flip-sum of embeddings (their defaults are being settled with the extraction defaults)",
+    "--no-flip": "flip-sum of embeddings (their defaults are being settled with the extraction defaults)",
+}

@@ -10,7 +10,8 @@ from typing import Any, List, Optional
 
 import typer
 
-from ._common import analyze_app, app, console, flip_option, out
+from ._common import (analyze_app, app, batch_size_option, console, device_option, flip_option, lq_seed_option,
+                      out, prefer_option, protocol_option, sample_seed_option, top_k_option, workers_option)
 
 _DATASET_HELP = "Dataset name (ltcc, prcc, last, deepchange, celebreid, vcclothes, synthcc, manifest)."
 _CKPT_HELP = "Checkpoint folder, or a run folder (uses checkpoints/<prefer>, else the newest)."
@@ -103,23 +104,23 @@ def robustness_cmd(
     artifacts: str = typer.Option("pixelation,defocus,motion,jpeg", help="Comma list of artifacts (rlq.lq.severity)."),
     levels: str = typer.Option("0,1,2,3,4", help="Comma list of severity levels (0 = clean ... 4)."),
     apply_to: str = typer.Option("query", help="query (docs/method.md §12) or both (query and gallery)."),
-    seed: int = typer.Option(0, help="Seed of the motion-blur angles."),
-    protocol: str = typer.Option("test", help="Which protocol: test or val."),
+    seed: int = lq_seed_option(),
+    protocol: str = protocol_option(),
     metric: str = typer.Option("rank1", help="Metric plotted first (rank1 and mAP are always plotted)."),
     evaluation: Optional[str] = typer.Option(None, help="Evaluation plotted (default: the protocol's selection, e.g. cc)."),
     height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
     width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
-    batch_size: int = typer.Option(64, help="Extraction batch size."),
-    workers: int = typer.Option(2, help="Loader workers."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+    batch_size: int = batch_size_option(),
+    workers: int = workers_option(),
+    device: str = device_option(),
+    prefer: str = prefer_option(),
     flip: Optional[bool] = flip_option(),
     cache_images: bool = typer.Option(False, "--cache-images", help="Decode the test images once into memory (small datasets)."),
     official_lq: Optional[str] = typer.Option(
         None, "--official-lq",
         help="Also run the authors' LQ test protocol (--LR-MODE/--LR-TYPE, docs/method.md §12) for these kinds, beside "
              "rlq's grid: a comma list of mix, pixelation, gaussian, motion (or `all`). Degrades query and gallery at "
-             "original resolution with the training ranges, seeded by --seed; reported under `official_lq:<kind>`."),
+             "original resolution with the training ranges, seeded by --lq-seed; reported under `official_lq:<kind>`."),
 ) -> None:
     """Metrics per artifact and severity level (paper Fig. 8 left; rlq's own protocol, docs/method.md §12), one curve per
     checkpoint; optionally the authors' LQ test protocol beside it (--official-lq)."""
@@ -207,18 +208,22 @@ def lq_clusters_cmd(
     mix: Optional[str] = typer.Option(None, help="LQ source: a dataset's training mix (ltcc, prcc, ...; default: "
                                       "--dataset's) or ARTIFACT:LEVEL of the severity grid (e.g. motion:3)."),
     ranges: str = typer.Option("official", help="Training-mix parameter ranges: official or paper (docs/method.md §5.2)."),
-    seed: int = typer.Option(0, help="Seed of the LQ draws, the subset, the probe folds and t-SNE."),
+    seed: int = lq_seed_option(),
+    sample_seed: int = sample_seed_option(),
     tsne: bool = typer.Option(True, "--tsne/--no-tsne", help="Draw the t-SNE picture (paper Fig. 7)."),
     tsne_points: int = typer.Option(1000, help="At most this many points in the t-SNE picture."),
     height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
     width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
-    batch_size: int = typer.Option(64, help="Extraction batch size."),
-    workers: int = typer.Option(2, help="Loader workers."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+    batch_size: int = batch_size_option(),
+    workers: int = workers_option(),
+    device: str = device_option(),
+    prefer: str = prefer_option(),
     flip: Optional[bool] = flip_option(),
 ) -> None:
-    """Do LQ images cluster regardless of identity? Nearest-neighbour rates, HQ/LQ probe, silhouette, t-SNE (paper Fig. 7)."""
+    """Do LQ images cluster regardless of identity? Nearest-neighbour rates, HQ/LQ probe, silhouette, t-SNE (paper Figure 7).
+
+    --sample-seed draws the --max-images subset; --lq-seed draws the degradations and also seeds the probe folds and
+    t-SNE."""
     import numpy as np
 
     from ..analysis.lq_clusters import lq_cluster_diagnostics, lq_clusters_markdown
@@ -230,7 +235,7 @@ def lq_clusters_cmd(
     if max_images < 2:
         raise typer.BadParameter("--max-images must be >= 2")
     if len(samples) > max_images:
-        keep = np.sort(np.random.default_rng(seed).choice(len(samples), size=max_images, replace=False))
+        keep = np.sort(np.random.default_rng(sample_seed).choice(len(samples), size=max_images, replace=False))
         samples = [samples[i] for i in keep]
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / "lq_tsne.png" if (tsne and _have_matplotlib()) else None
@@ -271,13 +276,13 @@ def gender_cmd(
     categories: Optional[str] = typer.Option(None, help="Only rows of these categories (comma list; default: all)."),
     keep_junk: bool = typer.Option(False, "--keep-junk", help="Take the top-1 over the whole gallery (default: delete "
                                    "the query's junk first, as the evaluation does)."),
-    protocol: str = typer.Option("test", help="Which protocol: test or val."),
+    protocol: str = protocol_option(),
     height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
     width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
-    batch_size: int = typer.Option(64, help="Extraction batch size."),
-    workers: int = typer.Option(2, help="Loader workers."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+    batch_size: int = batch_size_option(),
+    workers: int = workers_option(),
+    device: str = device_option(),
+    prefer: str = prefer_option(),
     flip: Optional[bool] = flip_option(),
 ) -> None:
     """Gender awareness: F1 of the female class among top-1 mistakes, per evaluation and checkpoint (paper Fig. 8 right)."""
@@ -327,13 +332,13 @@ def buckets_cmd(
     out_dir: Path = _opt_out(),
     size_csv: Optional[Path] = typer.Option(None, "--size-csv", help="The authors' size table (LTCC_Size.csv / PRCC_Size.csv)."),
     quality_csv: Optional[Path] = typer.Option(None, "--quality-csv", help="SynthCC's quality.csv (artifact + severity buckets)."),
-    protocol: str = typer.Option("test", help="Which protocol: test or val."),
+    protocol: str = protocol_option(),
     height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
     width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
-    batch_size: int = typer.Option(64, help="Extraction batch size."),
-    workers: int = typer.Option(2, help="Loader workers."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+    batch_size: int = batch_size_option(),
+    workers: int = workers_option(),
+    device: str = device_option(),
+    prefer: str = prefer_option(),
     flip: Optional[bool] = flip_option(),
 ) -> None:
     """Metrics per query-quality bucket against the full gallery (paper Table 10 style).
@@ -387,23 +392,23 @@ def visualize_cmd(
     out_dir: Path = _opt_out(),
     mode: Optional[str] = typer.Option(None, help="An evaluation name of the protocol (e.g. cc, sc, general), or a rule "
                                        "(general / cc / sc) applied to the selection's splits. Default: the selection."),
-    queries: str = typer.Option("worst", help="worst (lowest AP first), random (seeded), hits (a seeded draw among the "
+    queries: str = typer.Option("worst", help="worst (lowest AP first), random (by --sample-seed), hits (a --sample-seed draw among the "
                                 "queries whose rank-1 is correct), or a comma list of query keys (with or without the "
                                 "split prefix, e.g. query/001_1_c08_028453 or 001_1_c08_028453)."),
     num_queries: int = typer.Option(8, help="Rows (queries) to draw."),
-    top_k: int = typer.Option(10, help="Gallery images per row."),
+    top_k: int = top_k_option(),
     show_junk: bool = typer.Option(False, "--show-junk", help="Keep junk in the list (grey); default: removed as in the evaluation."),
-    seed: int = typer.Option(0, help="Seed for --queries random."),
-    protocol: str = typer.Option("test", help="Which protocol: test or val."),
+    seed: int = sample_seed_option(),
+    protocol: str = protocol_option(),
     height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
     width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
-    batch_size: int = typer.Option(64, help="Extraction batch size."),
-    workers: int = typer.Option(2, help="Loader workers."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+    batch_size: int = batch_size_option(),
+    workers: int = workers_option(),
+    device: str = device_option(),
+    prefer: str = prefer_option(),
     flip: Optional[bool] = flip_option(),
 ) -> None:
-    """Ranked results (paper Fig. 9): each query with its top-k gallery images, as a PNG and a static HTML page."""
+    """Ranked results (paper Figure 9): each query with its top-k gallery images, as a PNG and a static HTML page."""
     from ..analysis.ranklist import rank_list_figure
     from ..analysis.report import write_report
     from ..data.records import MODES

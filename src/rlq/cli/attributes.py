@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ._common import gender_app, lq_app, out, poses_app
+from ._common import gender_app, kmeans_seed_option, lq_app, lq_seed_option, out, poses_app, sample_seed_option
 
 
 _DATASET_HELP = "Dataset name (ltcc, prcc, last, deepchange, celebreid, synthcc, manifest, ...)."
@@ -44,7 +44,7 @@ def poses_cluster(
     kind: List[str] = typer.Option(["R_LA"], "--kind", help="Vector kind: R_LA (paper), R_A or R_LAC; repeat or comma list."),
     kinds_old: Optional[str] = typer.Option(None, "--kinds", hidden=True, help="Old spelling of --kind."),
     split: str = typer.Option("train", help="Split to cluster (fit on train only for training labels, docs/method.md §3.4)."),
-    seed: int = typer.Option(0, help="K-means random_state (§3.4: 0)."),
+    seed: int = kmeans_seed_option(),
     score_threshold: Optional[float] = typer.Option(None, help="Treat detections below this score as no pose (default: none, as the spec)."),
 ) -> None:
     """Pose clusters from keypoints: 13 body lines -> R_LA vectors -> K-means (K=15, n_init=10) -> labels 1..K, 0 = no pose."""
@@ -70,7 +70,7 @@ def poses_sweep(
                                 "(the paper sweeps 5..40)."),
     ks_old: Optional[str] = typer.Option(None, "--ks", hidden=True, help="Old spelling of --k."),
     kind: str = typer.Option("R_LA", "--kind", help="Vector kind: R_LA (paper), R_A or R_LAC."),
-    seed: int = typer.Option(0, help="K-means random_state (§3.4: 0)."),
+    seed: int = kmeans_seed_option(),
 ) -> None:
     """Cluster quality (silhouette, Calinski-Harabasz, inertia) for K in 5..40, as JSON and a plot."""
     from ..attributes.pose import detection_vectors, plot_sweep, sweep_k
@@ -93,13 +93,13 @@ def poses_sweep(
 def poses_sheet(
     dataset: str = typer.Option(..., "--dataset", "-d", help=_DATASET_HELP),
     root: Path = typer.Option(..., "--root", "-r", help="Dataset root."),
-    clusters: Path = typer.Option(..., "--clusters", "-c", help="Pose-cluster CSV (ours or the authors')."),
+    clusters: Path = typer.Option(..., "--clusters", help="Pose-cluster CSV (ours or the authors')."),
     column: str = typer.Option("R_LA_15", help="Label column."),
     out_png: Path = typer.Option(Path("pose_clusters.png"), "--out", "-o", help="Output PNG."),
     per_cluster: int = typer.Option(8, help="Images per cluster row."),
-    keypoints: Optional[Path] = typer.Option(None, help="Draw the skeleton from these keypoints (AlphaPose tree / JSON)."),
+    keypoints: Optional[Path] = typer.Option(None, "--keypoints", "-k", help="Draw the skeleton from these keypoints (AlphaPose tree / JSON)."),
     split: str = typer.Option("train", help="Split whose images to show."),
-    seed: int = typer.Option(0, help="Seed of the images picked per cluster."),
+    seed: int = sample_seed_option(),
 ) -> None:
     """A contact sheet of images per pose cluster (paper Figures 16-18), one row per cluster."""
     from ..attributes.pose_io import sample_detections
@@ -146,7 +146,8 @@ def lq_preview(
     out_png: Path = typer.Option(Path("lq_preview.png"), "--out", "-o", help="Output PNG."),
     n: int = typer.Option(4, help="How many images (rows)."),
     levels: str = typer.Option("1,2,3,4", help="Severity levels to show."),
-    seed: int = typer.Option(0, help="Seed of the image choice and the random LQ parameters."),
+    seed: int = sample_seed_option(),
+    lq_seed: int = lq_seed_option(),
 ) -> None:
     """Each artifact (pixelation, out-of-focus, motion blur, JPEG) at several severities (paper Figure 14)."""
     import random
@@ -160,5 +161,5 @@ def lq_preview(
     if not paths:
         raise typer.BadParameter(f"no images under {images}")
     pick = random.Random(seed).sample(paths, min(n, len(paths)))
-    lq_preview_sheet([read_image(p) for p in pick], out_png, levels=[int(x) for x in levels.split(",")], seed=seed)
+    lq_preview_sheet([read_image(p) for p in pick], out_png, levels=[int(x) for x in levels.split(",")], seed=lq_seed)
     out.print(f"wrote {out_png}")

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ._common import app, console, out
+from ._common import app, bootstrap_seed_option, console, human, json_option, resamples_option, write_json
 
 
 @app.command("compare")
@@ -16,14 +16,13 @@ def compare_cmd(
                                       "(`rlq eval --per-query`); every run is compared with the first."),
     selection: str = typer.Option("test@last", help="In a run folder: which results.json entry (test@last, test@best_test, test@best_val)."),
     evaluation: Optional[List[str]] = typer.Option(None, "--eval", help="Evaluation names to compare (default: every one the runs share)."),
-    resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples of the queries."),
-    ci_seed: int = typer.Option(0, "--ci-seed", help="Seed of the bootstrap resamples (the same query indices for both runs)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the differences as JSON here."),
+    resamples: int = resamples_option(),
+    ci_seed: int = bootstrap_seed_option(),
+    json_out: Optional[Path] = json_option(),
 ) -> None:
     """Each run minus the first: R1 and mAP differences with 95 % paired bootstrap intervals (same queries resampled)."""
     from ..engine.recipe import run_per_query
     from ..evaluation.bootstrap import ci_info, load_per_query, paired_bootstrap_ci
-    from ..io import atomic_write_json
 
     if len(runs) < 2:
         raise typer.BadParameter("give at least two runs")
@@ -50,9 +49,7 @@ def compare_cmd(
                                     str(d["num_queries"])] for r, n, d in rows]
     w = [max(len(t[i]) for t in table) for i in range(5)]
     text = "\n".join("| " + " | ".join(c.ljust(x) for c, x in zip(t, w)) + " |" for t in table)
-    out.print(text, highlight=False, markup=False, soft_wrap=True)
+    human(json_out).print(text, highlight=False, markup=False, soft_wrap=True)
     console.print(f"first run: {runs[0]}; intervals: 95 % paired percentile bootstrap, {resamples} resamples, seed {ci_seed}")
-    if json_out:
-        atomic_write_json(json_out, {"first": str(runs[0]), "selection": selection, "differences": payload,
-                                     "confidence_intervals": ci_info(resamples, ci_seed)})
-        console.print(f"wrote {json_out}")
+    write_json(json_out, {"first": str(runs[0]), "selection": selection, "differences": payload,
+                          "confidence_intervals": ci_info(resamples, ci_seed)}, say=True)

@@ -8,15 +8,16 @@ from typing import Optional
 
 import typer
 
-from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, console, out,
-                      rerank_settings)
+from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, bootstrap_seed_option,
+                      camera_rule_option, console, device_option, human, json_option, out, protocol_option,
+                      rerank_settings, resamples_option, seed_option, write_json)
 
 
 @app.command("synth")
 def synth(
     out_dir: Path = typer.Option(Path("data/synthcc"), "--out", "-o", help="Output folder: new or empty unless --overwrite (written atomically)."),
     preset: str = typer.Option("default", help="tiny (unit tests, seconds), small, or default (the demo's, < 60 s)."),
-    seed: int = typer.Option(0, help="Same seed, byte-identical files."),
+    seed: int = seed_option(),
     workers: Optional[int] = typer.Option(None, help="Processes (default: all cores); the output does not depend on it."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start anew in a folder that holds files: it is moved aside to <name>.old-<timestamp> (nothing is deleted)."),
 ) -> None:
@@ -56,7 +57,7 @@ def check_data_cmd(
     quick: bool = typer.Option(False, "--quick", help="Only read image headers instead of decoding every image."),
     no_images: bool = typer.Option(False, "--no-images", help="Do not open images at all (layout and names only)."),
     max_list: int = typer.Option(10, help="How many bad files to list before counting."),
-    camera_rule: str = typer.Option("unique", help="Celeb-reID camid rule: unique or official."),
+    camera_rule: str = camera_rule_option(),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Judge as `rlq train --skip-bad` would: unparsable files are skipped, not fatal."),
 ) -> None:
     """Check a dataset folder: layout (printing the expected tree when wrong), counts per split against the
@@ -84,7 +85,6 @@ def evaluate_features_cmd(features: Path, dataset: str, root: Optional[Path], pr
     from ..data.side_tables import quality_groups
     from ..evaluation.bootstrap import ci_info
     from ..evaluation.protocols import evaluate_features_file, format_table, summarize
-    from ..io import atomic_write_json
     from .train import _ci_note, _save_per_query, _with_intervals
 
     if root is not None:
@@ -97,14 +97,12 @@ def evaluate_features_cmd(features: Path, dataset: str, root: Optional[Path], pr
     res = evaluate_features_file(features, protocol, max_rank=max_rank, device=device, rerank=rerank)
     groups = quality_groups(".", quality_csv) if quality_csv is not None else None
     res = _with_intervals(res, groups, resamples, ci_seed, str(quality_csv))
-    out.print(format_table(res, selection=protocol.selection), soft_wrap=True, markup=False, highlight=False)
+    human(json_out).print(format_table(res, selection=protocol.selection), soft_wrap=True, markup=False, highlight=False)
     console.print(_ci_note(resamples, ci_seed))
     if per_query:
         _save_per_query(per_query, res, {"features": str(features), "dataset": dataset, "protocol": protocol_name})
-    if json_out:
-        atomic_write_json(json_out, {"features": str(features), "dataset": dataset, "protocol": protocol_name,
-                                     "results": summarize(res), "confidence_intervals": ci_info(resamples, ci_seed)})
-        console.print(f"wrote {json_out}")
+    write_json(json_out, {"features": str(features), "dataset": dataset, "protocol": protocol_name,
+                          "results": summarize(res), "confidence_intervals": ci_info(resamples, ci_seed)}, say=True)
 
 
 @app.command("evaluate", hidden=True)
@@ -112,12 +110,12 @@ def evaluate_cmd(
     features: Path = typer.Argument(..., help="Features file (.npz) written by `rlq extract`."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset whose protocol to apply."),
     root: Optional[Path] = typer.Option(None, "--root", "-r", help="Only for `manifest` (its protocol lives next to the CSV)."),
-    protocol_name: str = typer.Option("test", "--protocol", help="test or val."),
+    protocol_name: str = protocol_option(),
     max_rank: int = typer.Option(50, help="CMC length."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cpu)."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
-    resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples of the queries for the 95 % intervals of R1 and mAP."),
-    ci_seed: int = typer.Option(0, "--ci-seed", help="Seed of the bootstrap resamples."),
+    device: str = device_option(),
+    json_out: Optional[Path] = json_option(),
+    resamples: int = resamples_option(),
+    ci_seed: int = bootstrap_seed_option(),
     quality_csv: Optional[Path] = typer.Option(None, "--quality-csv", help="Quality table (Category,Image,Artifact,Severity,Param, "
                                                "e.g. SynthCC's quality.csv): adds clean / LQ query rows."),
     per_query: Optional[Path] = typer.Option(None, "--per-query", help="Also write per-query results (.npz) here, for paired "
@@ -130,7 +128,8 @@ def evaluate_cmd(
     """Deprecated: use `rlq eval FEATURES.npz --dataset NAME` (same options)."""
     console.print("[yellow]`rlq evaluate` is deprecated: use `rlq eval FEATURES.npz --dataset NAME` "
                   "(it takes a checkpoint, a run folder or a features file)[/yellow]")
-    evaluate_features_cmd(features, dataset, root, protocol_name, max_rank, device, json_out, resamples, ci_seed,
+    evaluate_features_cmd(features, dataset, root, protocol_name, max_rank, None if device == "auto" else device,
+                          json_out, resamples, ci_seed,
                           quality_csv, per_query, rerank_settings(rerank, rerank_k1, rerank_k2, rerank_lambda))
 
 

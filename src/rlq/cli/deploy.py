@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from ..errors import RlqError
-from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, console, flip_option,
-                      out, rerank_settings)
+from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, batch_size_option, console,
+                      flip_option, human, json_option, rerank_settings, top_k_option, write_json)
 
 
 def _load_gallery(gallery: Path, backend: Optional[str], split: Optional[str]):
@@ -34,15 +34,15 @@ def search_cmd(
     gallery: Path = typer.Option(..., "--gallery", "-g", help="Gallery: a features file (.npz from `rlq extract`) or an index folder (--save-index)."),
     query: Path = typer.Option(..., "--query", "-q", help="A query image, or a folder of query images (searched recursively)."),
     out_html: Path = typer.Option(..., "--out", "-o", help="HTML page to write; thumbnails go to <name>_files/ next to it."),
-    top_k: int = typer.Option(10, "--top-k", "-k", min=1, help="Gallery images to show per query."),
+    top_k: int = top_k_option(),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint for the queries (default: the one recorded with the gallery)."),
     backend: Optional[str] = typer.Option(None, "--backend", help="exact (torch) or faiss (needs faiss-cpu, the faiss extra); default: exact, or the saved index's."),
     split: Optional[str] = typer.Option(None, "--split", help="Split of a multi-split features file (default: its only split, or 'gallery')."),
     save_index: Optional[Path] = typer.Option(None, "--save-index", help="Also save the gallery index to this folder for reuse."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON."),
+    json_out: Optional[Path] = json_option(),
     force: bool = typer.Option(False, "--force", help="Search even if the gallery was extracted with another checkpoint."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    batch_size: int = typer.Option(64, min=1, help="Query images per forward pass."),
+    batch_size: int = batch_size_option(),
     rerank: bool = typer.Option(False, "--rerank", help=RERANK_HELP),
     rerank_k1: int = typer.Option(20, "--rerank-k1", help=RERANK_K1_HELP),
     rerank_k2: int = typer.Option(6, "--rerank-k2", help=RERANK_K2_HELP),
@@ -62,7 +62,6 @@ def search_cmd(
 
     from ..deploy import FeatureExtractor
     from ..deploy.search import BACKENDS, checkpoint_mismatch, image_files, write_search_html
-    from ..io import atomic_write_json
 
     if backend is not None and backend not in BACKENDS:
         raise typer.BadParameter(f"--backend must be one of {list(BACKENDS)}, got {backend!r}")
@@ -135,13 +134,12 @@ def search_cmd(
             hits.append({"rank": r + 1, "index": gi, "key": key, "score": float(s),
                          "path": None if index.paths is None else str(index.paths[gi])})
         results.append({"key": qk, "path": qp, "results": hits})
-    out.print(table)
-    if json_out:
-        atomic_write_json(json_out, {"gallery": str(gallery), "checkpoint": ck, "backend": index.backend, "top_k": top_k,
-                                     "num_gallery": len(index), "rerank": None if rr is None else rr.as_dict(),
-                                     "score": "cosine" if rr is None else "re-ranked distance",
-                                     "flip": fe.flip, "precision": fe.precision,
-                                     "gallery_features": {"flip": gal_flip, "precision": gal_prec}, "queries": results})
+    human(json_out).print(table)
+    write_json(json_out, {"gallery": str(gallery), "checkpoint": ck, "backend": index.backend, "top_k": top_k,
+                          "num_gallery": len(index), "rerank": None if rr is None else rr.as_dict(),
+                          "score": "cosine" if rr is None else "re-ranked distance",
+                          "flip": fe.flip, "precision": fe.precision,
+                          "gallery_features": {"flip": gal_flip, "precision": gal_prec}, "queries": results})
     if save_index:
         index.save(save_index)
         console.print(f"saved the gallery index to {save_index}", highlight=False, markup=False)
@@ -158,7 +156,7 @@ def export_cmd(
     flip: Optional[bool] = flip_option(),
     atol: float = typer.Option(1e-4, help="Parity tolerance: max L2 distance between ONNX and PyTorch features."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the export summary as JSON."),
+    json_out: Optional[Path] = json_option(),
 ) -> None:
     """Export the inference feature to ONNX, check it against PyTorch, and write a model card next to it.
 
@@ -166,7 +164,6 @@ def export_cmd(
     reproduced by the exported model; --flip/--no-flip overrides, and the metadata and the card say so."""
     from ..deploy.search import image_files
     from ..export.onnx import export_onnx
-    from ..io import atomic_write_json
 
     images = None
     if check_images is not None:
@@ -178,12 +175,12 @@ def export_cmd(
             raise RlqError(f"no images at {check_images} (looked for .jpg, .jpeg, .png, .bmp, .webp)")
     res = export_onnx(checkpoint, onnx_path, opset=opset, flip=flip, check_images=images, atol=atol, prefer=prefer)
     p = res["parity"]
-    out.print(f"parity ({p['images']}, {p['num_images']} images, batch sizes {p['batch_sizes']}): "
+    shown = human(json_out)
+    shown.print(f"parity ({p['images']}, {p['num_images']} images, batch sizes {p['batch_sizes']}): "
               f"max |diff| {p['max_abs_diff']:.3g}, max L2 {p['max_l2_diff']:.3g}, min cosine {p['min_cosine']:.9f} "
               f"(criterion: max L2 <= {p['atol']:g}) -> passed", highlight=False, markup=False)
-    out.print(f"model: {res['onnx']} ({res['method']}, {res['backbone']}, input {res['input_size'][0]}x{res['input_size'][1]}, "
+    shown.print(f"model: {res['onnx']} ({res['method']}, {res['backbone']}, input {res['input_size'][0]}x{res['input_size'][1]}, "
               f"{res['embed_dim']}-d, flip {'on' if res['flip'] else 'off'}, {res['precision']}, "
               f"sha256 {res['sha256'][:16]}...)", highlight=False, markup=False)
-    out.print(f"model card: {res['model_card']}", highlight=False, markup=False)
-    if json_out:
-        atomic_write_json(json_out, res)
+    shown.print(f"model card: {res['model_card']}", highlight=False, markup=False)
+    write_json(json_out, res)

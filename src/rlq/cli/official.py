@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ._common import app, console, out
+from ._common import app, console, human, json_option, write_json
 
 
 @app.command("import-official")
@@ -22,7 +21,7 @@ def import_official_cmd(
     role: str = typer.Option("model", "--role", help="model, or teacher to mark it as a TAD teacher (tad.teacher=FOLDER)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Training dataset name to record (for model cards), e.g. ltcc or celebreid."),
     no_clothes_head: bool = typer.Option(False, "--no-clothes-head", help="Leave the clothes head out (LaST's has 803 M parameters; inference and TAD teachers never use it)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    json_out: Optional[Path] = json_option(),
 ) -> None:
     """Import an official RLQ-CGAL-UBD checkpoint (safe loading, every key and shape checked).
 
@@ -32,12 +31,11 @@ def import_official_cmd(
 
     res = import_official(checkpoint, out_dir, method=method, num_ids=num_ids, pose_clusters=pose_clusters,
                           num_clothes=num_clothes, role=role, dataset=dataset, clothes_head=not no_clothes_head)
-    if as_json:
-        out.print_json(json.dumps({
-            "checkpoint": str(res.checkpoint), "method": res.method, "role": res.role, "num_ids": res.num_ids,
-            "pose_clusters": res.pose_clusters, "num_clothes": res.num_clothes,
-            "official_backbone": res.official_backbone, "missing_heads": res.missing_heads, "notes": res.notes}))
-        return
+    write_json(json_out, {
+        "checkpoint": str(res.checkpoint), "method": res.method, "role": res.role, "num_ids": res.num_ids,
+        "pose_clusters": res.pose_clusters, "num_clothes": res.num_clothes,
+        "official_backbone": res.official_backbone, "missing_heads": res.missing_heads, "notes": res.notes})
+    out = human(json_out)
     out.print(f"imported {checkpoint} ({res.official_backbone}) as rlq method {res.method!r}, role {res.role!r}: "
               f"{res.num_ids} identities"
               + (f", K = {res.pose_clusters} pose clusters" if res.pose_clusters else "")

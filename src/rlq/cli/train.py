@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, console, flip_option,
-                      out, rerank_settings)
+from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, batch_size_option,
+                      bootstrap_seed_option, camera_rule_option, console, device_option, dry_run_option, flip_option,
+                      human, json_option, lq_seed_option, out, prefer_option, protocol_option, rerank_settings,
+                      resamples_option, workers_option, write_json)
 
 
 def load_run_spec(config: Optional[str], overrides: List[str]):
@@ -33,7 +34,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in `output` from its newest good checkpoint (an error when it has none)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="If `output` holds a run, move it aside to <output>.old-<timestamp> and start anew."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count unparsable dataset files instead of refusing them (data.skip_bad=true)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Validate the config, print it resolved, and stop."),
+    dry_run: bool = dry_run_option(),
 ) -> None:
     """Train a method (cal, bm, bm+g, bm+p, cap, tad, rlq) on a dataset.
 
@@ -44,13 +45,9 @@ def train(
     Config sections: method, preset, role, output, data.*, model.*, loss.*, optim.*, train.*, tad.*, eval.*;
     `rlq presets --keys [SECTION]` lists every key with its default.
     """
-    import dataclasses
-
-    import yaml
-
     spec = load_run_spec(config, [*(overrides or []), *(["data.skip_bad=true"] if skip_bad else [])])
     if dry_run:
-        out.print(yaml.safe_dump(dataclasses.asdict(spec), sort_keys=False))
+        _print_spec(spec)
         return
     from ..engine.recipe import run_training
 
@@ -58,6 +55,15 @@ def train(
     if _is_rank0():
         _print_report(report)
         console.print(f"run folder: {spec.output}")
+
+
+def _print_spec(spec) -> None:
+    """`--dry-run`: the resolved config as YAML on stdout (what the run would write to config.yaml)."""
+    import dataclasses
+
+    import yaml
+
+    out.print(yaml.safe_dump(dataclasses.asdict(spec), sort_keys=False), highlight=False, markup=False, soft_wrap=True)
 
 
 def _init_world(device: str):
@@ -112,27 +118,31 @@ def _pct_ci(m: dict, k: str) -> str:
 def eval_cmd(
     checkpoint: Path = typer.Argument(..., help="Checkpoint folder, a run folder (uses checkpoints/best, else the newest), "
                                       "or a features file (.npz from `rlq extract`)."),
-    dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name (ltcc, prcc, last, deepchange, celebreid, vcclothes, synthcc, manifest)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name (ltcc, prcc, last, deepchange, "
+                                          "celebreid, vcclothes, synthcc, manifest). Default for a run's checkpoint: "
+                                          "the dataset the run recorded (its data.dataset); required with a features file."),
     root: Optional[Path] = typer.Option(None, "--root", "-r", help="Dataset root (for `manifest`: the CSV file). "
-                                        "Required with a checkpoint; with a features file only for `manifest`."),
-    split: str = typer.Option("test", "--protocol", help="Which protocol to run: test or val."),
+                                        "Default for a run's checkpoint: the root the run recorded (its data.root); "
+                                        "with a features file only for `manifest`."),
+    split: str = protocol_option(),
     height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
     width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
-    batch_size: int = typer.Option(128, help="Extraction batch size."),
-    workers: int = typer.Option(2, help="Loader workers."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    camera_rule: str = typer.Option("unique", help="Celeb-reID camid rule: unique (default) or official."),
+    batch_size: int = batch_size_option(),
+    workers: int = workers_option(),
+    device: str = device_option(),
+    camera_rule: str = camera_rule_option(),
     flip: Optional[bool] = flip_option(),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results as JSON here."),
-    prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
+    json_out: Optional[Path] = json_option(),
+    prefer: str = prefer_option(),
     lq: Optional[str] = typer.Option(
         None, "--lq",
         help="Evaluate under the authors' LQ test protocol (their --LR-MODE/--LR-TYPE, docs/method.md §12): "
              "official or official:KIND, KIND = mix (the dataset's training mix, the default), pixelation, gaussian "
-             "or motion. Degrades query and gallery images at original resolution, seeded by --seed."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the --lq degradations (per split and image)."),
-    resamples: int = typer.Option(1000, "--resamples", help="Bootstrap resamples of the queries for the 95 % intervals of R1 and mAP."),
-    ci_seed: int = typer.Option(0, "--ci-seed", help="Seed of the bootstrap resamples."),
+             "or motion. Degrades query and gallery images at original resolution, seeded by --lq-seed; "
+             "R1 and mAP with 95 % bootstrap intervals, as clean."),
+    seed: int = lq_seed_option(),
+    resamples: int = resamples_option(),
+    ci_seed: int = bootstrap_seed_option(),
     quality_csv: Optional[Path] = typer.Option(None, "--quality-csv", help="Quality table (Category,Image,Artifact,Severity,Param) "
                                                "for clean / LQ query rows (default: <root>/quality.csv when present)."),
     per_query: Optional[Path] = typer.Option(None, "--per-query", help="Also write per-query results (.npz) here, for paired "
@@ -145,28 +155,31 @@ def eval_cmd(
     """Evaluate a checkpoint, or saved features (.npz), on a dataset's protocol (every mode it reports), with 95 %
     bootstrap intervals; clean, or under --lq (the authors' LQ test protocol).
 
-    With a features file only --dataset, --root (manifest), --protocol, --device, --json and the interval
-    options apply. Under torchrun the ranks share a checkpoint's extraction; rank 0 prints and writes.
+    A run's checkpoint knows its dataset and root (the run's data.dataset / data.root): --dataset and --root
+    override them. With a features file only --dataset, --root (manifest), --protocol, --device, --json and the
+    interval options apply. Under torchrun the ranks share a checkpoint's extraction; rank 0 prints and writes.
     """
     if checkpoint.suffix == ".npz":  # saved features, detected by the path
         from .data import evaluate_features_cmd
+
+        if dataset is None:
+            raise typer.BadParameter(f"evaluating the features file {checkpoint} needs --dataset NAME (the dataset "
+                                     "whose protocol to apply)")
 
         evaluate_features_cmd(checkpoint, dataset, root, split, device=None if device == "auto" else device,
                               json_out=json_out, resamples=resamples, ci_seed=ci_seed, quality_csv=quality_csv,
                               per_query=per_query, rerank=rerank_settings(rerank, rerank_k1, rerank_k2, rerank_lambda))
         return
-    if root is None:
-        raise typer.BadParameter("evaluating a checkpoint needs --root (the dataset's folder)")
     from ..data.datasets import load_dataset
     from ..data.side_tables import quality_groups
     from ..engine.recipe import dataset_options, load_model_checkpoint, run_eval_settings
     from ..evaluation.bootstrap import ci_info
     from ..evaluation.extract import extract_features
     from ..evaluation.protocols import evaluate_protocol, format_table, summarize
-    from ..io import atomic_write_json
 
     world, dev = _init_world(device)  # under torchrun the ranks share the extraction; rank 0 reports and writes
     model, state = load_model_checkpoint(checkpoint, device=dev, prefer=prefer)
+    dataset, root = eval_dataset_and_root(state, dataset, root)
     h, w = state.get("input_size", [384, 192])
     h, w = height or h, width or w
     ds = load_dataset(dataset, root, **dataset_options(dataset, camera_rule=camera_rule))
@@ -181,7 +194,7 @@ def eval_cmd(
         if rerank:
             raise typer.BadParameter("--rerank is not available with --lq (the authors' LQ protocol ranks by cosine)")
         _eval_official_lq(model, state, ds, lq, seed, split, h, w, dev, batch_size, workers, flip, amp, json_out,
-                          dataset, world)
+                          dataset, world, resamples, ci_seed)
         return
     feats = {}
     for name in protocol.split_names:
@@ -195,15 +208,40 @@ def eval_cmd(
                             rerank=rerank_settings(rerank, rerank_k1, rerank_k2, rerank_lambda))
     groups = quality_groups(ds.root, quality_csv)
     res = _with_intervals(res, groups, resamples, ci_seed, str(quality_csv or Path(ds.root) / "quality.csv"))
-    out.print(format_table(res, selection=protocol.selection), soft_wrap=True, markup=False, highlight=False)
+    human(json_out).print(format_table(res, selection=protocol.selection), soft_wrap=True, markup=False, highlight=False)
     console.print(_ci_note(resamples, ci_seed))
-    console.print(f"checkpoint: {state['checkpoint']} ({state.get('method')}, input {h}x{w}, flip {'on' if flip else 'off'})")
+    console.print(f"checkpoint: {state['checkpoint']} ({state.get('method')}, input {h}x{w}, flip {'on' if flip else 'off'}); "
+                  f"dataset: {dataset} at {root}", highlight=False, markup=False, soft_wrap=True)
     if per_query:
         _save_per_query(per_query, res, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split,
                                          "flip": flip})
-    if json_out:
-        atomic_write_json(json_out, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split,
-                                     "flip": flip, "results": summarize(res), "confidence_intervals": ci_info(resamples, ci_seed)})
+    write_json(json_out, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split,
+                          "flip": flip, "results": summarize(res), "confidence_intervals": ci_info(resamples, ci_seed)})
+
+
+def eval_dataset_and_root(state: dict, dataset: Optional[str], root: Optional[Path]) -> tuple[str, Path]:
+    """(dataset, root) to evaluate a checkpoint on: the options, else what its run recorded (spec.data.dataset /
+    spec.data.root). The run's root is used only for the run's own dataset."""
+    from ..errors import ConfigError
+
+    data = (state.get("spec") or {}).get("data") or {}
+    run_ds, run_root = data.get("dataset") or None, data.get("root") or None
+    ck = state.get("checkpoint", "the checkpoint")
+    if dataset is None:
+        if run_ds is None:
+            raise ConfigError(f"{ck} records no dataset (not a run of `rlq train`, e.g. an imported checkpoint): "
+                              "pass --dataset NAME --root DIR")
+        dataset = str(run_ds)
+    if root is None:
+        from ..data.datasets import canonical_name
+
+        same = run_ds is not None and canonical_name(str(run_ds)) == canonical_name(dataset)
+        if not same or run_root is None:
+            raise ConfigError(f"{ck} records no root for dataset {dataset!r}"
+                              + (f" (its run trained on {run_ds})" if run_ds and not same else "")
+                              + ": pass --root DIR (the dataset's folder)")
+        root = Path(str(run_root))
+    return dataset, root
 
 
 def _with_intervals(res: dict, groups: Optional[dict], resamples: int, seed: int, source: str) -> dict:
@@ -218,9 +256,9 @@ def _with_intervals(res: dict, groups: Optional[dict], resamples: int, seed: int
     return add_intervals(res, num_resamples=resamples, seed=seed)
 
 
-def _ci_note(resamples: int, seed: int) -> str:
-    return (f"R1 and mAP: value [95 % percentile bootstrap interval over queries, {resamples} resamples, seed {seed}]; "
-            "<name>/clean and <name>/LQ: queries of that quality against the whole gallery")
+def _ci_note(resamples: int, seed: int, groups: bool = True) -> str:
+    return (f"R1 and mAP: value [95 % percentile bootstrap interval over queries, {resamples} resamples, seed {seed}]"
+            + ("; <name>/clean and <name>/LQ: queries of that quality against the whole gallery" if groups else ""))
 
 
 def _save_per_query(path: Path, res: dict, extra: dict) -> None:
@@ -231,32 +269,39 @@ def _save_per_query(path: Path, res: dict, extra: dict) -> None:
 
 
 def _eval_official_lq(model, state, ds, lq, seed, split, h, w, dev, batch_size, workers, flip, amp, json_out, dataset,
-                      world) -> None:
+                      world, resamples: int = 1000, ci_seed: int = 0) -> None:
     from ..analysis.robustness import official_lq_evaluate
     from ..errors import ConfigError
     from ..evaluation.protocols import format_table
-    from ..io import atomic_write_json
     from ..lq.official_test import OFFICIAL_LQ_LABEL, official_lq_name, parse_lq_option
 
     try:
         kind = parse_lq_option(lq)
     except ConfigError as e:
         raise typer.BadParameter(str(e)) from None
+    if resamples < 1:
+        raise typer.BadParameter(f"--resamples must be >= 1 (1000 for the reported intervals), got {resamples}")
     rep = official_lq_evaluate(model, ds, kinds=(kind,), seed=seed, height=h, width=w, device=dev, batch_size=batch_size,
                                workers=workers, protocol=split, flip=flip, amp_dtype=amp, progress=world.is_main,
-                               world=world)
+                               world=world, keep_raw=True)
     if not world.is_main:
         return
+    from ..evaluation.bootstrap import add_intervals, ci_info
+    from ..evaluation.protocols import summarize
+
     name = official_lq_name(kind)
-    metrics = rep["results"][name]["metrics"]
-    out.print(f"{name}: {OFFICIAL_LQ_LABEL}, seed {seed}")
-    out.print(format_table({k: {**v, "mode": ""} for k, v in metrics.items()}, selection=ds.protocols[split].selection))
+    res = add_intervals(rep["results"][name]["raw"], num_resamples=resamples, seed=ci_seed)
+    metrics = summarize(res)
+    selection = ds.protocols[split].selection
+    shown = human(json_out)
+    shown.print(f"{name}: {OFFICIAL_LQ_LABEL}, LQ seed {seed}", highlight=False, markup=False, soft_wrap=True)
+    shown.print(format_table(res, selection=selection), soft_wrap=True, markup=False, highlight=False)
+    console.print(_ci_note(resamples, ci_seed, groups=False))
     console.print(f"checkpoint: {state['checkpoint']} ({state.get('method')}, input {h}x{w}, flip {'on' if flip else 'off'})")
-    if json_out:
-        atomic_write_json(json_out, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split,
-                                     "flip": flip, "lq_protocol": name, "protocol_label": OFFICIAL_LQ_LABEL,
-                                     "definition": rep["definition"], "seed": seed, "mix": rep["results"][name]["mix"],
-                                     name: metrics})
+    write_json(json_out, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split,
+                          "flip": flip, "lq_protocol": name, "protocol_label": OFFICIAL_LQ_LABEL,
+                          "definition": rep["definition"], "seed": seed, "mix": rep["results"][name]["mix"],
+                          name: metrics, "confidence_intervals": ci_info(resamples, ci_seed)})
 
 
 @app.command("extract")
@@ -267,7 +312,7 @@ def extract_cmd(
     root: Optional[Path] = typer.Option(None, "--root", "-r", help="Dataset root."),
     images: Optional[Path] = typer.Option(None, "--images", help="A folder of images (searched recursively) instead of a dataset."),
     splits: Optional[str] = typer.Option(None, help="Comma-separated splits to extract (default: the test protocol's)."),
-    batch_size: int = typer.Option(128, help="Extraction batch size."),
+    batch_size: int = batch_size_option(),
     workers: int = typer.Option(2, help="Loader workers."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
@@ -332,7 +377,7 @@ def model_info(
     num_ids: int = typer.Option(77, help="Train identities C (LTCC 77, PRCC 150, DeepChange 450, LaST 5000)."),
     pose_clusters: int = typer.Option(15, help="Pose clusters K (pose methods)."),
     backbone: str = typer.Option("resnet50", help="resnet50, resnet34, resnet18, mobilenetv2, narrow or tiny."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    json_out: Optional[Path] = json_option(),
 ) -> None:
     """Parameter counts per part, at inference, and as paper Table 9 counts them (docs/method.md §2.6)."""
     from ..models import build_model
@@ -342,9 +387,10 @@ def model_info(
     rep = parameter_report(model)
     rep = {"method": method, "backbone": backbone, "num_ids": num_ids,
            "pose_clusters": pose_clusters if model.has_pose else None, **rep}
-    if as_json:
-        out.print_json(json.dumps(rep))
-        return
+    if json_out is not None:
+        write_json(json_out, rep, say=True)
+        if str(json_out) == "-":
+            return
     from rich.table import Table
 
     t = Table(title=f"{method} / {backbone}, C={num_ids}" + (f", K={pose_clusters}" if model.has_pose else ""))
@@ -367,12 +413,16 @@ def train_teacher(
     resume: bool = typer.Option(False, "--resume", help="Continue the run from its newest good checkpoint (an error when it has none)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="If `output` holds a run, move it aside to <output>.old-<timestamp> and start anew."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count unparsable dataset files instead of refusing them (data.skip_bad=true)."),
+    dry_run: bool = dry_run_option(),
 ) -> None:
     """Train the TAD teacher (docs/method.md §9): a Base Model on Celeb-reID with labels, no recolouring, seed 4,
     200 epochs; its checkpoints carry the teacher-recipe metadata that TAD requires (tad.teacher=RUN)."""
     from ..engine.recipe import run_training
 
     spec = load_run_spec(config, [*(overrides or []), *(["data.skip_bad=true"] if skip_bad else [])])
+    if dry_run:
+        _print_spec(spec)
+        return
     report = run_training(spec, resume=resume, overwrite=overwrite, role="teacher")
     if _is_rank0():
         _print_report(report)

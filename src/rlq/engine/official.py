@@ -124,14 +124,67 @@ def numpy_safe_globals() -> list[Any]:
     return allowed
 
 
+#: How a PyTorch checkpoint file starts: a zip archive (torch >= 1.6) or a pickle (the legacy format; protocol 2-5).
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_HEADERS = tuple(b"\x80" + bytes([v]) for v in range(2, 6))
+
+
+def _sniff(path: Path) -> str:
+    """``zip``, ``pickle`` or ``other`` from the first bytes of ``path``."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(_ZIP_MAGIC):
+        return "zip"
+    if head.startswith(_PICKLE_HEADERS):
+        return "pickle"
+    return "other"
+
+
+def _truncated(path: Path, how: str) -> CheckpointError:
+    return CheckpointError(f"{str(path)!r} is a truncated or damaged PyTorch checkpoint ({how}; "
+                           f"{path.stat().st_size} bytes); download or copy the file again")
+
+
+def _legacy_cut_short(path: Path) -> str | None:
+    """Why a legacy (pickle-format) file is incomplete, else None: its five leading pickles (magic number, protocol,
+    system info, the object, the storage keys) are scanned opcode by opcode with pickletools, which runs nothing."""
+    import io
+    import pickletools
+
+    with open(path, "rb") as f:
+        data = io.BytesIO(f.read())
+    for what in ("magic number", "protocol", "system info", "object", "storage keys"):
+        try:
+            for _ in pickletools.genops(data):
+                pass
+        except Exception as exc:  # ValueError("pickle exhausted before seeing STOP") and the like
+            return f"its {what} pickle ends early: {exc}"
+    return None
+
+
 def _torch_load(path: Path) -> Any:
-    """``torch.load(weights_only=True)`` with the NumPy number globals allowed; memory-mapped for zip files."""
-    mmap = zipfile.is_zipfile(path)  # torch >= 1.6 format; the legacy format cannot be memory-mapped
+    """``torch.load(weights_only=True)`` with the NumPy number globals allowed; memory-mapped for zip files.
+
+    Files that are no PyTorch checkpoint at all (no zip or pickle header) and cut-short ones are named as such
+    before torch is asked, so its messages about pickled code or internal zip errors do not mislead."""
+    kind = _sniff(path)
+    if kind == "other":
+        raise CheckpointError(f"{str(path)!r} is not a PyTorch checkpoint (no zip or pickle header); pass the "
+                              "authors' .pth.tar file (or a model state dict written by torch.save)")
+    if kind == "zip" and not zipfile.is_zipfile(path):
+        raise _truncated(path, "a zip archive without its central directory: the end of the file is missing")
+    mmap = kind == "zip"  # torch >= 1.6 format; the legacy format cannot be memory-mapped
     try:
         with torch.serialization.safe_globals(numpy_safe_globals()):
             return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:
         msg = str(exc)
+        if isinstance(exc, EOFError) or "EOF" in msg or "corrupted" in msg or "central directory" in msg:
+            first = msg.strip().splitlines()[0] if msg.strip() else type(exc).__name__
+            raise _truncated(path, f"reading it stopped early: {first}") from None
+        cut = _legacy_cut_short(path) if kind == "pickle" else None
+        if cut is not None:  # a cut-short pickle can look like one naming a forbidden global
+            raise _truncated(path, cut) from None
         if "Unsupported global" in msg or "weights_only" in msg.lower() or "Weights only load failed" in msg:
             detail = msg.split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if "WeightsUnpickler error:" in msg \
                 else msg.strip().splitlines()[-1]
@@ -140,7 +193,9 @@ def _torch_load(path: Path) -> Any:
                 f"numbers ({detail}). rlq loads checkpoints with torch.load(weights_only=True) and never runs "
                 f"pickled code; re-save the file as plain tensors (torch.save of the state dicts) if you trust it"
             ) from None
-        raise CheckpointError(f"cannot read {str(path)!r} as a torch checkpoint: {msg}") from None
+        raise CheckpointError(f"cannot read {str(path)!r} as a PyTorch checkpoint ({type(exc).__name__}: "
+                              f"{msg.strip().splitlines()[0] if msg.strip() else 'no detail'}); check that it is the "
+                              "authors' .pth.tar file, else download or copy it again") from None
 
 
 @dataclass

@@ -190,10 +190,15 @@ def _cell(v: float, ci: Sequence[float] | None, percent: bool) -> str:
     return f(v) if ci is None else f"{f(v)} [{f(ci[0])}, {f(ci[1])}]"
 
 
+#: What the ``*`` after an evaluation name means in :func:`format_table` (docs/datasets.md, "Protocols and metrics").
+SELECTION_NOTE = ("the protocol's selection: the evaluation that picks the best checkpoint (checkpoints/best) and "
+                  "gives the headline number")
+
+
 def format_table(results: Mapping[str, Mapping[str, Any]], *, percent: bool = True, selection: str | None = None) -> str:
     """A markdown table of :func:`summarize` (percent with one decimal by default); ``*`` marks ``selection``.
 
-    With ``rank1_ci`` / ``mAP_ci`` in the results, the R1 and mAP cells read ``41.2 [38.1, 44.0]`` (95 % bootstrap).
+    A line under the table says what the star means. With ``rank1_ci`` / ``mAP_ci`` in the results, the R1 and mAP cells read ``41.2 [38.1, 44.0]`` (95 % bootstrap).
     """
     head = ["eval", "mode", "R1", "R5", "R10", "R20", "mAP", "mINP", "valid/queries"]
     rows = [head, ["---"] * len(head)]
@@ -204,6 +209,8 @@ def format_table(results: Mapping[str, Mapping[str, Any]], *, percent: bool = Tr
         rows.append([label, str(r.get("mode", "")), *cells, f"{s['num_valid_queries']}/{s['num_queries']}"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
+    if selection is not None and selection in results:  # say what the star means under every table that shows it
+        lines.append(f"({selection}*: {SELECTION_NOTE})")
     rr = next((r["rerank"] for r in results.values() if r.get("rerank")), None)
     if rr:  # the paper's numbers use no re-ranking: say so next to every re-ranked table
         lines.append(f"(re-ranked: k-reciprocal, k1={rr['k1']}, k2={rr['k2']}, lambda={rr['lambda']}; "
