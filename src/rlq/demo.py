@@ -25,7 +25,7 @@ from .engine.spec import RunSpec
 from .errors import RlqError, TrainingError
 from .io import atomic_write_json, atomic_write_text
 
-__all__ = ["DemoSettings", "DemoRunFailed", "run_demo", "chance_rank1", "comparison_pairs", "DEMO_METHODS"]
+__all__ = ["DemoSettings", "DemoRunFailed", "run_demo", "demo_tasks", "chance_rank1", "comparison_pairs", "DEMO_METHODS"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ class DemoSettings:
     ``rlq train --config configs/synthcc/rlq.yaml`` reproduces a demo row; the fields below override them."""
 
     synth_preset: str = "default"
-    seed: int = 0
+    seed: int = 0  # SynthCC's generation seed
+    train_seed: int | None = None  # the trainings' train.seed (None: seed + 1)
     methods: tuple[str, ...] = DEMO_METHODS
     epochs: int | None = None  # None: the presets' (3; teacher 3)
     batch_size: int | None = None  # None: the presets' (32)
@@ -93,7 +94,7 @@ def _spec(s: DemoSettings, preset: str, root: Path, run_dir: Path, teacher: bool
     from .config import load_config
 
     ov = [f"output={run_dir}", f"tad.teacher={run_dir.parent / 'teacher'}", f"tad.external_root={root / 'external'}",
-          f"data.root={root / 'external' if teacher else root}", f"train.seed={s.seed + 1}", f"train.num_threads={s.threads}",
+          f"data.root={root / 'external' if teacher else root}", f"train.seed={s.seed + 1 if s.train_seed is None else s.train_seed}", f"train.num_threads={s.threads}",
           f"train.max_steps_per_epoch={s.max_steps_per_epoch}", "train.tensorboard=false"]
     if s.batch_size:
         ov += [f"data.batch_size={s.batch_size}", f"tad.external_batch_size={s.batch_size}"]
@@ -437,6 +438,17 @@ def _check_demo_folder(out: Path) -> None:
                          "folder per method there: choose an empty or new --out")
 
 
+def demo_tasks(out: str | os.PathLike, s: DemoSettings) -> list[tuple[str, RunSpec]]:
+    """The demo's trainings as (name, RunSpec): the teacher when a method distils, then each method."""
+    out = Path(out)
+    root = out / "synthcc"
+    tasks: list[tuple[str, RunSpec]] = []
+    if any(m in ("tad", "rlq") for m in s.methods):
+        tasks.append(("teacher", _spec(s, "configs/teacher/synthcc.yaml", root, out / "teacher", teacher=True)))
+    tasks += [(m, _spec(s, f"configs/synthcc/{m.replace('+', '_')}.yaml", root, out / m)) for m in s.methods]
+    return tasks
+
+
 def _run_demo(out: Path, s: DemoSettings, progress: bool, say: Callable[[str], None]) -> dict:
     from .attributes.pose_io import cluster_dataset_poses
     from .data.datasets import load_dataset
@@ -477,11 +489,7 @@ def _run_demo(out: Path, s: DemoSettings, progress: bool, say: Callable[[str], N
 
     # The runs: the teacher (TAD and RLQ distil from it), then the methods; `jobs` of them side by side.
     jobs, threads = demo_jobs(s, probe.train.device)
-    rs = dataclasses.replace(s, threads=threads)
-    tasks: list[tuple[str, RunSpec]] = []
-    if any(m in ("tad", "rlq") for m in s.methods):
-        tasks.append(("teacher", _spec(rs, "configs/teacher/synthcc.yaml", root, out / "teacher", teacher=True)))
-    tasks += [(m, _spec(rs, f"configs/synthcc/{m.replace('+', '_')}.yaml", root, out / m)) for m in s.methods]
+    tasks = demo_tasks(out, dataclasses.replace(s, threads=threads))
     if jobs > 1:
         say(f"{jobs} trainings side by side, {threads} thread(s) each (--jobs / --threads)")
     t0 = time.time()
