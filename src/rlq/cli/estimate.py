@@ -13,7 +13,7 @@ import typer
 from ._common import console, out, parse_app, poses_app
 
 _NEEDS = ("Needs the pose extra in its own environment (mediapipe needs numpy<2): "
-          "python -m venv venv-pose && venv-pose/bin/pip install 'rlq\\[pose]'.")
+          "python -m venv venv-pose && venv-pose/bin/pip install 'rlq[pose]'.")  # help is plain text (no rich markup)
 
 
 def _fail(e: Exception) -> None:
