@@ -145,6 +145,13 @@ def test_fig6_fraction_is_a_fixed_per_identity_subset():
 def test_table8_identity_folders_preset():
     s = spec("ablations/ltcc_rlq_identity_folders")
     assert s.tad.external_dataset == "identity_folders" and s.method == "rlq"
+    # the authors distil Table 8 from a Base Model trained on NTU (BM_NTU_Tight), not from the Celeb-reID teacher
+    t = spec("teacher/ntu")
+    assert s.tad.teacher == t.output == "runs/teacher-ntu"
+    assert (t.role, t.method, t.data.dataset, t.data.recolor) == ("teacher", "bm", "manifest", True)
+    # the teacher trains on the manifest `rlq frames` writes beside the identity folders the student reads
+    assert t.data.root == f"{s.tad.external_root}/manifest.csv"
+    assert (t.data.batch_size, t.train.seed, t.train.epochs, t.loss.kl_weighting) == (40, 4, 200, "official")
 
 
 # -- the committed YAML is the generator's output ---------------------------------------------------------------
