@@ -76,7 +76,7 @@ def official(tmp_path_factory, one_thread):
     torch.save({"model_state_dict": {f"module.{k}": v for k, v in j2.items()},
                 "classifier_state_dict": {f"module.{k}": v for k, v in cls.items()},
                 "clothes_classifier_state_dict": {f"module.{k}": v for k, v in clothes.items()},
-                "rank1": np.float64(0.581), "epoch": 200}, files["bm"])
+                "rank1": np.float64(0.581), "epoch": 199}, files["bm"])  # ..._ep200 holds index 199 (0-based)
     torch.save(j3, files["bare"])
     yield {"files": files, "j3": j3, "j2": j2, "cls": cls, "clothes": clothes}
     shutil.rmtree(d, ignore_errors=True)
@@ -192,7 +192,10 @@ def test_import_writes_checkpoint_equal_to_reference(method, official, ref3, ref
     model, state = load_model_checkpoint(res.checkpoint)
     assert state["method"] == method and state["role"] == "model" and state["dataset"] == "ltcc"
     assert state["imported_from"]["rank1"] == pytest.approx(0.4171 if pose else 0.581)
-    assert state["imported_from"]["epoch"] == (57 if pose else 200)
+    # their file's `epoch` key is the 0-based loop index; their file names count from 1 (checkpoint_ep200 <- 199)
+    frm = state["imported_from"]
+    assert "epoch" not in frm
+    assert (frm["epoch_index_0based"], frm["epoch_1based"]) == ((57, 58) if pose else (199, 200))
     assert state["missing_heads"] == [] and state["input_size"] == [H, W]
     assert state["not_imported"] == (["gender_head"] if pose else [])
     _check_model(model, ref3 if pose else ref2, official, images, pose)
@@ -472,3 +475,18 @@ def test_output_and_role_checks(official, tmp_path):
     with pytest.raises(RlqError, match="unknown --method"):
         import_official(official["files"]["bm"], tmp_path / "o", method="cal")
     assert (tmp_path / "full" / "x").read_text() == "keep me"
+
+
+def test_plain_cal_checkpoint_is_named_by_its_layout(tmp_path, one_thread):
+    from rlq.engine.official import import_official
+
+    g = torch.Generator().manual_seed(0)
+    cal = {"base.0.weight": torch.randn(64, 3, 7, 7, generator=g), "base.1.weight": torch.ones(64),
+           "bn.weight": torch.ones(4096), "bn.bias": torch.zeros(4096)}
+    f = tmp_path / "cal_best_model.pth.tar"
+    torch.save({"model_state_dict": cal, "classifier_state_dict": {"classifier.weight": torch.zeros(5, 4096)},
+                "clothes_classifier_state_dict": {"weight": torch.zeros(7, 4096)}, "rank1": 0.4, "epoch": 89}, f)
+    for method in ("cal", "bm", "rlq"):
+        with pytest.raises(CheckpointError, match=r"plain CAL checkpoint.*'base\.\*' \+ 'bn\.\*'.*resnet50_joint2"):
+            import_official(f, tmp_path / f"out-{method}", method=method)
+        assert not (tmp_path / f"out-{method}").exists()

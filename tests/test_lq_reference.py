@@ -57,6 +57,30 @@ def test_pixelated_size_hand_computed(size, s, expected):
     assert pixelate(Image.new("RGB", size), s).size == expected
 
 
+def _authors_pixelated_size(w, h, s):
+    # The authors' create_low_res written out: ratio = s / min(side); PIL size (round(W * ratio), round(H * ratio)).
+    ratio = s / min(w, h)
+    return round(w * ratio), round(h * ratio)
+
+
+def test_pixelated_size_equals_the_authors_formula_on_a_grid_with_half_ties():
+    from rlq.lq.batched import pixelated_hw
+
+    ties = differ = 0
+    for short in range(2, 41):
+        for side in range(short, 161):
+            for s in range(1, 64):
+                if (2 * side * s) % short == 0 and (2 * side * s // short) % 2 == 1:
+                    ties += 1  # side * s / short is exactly k + 0.5
+                differ += round(side * s / short) != round(side * (s / short))
+                for w, h in ((short, side), (side, short)):
+                    expected = _authors_pixelated_size(w, h, s)
+                    assert pixelated_size((w, h), s) == expected, (w, h, s)
+                    assert pixelated_hw(h, w, s) == expected[::-1], (w, h, s)
+    # the grid covers exact .5 ties, and cases where the product-first formula rounds the other way
+    assert ties > 1000 and differ > 10
+
+
 def test_pixelate_restore_and_content():
     arr = _img(128, 64, 0)
     img = Image.fromarray(arr)

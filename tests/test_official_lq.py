@@ -27,6 +27,26 @@ def _img(seed=0, size=(50, 110)):
     return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
 
 
+# The authors' `--dataset-specific` test classes (docs/method.md §5.2): ltcc / last / celeb -> their "ltcc" class
+# (pixelation r < 0.33, motion 0.33 <= r <= 0.63, Gaussian r > 0.63); prcc / deepchange -> Gaussian r <= 0.5,
+# pixelation r > 0.5; anything else -> their default class (motion r <= 0.5, pixelation r > 0.5).
+_LTCC_CLASS = {"pixelation": 0.33, "motion": 0.30, "defocus": 0.37}
+_PRCC_CLASS = {"pixelation": 0.5, "motion": 0.0, "defocus": 0.5}
+_DEFAULT_CLASS = {"pixelation": 0.5, "motion": 0.5, "defocus": 0.0}
+
+
+@pytest.mark.parametrize(("dataset", "expected"), [
+    ("ltcc", _LTCC_CLASS), ("last", _LTCC_CLASS), ("celebreid", _LTCC_CLASS), ("Celeb-reID", _LTCC_CLASS),
+    ("prcc", _PRCC_CLASS), ("deepchange", _PRCC_CLASS), ("market1501", _DEFAULT_CLASS)])
+def test_official_mix_per_dataset(dataset, expected):
+    mix = official_lq_mix("mix", dataset)
+    assert mix.probabilities() == pytest.approx(expected)
+    # the thresholds of the authors' comparisons, artifact by artifact
+    if expected is _LTCC_CLASS:
+        picks = [mix.select(r) for r in (0.0, 0.3299, 0.33, 0.63, 0.6301, 1.0)]
+        assert picks == ["pixelation", "pixelation", "motion", "motion", "defocus", "defocus"]
+
+
 def test_parse_lq_option():
     assert parse_lq_option("official") == parse_lq_option("official:") == "mix"
     assert [parse_lq_option(f"official:{k}") for k in ("mix", "pixelation", "gaussian", "motion")] == [

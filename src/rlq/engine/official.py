@@ -280,6 +280,21 @@ def _width(ck: OfficialCheckpoint, part: str, key: str) -> tuple[int, str] | Non
     return int(d[key].shape[0]), f"{_PART_NAMES[part]}[{key!r}] has shape {_shape(d[key])}"
 
 
+#: Keys of a plain CAL checkpoint (CAL's single-branch ResNet-50: ``base.0`` conv1 ... ``base.7`` layer4, ``bn`` neck).
+_PLAIN_CAL_PREFIXES = ("base.", "bn.")
+
+
+def _check_plain_cal(ck: OfficialCheckpoint, method: str) -> None:
+    """A plain CAL file (``base.*``, ``bn.*``; the authors' `--only-CAL` runs) is not importable: say so by layout."""
+    cal_keys = [k for k in ck.model if k.startswith(_PLAIN_CAL_PREFIXES)]
+    if cal_keys or method == "cal":
+        what = (f"{str(ck.path)!r} is a plain CAL checkpoint (keys like {cal_keys[0]!r}: CAL's single-branch ResNet-50, "
+                f"'base.*' + 'bn.*')" if cal_keys else "unknown --method 'cal': plain CAL checkpoints ('base.*' + 'bn.*' keys) cannot be imported")
+        raise CheckpointError(
+            f"{what}: rlq imports only the authors' two-branch layouts (resnet50_joint2: --method bm/tad; "
+            f"resnet50_joint3_3: --method rlq/cap); retrain CAL with configs/<dataset>/cal_official.yaml instead")
+
+
 def _check_method(ck: OfficialCheckpoint, method: str) -> None:
     src = str(ck.path)
     pose_keys = [k for k in ck.model if k.startswith(_POSE_PREFIXES)]
@@ -366,6 +381,7 @@ def official_to_rlq(
     weight or None, info). Every key and shape is checked; errors name the key, both shapes and the fix."""
     from ..models import build_model
 
+    _check_plain_cal(ck, method)
     if method not in OFFICIAL_METHODS:
         raise ConfigError(f"unknown --method {method!r}; choose one of {list(OFFICIAL_METHODS)}")
     _check_method(ck, method)
@@ -510,7 +526,10 @@ def import_official(
             "format": "RLQ-CGAL-UBD torch.save (official)",
             "official_backbone": info["official_backbone"],
             "rank1": ck.rank1,
-            "epoch": ck.epoch,
+            # their file's `epoch` key holds the 0-based loop index; their file names and logs count from 1
+            # (checkpoint_ep<index + 1>.pth.tar)
+            "epoch_index_0based": ck.epoch,
+            "epoch_1based": None if ck.epoch is None else ck.epoch + 1,
             "bare_state_dict": ck.bare,
         },
         "num_train_ids": info["num_ids"],

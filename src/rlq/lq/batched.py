@@ -38,11 +38,14 @@ _PIX, _DEF, _MOT = ARTIFACT_CODES["pixelation"], ARTIFACT_CODES["defocus"], ARTI
 
 
 def pixelated_hw(h: int, w: int, s: int) -> tuple[int, int]:
-    """(h, w) with the shorter side resized to ``s`` and the other to round(side * s / short) (docs/method.md §5.2)."""
+    """(h, w) with the shorter side resized to ``s`` and the other to round(side * (s / short)) (docs/method.md §5.2).
+
+    The ratio is formed first, as in the authors' code; ``side * s / short`` differs at some exact .5 ties."""
     short = min(h, w)
+    ratio = s / short
     if h <= w:
-        return int(s), max(1, round(w * s / short))
-    return max(1, round(h * s / short)), int(s)
+        return int(s), max(1, round(w * ratio))
+    return max(1, round(h * ratio)), int(s)
 
 
 def _to_uint8_range(x: torch.Tensor) -> torch.Tensor:

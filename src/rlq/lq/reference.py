@@ -45,10 +45,12 @@ def pixelated_size(size: tuple[int, int], s: int) -> tuple[int, int]:
     if not (isinstance(s, (int, np.integer)) and s >= 1):
         raise ConfigError(f"pixelation size s={s!r} must be an integer >= 1")
     short = min(w, h)
-    # docs/method.md §5.2: the other side is round(side * s / short) with Python's round.
+    # docs/method.md §5.2: the other side is round(side * (s / short)) with Python's round, the ratio formed
+    # first as in the authors' code (side * s / short rounds the other way at some exact .5 ties).
+    ratio = s / short
     if w <= h:
-        return int(s), max(1, round(h * s / short))
-    return max(1, round(w * s / short)), int(s)
+        return int(s), max(1, round(h * ratio))
+    return max(1, round(w * ratio)), int(s)
 
 
 def pixelate(img: Image.Image, s: int, restore_size: tuple[int, int] | None = None) -> Image.Image:
