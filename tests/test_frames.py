@@ -128,3 +128,29 @@ def test_cli(tmp_path, capsys):
     assert run_cli(["frames", str(vids), "-o", str(tmp_path / "o")]) == 0
     assert "3 frames of 2 identities" in capsys.readouterr().out
     assert run_cli(["frames", str(vids), "-o", str(tmp_path / "o")]) != 0  # not empty now
+
+
+def test_identity_folders_train_a_teacher_without_evaluation_that_tad_can_load(tmp_path, one_thread):
+    """The Table 8 teacher trains on identity folders, which have no query/gallery split: training runs without
+    evaluation (a warning says so) and its last checkpoint loads as a TAD teacher."""
+    import torch
+    from PIL import Image
+
+    from rlq.engine.recipe import load_teacher, run_training
+    from rlq.engine.spec import DataSpec, ModelSpec, RunSpec, TrainSpec
+
+    rows = ["path,split,pid,camid,clothes"]
+    for pid in range(4):
+        for i in range(4):
+            Image.new("RGB", (32, 64), (40 * pid, 10 * i, 30)).save(tmp_path / f"{pid}_{i}.png")
+            rows.append(f"{pid}_{i}.png,train,{pid},{i % 2},{pid}")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    spec = RunSpec(method="bm", role="teacher", output=str(tmp_path / "teacher"),
+                   data=DataSpec(dataset="manifest", root=str(tmp_path / "m.csv"), recolor=False, height=64, width=32,
+                                 batch_size=8, workers=0),
+                   model=ModelSpec(backbone="tiny", pretrained="none"),
+                   train=TrainSpec(epochs=1, progress=False, tensorboard=False))
+    rep = run_training(spec)
+    assert not rep.get("test@last") and rep["history"] == []  # nothing evaluated
+    teacher = load_teacher(str(tmp_path / "teacher"), force=False, device=torch.device("cpu"))
+    assert not teacher.training

@@ -88,6 +88,10 @@ def _is_rank0() -> bool:
 def _print_report(report: dict) -> None:
     from rich.table import Table
 
+    if not any(report.get(k) for k in ("test@best_test", "test@last", "test@best_val")):
+        out.print("no evaluation: the dataset has no query/gallery split (the last checkpoint is the model)")
+        return
+
     t = Table(title="results (%)")
     t.add_column("selection")
     t.add_column("epoch")

@@ -462,7 +462,11 @@ def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, over
     if teacher is not None and teacher.feat_dim != model.feat_dim:
         raise ConfigError(f"teacher features are {teacher.feat_dim}-d but the student's are {model.feat_dim}-d; use the same backbone")
     method = build_method(spec, dataset, teacher)
-    selection_metric = dataset.protocols["test"].selection
+    has_test = "test" in dataset.protocols
+    if not has_test:  # e.g. identity folders for a TAD teacher (Table 8): nothing to evaluate; the last weights count
+        log.warning("%s has no query/gallery split: training without evaluation; the last checkpoint is the model",
+                    d.root)
+    selection_metric = dataset.protocols["test"].selection if has_test else "general"
     run_role = role or spec.role
     run_state = {
         "method": spec.method,
@@ -482,7 +486,8 @@ def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, over
         lr=spec.optim.lr, weight_decay=spec.optim.weight_decay, milestones=spec.optim.milestones, gamma=spec.optim.gamma,
         warmup_epochs=spec.optim.warmup_epochs, warmup_factor=spec.optim.warmup_factor, amp=amp,
         channels_last=channels_last, seed=spec.train.seed,
-        evaluator=make_evaluator(dataset, spec, device, amp, cache=None, world=dist), selection_metric=selection_metric,
+        evaluator=make_evaluator(dataset, spec, device, amp, cache=None, world=dist) if has_test else None,
+        selection_metric=selection_metric,
         eval_every=spec.train.eval_every, eval_start=spec.train.eval_start, ckpt_every_epochs=spec.train.ckpt_every_epochs,
         ckpt_every_steps=spec.train.ckpt_every_steps, keep_last=spec.train.keep_last, log_every=spec.train.log_every,
         tensorboard=spec.train.tensorboard, progress=spec.train.progress, max_steps_per_epoch=spec.train.max_steps_per_epoch,
