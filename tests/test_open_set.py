@@ -235,3 +235,21 @@ def test_calibration_refused_while_a_training_holds_the_run(holdout_run):
             write_calibration(holdout_run, {"thresholds": []})
     finally:
         lock.release()
+
+
+def test_model_card_shows_the_calibration_and_flags_other_settings():
+    from rlq.export.model_card import build_model_card
+
+    cal = {"path": "/r/checkpoints/best.calibration.json",
+           "features": {"flip": True, "precision": "fp32", "ranking": "cosine", "rerank": None,
+                        "distance": "1 - cosine similarity"},
+           "split": {"source": "identity hold-out of 4 train identities", "mode": "cc", "num_known": 7,
+                     "num_unknown": 6, "unknown_ids": [3, 6]},
+           "thresholds": [{"far_target": 0.01, "threshold": 0.0811, "far": 0.0, "far_ci": [0.0, 0.0], "dir": 0.5,
+                           "dir_ci": [0.25, 0.75]}]}
+    kw = dict(onnx_file="m.onnx", method="bm", backbone="tiny", input_size=(64, 32), embed_dim=8, opset=17,
+              parity={"passed": True}, sha256="0" * 64, calibration=cal)
+    card = build_model_card(flip=True, **kw)
+    assert "### Open-set calibration" in card and "| 0.01 | 0.0811 | 0.0 [0.0, 0.0] | 50.0 [25.0, 75.0] |" in card
+    assert "identity hold-out of 4" in card and "**not**" not in card
+    assert "**not** how this exported model computes features" in build_model_card(flip=False, **kw)
