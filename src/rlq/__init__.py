@@ -12,6 +12,7 @@ _LAZY = {
     "build_model": ("rlq.models", "build_model"),
     "FeatureExtractor": ("rlq.deploy", "FeatureExtractor"),
     "GalleryIndex": ("rlq.deploy", "GalleryIndex"),
+    "Searcher": ("rlq.deploy", "Searcher"),
     "export_onnx": ("rlq.export.onnx", "export_onnx"),
     "run_training": ("rlq.engine.recipe", "run_training"),
     "RunSpec": ("rlq.engine.spec", "RunSpec"),

@@ -146,6 +146,10 @@ WORKERS_HELP = "Loader workers."
 PREFER_HELP = "In a run folder: best, best_val, or last."
 PROTOCOL_HELP = "Which protocol: test or val."
 CAMERA_RULE_HELP = "Celeb-reID camid rule: unique (default) or official."
+FAR_HELP = ("Open-set: target false-accept rates (comma-separated fractions): the fraction of queries of unknown "
+            "identities whose rank-1 distance may fall below the threshold (docs/open-set.md).")
+UNKNOWN_FRACTION_HELP = ("Open-set: fraction of the query identities made unknown (their gallery images removed), "
+                         "drawn with --sample-seed.")
 
 
 def _json_path(value: Optional[Path]) -> Optional[Path]:
@@ -238,6 +242,22 @@ def protocol_option() -> Any:
 
 def camera_rule_option() -> Any:
     return typer.Option("unique", "--camera-rule", help=CAMERA_RULE_HELP)
+
+
+MODE_HELP = ("An evaluation name of the protocol (e.g. cc, sc, general), or a rule (general / cc / sc) applied to the "
+             "selection's splits. Default: the selection.")
+
+
+def mode_option() -> Any:
+    return typer.Option(None, "--mode", help=MODE_HELP)
+
+
+def far_option() -> Any:
+    return typer.Option("0.01,0.001", "--far", help=FAR_HELP)
+
+
+def unknown_fraction_option() -> Any:
+    return typer.Option(0.5, "--unknown-fraction", help=UNKNOWN_FRACTION_HELP)
 
 
 #: Names several commands declare with a meaning that depends on the command ("this command's output", "its dataset

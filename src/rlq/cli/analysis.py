@@ -11,7 +11,7 @@ from typing import Any, List, Optional
 import typer
 
 from ._common import (analyze_app, app, batch_size_option, console, device_option, flip_option, lq_seed_option,
-                      out, prefer_option, protocol_option, sample_seed_option, top_k_option, workers_option)
+                      mode_option, out, prefer_option, protocol_option, sample_seed_option, top_k_option, workers_option)
 
 _DATASET_HELP = "Dataset name (ltcc, prcc, last, deepchange, celebreid, vcclothes, synthcc, manifest)."
 _CKPT_HELP = "Checkpoint folder, or a run folder (uses checkpoints/<prefer>, else the newest)."
@@ -390,8 +390,7 @@ def visualize_cmd(
     dataset: str = _opt_dataset(),
     root: Path = _opt_root(),
     out_dir: Path = _opt_out(),
-    mode: Optional[str] = typer.Option(None, help="An evaluation name of the protocol (e.g. cc, sc, general), or a rule "
-                                       "(general / cc / sc) applied to the selection's splits. Default: the selection."),
+    mode: Optional[str] = mode_option(),
     queries: str = typer.Option("worst", help="worst (lowest AP first), random (by --sample-seed), hits (a --sample-seed draw among the "
                                 "queries whose rank-1 is correct), or a comma list of query keys (with or without the "
                                 "split prefix, e.g. query/001_1_c08_028453 or 001_1_c08_028453)."),

@@ -8,8 +8,10 @@ from typing import Optional
 import typer
 
 from ..errors import RlqError
-from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, batch_size_option, console,
-                      flip_option, human, json_option, rerank_settings, top_k_option, write_json)
+from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, batch_size_option,
+                      bootstrap_seed_option, console, device_option, far_option, flip_option, human, json_option, mode_option,
+                      prefer_option, rerank_settings, resamples_option, sample_seed_option, top_k_option,
+                      unknown_fraction_option, workers_option, write_json)
 
 
 def _load_gallery(gallery: Path, backend: Optional[str], split: Optional[str]):
@@ -48,6 +50,12 @@ def search_cmd(
     rerank_k2: int = typer.Option(6, "--rerank-k2", help=RERANK_K2_HELP),
     rerank_lambda: float = typer.Option(0.3, "--rerank-lambda", help=RERANK_LAMBDA_HELP),
     flip: Optional[bool] = flip_option(),
+    threshold: Optional[str] = typer.Option(
+        None, "--threshold", help="Open-set search: 'calibrated' (the thresholds of `rlq calibrate` beside the "
+        "checkpoint; 'calibrated:FAR' picks a target FAR, default its first) or a distance (1 - cosine; the "
+        "re-ranked distance with --rerank). Each result is marked a match when its distance is below it; a query "
+        "without a match reads 'not in the gallery'. A calibration made with other flip, precision or re-ranking "
+        "is refused."),
 ) -> None:
     """Find the gallery images most similar to each query image (cosine similarity of §2.5 features, or
     k-reciprocal re-ranked distance with --rerank). The queries are embedded as the run was evaluated (its
@@ -108,19 +116,27 @@ def search_cmd(
         if not force:
             raise RlqError(msg + "; re-extract the gallery or pass --force")
         console.print(f"warning: {msg} (--force)", highlight=False, markup=False)
-    qfeats = fe(qpaths)
+    from ..deploy.searcher import NOT_IN_GALLERY, mark_matches, resolve_threshold
+
     rr = rerank_settings(rerank, rerank_k1, rerank_k2, rerank_lambda)
+    thr, cal = resolve_threshold(threshold, checkpoint=ck, flip=fe.flip, precision=fe.precision, rerank=rr)
+    qfeats = fe(qpaths)
     scores, idx = index.search(qfeats.numpy(), top_k, rerank=rr)
+    dist, match = mark_matches(scores, rr, thr)
 
     gal_flip, gal_prec = pre.get("flip"), index.meta.get("precision")
     info = {"gallery": f"{gallery} ({len(index)} images)", "checkpoint": ck, "backend": index.backend, "top-k": top_k,
             "ranking": "cosine similarity (higher = closer)" if rr is None else rr.label() + ", distance (lower = closer)",
             "query features": f"flip {'on' if fe.flip else 'off'}, {fe.precision}",
             "gallery features": f"flip {_on_off(gal_flip)}, {gal_prec or 'precision not recorded'}"}
-    thumbs = write_search_html(out_html, qkeys, qpaths, scores, idx, index, info=info)
+    if thr is not None:
+        info["threshold"] = (f"distance < {thr:.6g}" + ("" if cal is None else
+                             f" (calibrated at FAR {cal['far_target']:g}, {cal['path']})"))
+    thumbs = write_search_html(out_html, qkeys, qpaths, scores, idx, index, info=info, is_match=match)
     title = f"top-{min(top_k, len(index))} of {len(index)} gallery images"
     table = Table(title=title if rr is None else f"{title}, {rr.label()}")
-    for col in ("query", "rank", "score" if rr is None else "re-ranked distance", "gallery key"):
+    for col in ("query", "rank", "score" if rr is None else "re-ranked distance", "gallery key",
+                *(("match",) if thr is not None else ())):
         table.add_column(col)
     results = []
     for qi, (qk, qp) in enumerate(zip(qkeys, qpaths)):
@@ -130,20 +146,109 @@ def search_cmd(
             if gi < 0:
                 continue
             key = str(index.keys[gi])
-            table.add_row(Text(qk if r == 0 else ""), str(r + 1), f"{float(s):.4f}", Text(key))
-            hits.append({"rank": r + 1, "index": gi, "key": key, "score": float(s),
-                         "path": None if index.paths is None else str(index.paths[gi])})
-        results.append({"key": qk, "path": qp, "results": hits})
+            ok = None if match is None else bool(match[qi, r])
+            table.add_row(Text(qk if r == 0 else ""), str(r + 1), f"{float(s):.4f}", Text(key),
+                          *(() if ok is None else ("yes" if ok else "no",)))
+            hits.append({"rank": r + 1, "index": gi, "key": key, "score": float(s), "distance": float(dist[qi, r]),
+                         "is_match": ok, "path": None if index.paths is None else str(index.paths[gi])})
+        q_match = None if match is None else bool(hits and hits[0]["is_match"])
+        if q_match is False:
+            table.add_row(Text(qk), "", "", Text(NOT_IN_GALLERY), "no")
+        results.append({"key": qk, "path": qp, "is_match": q_match,
+                        "label": NOT_IN_GALLERY if q_match is False else None, "results": hits})
     human(json_out).print(table)
     write_json(json_out, {"gallery": str(gallery), "checkpoint": ck, "backend": index.backend, "top_k": top_k,
                           "num_gallery": len(index), "rerank": None if rr is None else rr.as_dict(),
                           "score": "cosine" if rr is None else "re-ranked distance",
                           "flip": fe.flip, "precision": fe.precision,
-                          "gallery_features": {"flip": gal_flip, "precision": gal_prec}, "queries": results})
+                          "gallery_features": {"flip": gal_flip, "precision": gal_prec},
+                          "threshold": None if thr is None else {"distance_below": thr, "calibration": cal},
+                          "queries": results})
     if save_index:
         index.save(save_index)
         console.print(f"saved the gallery index to {save_index}", highlight=False, markup=False)
     console.print(f"wrote {out_html} (thumbnails in {thumbs})", highlight=False, markup=False)
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:.1f}"
+
+
+def _pct_ci(v, ci) -> str:
+    return _pct(v) + ("" if not ci else f" [{_pct(ci[0])}, {_pct(ci[1])}]")
+
+
+def _threshold_text(t) -> str:
+    return "inf (accept all)" if t is None or t == float("inf") else f"{t:.6g}"
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint folder or run folder."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Labelled dataset to calibrate on (default: the run's own, its data.dataset)."),
+    root: Optional[Path] = typer.Option(None, "--root", "-r", help="Dataset root (default: the run's own, its data.root)."),
+    far: str = far_option(),
+    mode: Optional[str] = mode_option(),
+    unknown_fraction: float = unknown_fraction_option(),
+    seed: int = sample_seed_option(),
+    flip: Optional[bool] = flip_option(),
+    rerank: bool = typer.Option(False, "--rerank", help=RERANK_HELP),
+    rerank_k1: int = typer.Option(20, "--rerank-k1", help=RERANK_K1_HELP),
+    rerank_k2: int = typer.Option(6, "--rerank-k2", help=RERANK_K2_HELP),
+    rerank_lambda: float = typer.Option(0.3, "--rerank-lambda", help=RERANK_LAMBDA_HELP),
+    device: str = device_option(),
+    batch_size: int = batch_size_option(),
+    workers: int = workers_option(),
+    prefer: str = prefer_option(),
+    resamples: int = resamples_option(),
+    ci_seed: int = bootstrap_seed_option(),
+    json_out: Optional[Path] = json_option(),
+) -> None:
+    """Open-set calibration: choose a distance threshold per target false-accept rate, so that `rlq search
+    --threshold calibrated` can answer "not in the gallery" (docs/open-set.md).
+
+    On a labelled split (the run's held-out identities, data.val_holdout_ids, or the dataset's val protocol; else
+    its test protocol, said in the output) some query identities lose their gallery images and become unknowns;
+    the threshold at FAR f is the largest one that accepts at most a fraction f of them. Writes
+    <checkpoint>.calibration.json beside the checkpoint (refused while a training holds the run folder), with the
+    split, the feature settings (flip, precision, re-ranking: a search made otherwise refuses it) and the measured
+    DIR and FAR with 95 % bootstrap intervals."""
+    from ..deploy.calibration import calibrate, write_calibration
+    from ..deploy.extractor import resolve_device
+    from ..engine.recipe import load_model_checkpoint
+    from ..evaluation.open_set import parse_fars
+    from .train import eval_dataset_and_root
+
+    fars = parse_fars(far)
+    if resamples < 1:
+        raise typer.BadParameter(f"--resamples must be >= 1 (1000 for the reported intervals), got {resamples}")
+    dev = resolve_device(None if device == "auto" else device)
+    model, state = load_model_checkpoint(checkpoint, device=dev, prefer=prefer)
+    ds_name, ds_root = eval_dataset_and_root(state, dataset, root)
+    rec = calibrate(checkpoint, ds_name, ds_root, fars, mode=mode, unknown_fraction=unknown_fraction, seed=seed,
+                    flip=flip, rerank=rerank_settings(rerank, rerank_k1, rerank_k2, rerank_lambda), device=dev,
+                    batch_size=batch_size, workers=workers, prefer=prefer, num_resamples=resamples, ci_seed=ci_seed,
+                    state=state, model=model)
+    path = write_calibration(state["checkpoint"], rec)
+    from rich.table import Table
+
+    sp = rec["split"]
+    t = Table(title=f"open-set calibration ({sp['dataset']} {sp['protocol']}, {sp['mode']}: {sp['num_known']} known, "
+                    f"{sp['num_unknown']} unknown queries)")
+    for col in ("target FAR", "threshold (distance <)", "FAR %", "DIR %"):
+        t.add_column(col)
+    for r in rec["thresholds"]:
+        t.add_row(f"{r['far_target']:g}", _threshold_text(r["threshold"]), _pct_ci(r["far"], r["far_ci"]),
+                  _pct_ci(r["dir"], r["dir_ci"]))
+    shown = human(json_out)
+    shown.print(t)
+    console.print(f"split: {sp['source']}", highlight=False, markup=False, soft_wrap=True)
+    f = rec["features"]
+    console.print(f"features: flip {'on' if f['flip'] else 'off'}, {f['precision']}, {f['ranking']}; DIR and FAR: "
+                  f"value [95 % percentile bootstrap interval over queries, {resamples} resamples, seed {ci_seed}]",
+                  highlight=False, markup=False, soft_wrap=True)
+    console.print(f"wrote {path}", highlight=False, markup=False)
+    write_json(json_out, {**rec, "path": str(path)})
 
 
 @app.command("export")

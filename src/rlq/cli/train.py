@@ -8,9 +8,10 @@ from typing import List, Optional
 import typer
 
 from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, batch_size_option,
-                      bootstrap_seed_option, camera_rule_option, console, device_option, dry_run_option, flip_option,
-                      human, json_option, lq_seed_option, out, prefer_option, protocol_option, rerank_settings,
-                      resamples_option, workers_option, write_json)
+                      bootstrap_seed_option, camera_rule_option, console, device_option, dry_run_option, far_option,
+                      flip_option, human, json_option, lq_seed_option, out, prefer_option, protocol_option,
+                      rerank_settings, resamples_option, sample_seed_option, unknown_fraction_option, workers_option,
+                      write_json)
 
 
 def load_run_spec(config: Optional[str], overrides: List[str]):
@@ -155,6 +156,13 @@ def eval_cmd(
     rerank_k1: int = typer.Option(20, "--rerank-k1", help=RERANK_K1_HELP),
     rerank_k2: int = typer.Option(6, "--rerank-k2", help=RERANK_K2_HELP),
     rerank_lambda: float = typer.Option(0.3, "--rerank-lambda", help=RERANK_LAMBDA_HELP),
+    open_set: bool = typer.Option(False, "--open-set", help="Open-set identification instead (docs/open-set.md): some "
+                                  "query identities lose their gallery images; DIR@FAR (rank-1 correct and below the "
+                                  "threshold) with the threshold set on those unknowns, the curve over FAR targets, "
+                                  "and DIR / FAR at the run's calibrated thresholds when `rlq calibrate` made them."),
+    far: str = far_option(),
+    unknown_fraction: float = unknown_fraction_option(),
+    open_seed: int = sample_seed_option(),
 ) -> None:
     """Evaluate a checkpoint, or saved features (.npz), on a dataset's protocol (every mode it reports), with 95 %
     bootstrap intervals; clean, or under --lq (the authors' LQ test protocol).
@@ -163,6 +171,8 @@ def eval_cmd(
     override them. With a features file only --dataset, --root (manifest), --protocol, --device, --json and the
     interval options apply. Under torchrun the ranks share a checkpoint's extraction; rank 0 prints and writes.
     """
+    if checkpoint.suffix == ".npz" and open_set:
+        raise typer.BadParameter(f"--open-set evaluates a checkpoint or run, not the features file {checkpoint}")
     if checkpoint.suffix == ".npz":  # saved features, detected by the path
         from .data import evaluate_features_cmd
 
@@ -194,6 +204,8 @@ def eval_cmd(
     # train.amp=off); a checkpoint without a run spec flips (docs/method.md §2.5) and keeps bf16 on CUDA.
     run_flip, amp = run_eval_settings(state, dev)
     flip = run_flip if flip is None else flip
+    if open_set and lq is not None:
+        raise typer.BadParameter("--open-set is not available with --lq; evaluate one or the other")
     if lq is not None:
         if rerank:
             raise typer.BadParameter("--rerank is not available with --lq (the authors' LQ protocol ranks by cosine)")
@@ -208,6 +220,10 @@ def eval_cmd(
         feats[name] = (f, samples)
     if not world.is_main:
         return
+    if open_set:
+        _eval_open_set(feats, protocol, state, far, unknown_fraction, open_seed, flip, amp, resamples, ci_seed,
+                       rerank_settings(rerank, rerank_k1, rerank_k2, rerank_lambda), json_out, dataset, split)
+        return
     res = evaluate_protocol(feats, protocol, device=dev,
                             rerank=rerank_settings(rerank, rerank_k1, rerank_k2, rerank_lambda))
     groups = quality_groups(ds.root, quality_csv)
@@ -221,6 +237,63 @@ def eval_cmd(
                                          "flip": flip})
     write_json(json_out, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split,
                           "flip": flip, "results": summarize(res), "confidence_intervals": ci_info(resamples, ci_seed)})
+
+
+def _eval_open_set(feats, protocol, state, far, unknown_fraction, seed, flip, amp, resamples, ci_seed, rr, json_out,
+                   dataset, split) -> None:
+    """`rlq eval --open-set`: DIR@FAR rows per evaluation (docs/open-set.md), and at the calibrated thresholds."""
+    from rich.table import Table
+
+    from ..deploy.calibration import load_calibration, settings_mismatch
+    from ..deploy.search import weights_sha256
+    from ..engine.recipe import precision_name
+    from ..evaluation.bootstrap import ci_info
+    from ..evaluation.open_set import evaluate_open_set, parse_fars
+
+    if resamples < 1:
+        raise typer.BadParameter(f"--resamples must be >= 1 (1000 for the reported intervals), got {resamples}")
+    fars = parse_fars(far)
+    cal = load_calibration(state["checkpoint"])
+    cal_note = "no calibration beside the checkpoint (`rlq calibrate RUN` makes one)"
+    calibration = None
+    if cal is not None:
+        diff = settings_mismatch(cal, flip, precision_name(amp), rr, weights_sha256(state["checkpoint"]))
+        if diff:
+            cal_note = f"calibration {cal['path']} not used: {'; '.join(diff)}"
+        else:
+            calibration = ([r["far_target"] for r in cal["thresholds"]],
+                           [float("inf") if r["threshold"] is None else r["threshold"] for r in cal["thresholds"]])
+            cal_note = f"calibrated rows: thresholds of {cal['path']} ({cal['split']['source']})"
+    res = evaluate_open_set(feats, protocol, fars, unknown_fraction=unknown_fraction, seed=seed, rerank=rr,
+                            num_resamples=resamples, ci_seed=ci_seed, calibration=calibration)
+
+    def pct(x, ci=None):
+        s = "n/a" if x is None or x != x else f"{100 * x:.1f}"
+        return s + ("" if not ci else f" [{pct(ci[0])}, {pct(ci[1])}]")
+
+    t = Table(title=f"open-set identification ({dataset} {split}; % with 95 % intervals)")
+    for col in ("evaluation", "threshold from", "target FAR", "threshold (distance <)", "FAR (FPIR)", "DIR"):
+        t.add_column(col)
+    for name, r in res.items():
+        for src, rows in (("these unknowns", r["rows"]), ("calibration", r.get("calibrated") or [])):
+            for row in rows:
+                th = row["threshold"]
+                t.add_row(name, src, f"{row['far_target']:g}", "inf" if th == float("inf") else f"{th:.6g}",
+                          pct(row["far"], row["far_ci"]), pct(row["dir"], row["dir_ci"]))
+    human(json_out).print(t)
+    for name, r in res.items():
+        console.print(f"{name}: {r['num_known']} known and {r['num_unknown']} unknown queries ({len(r['unknown_ids'])} "
+                      f"identities made unknown, --unknown-fraction {unknown_fraction}, --sample-seed {seed}); "
+                      f"{r['num_excluded']} queries with only junk left out", highlight=False, markup=False,
+                      soft_wrap=True)
+    console.print(f"{cal_note}; DIR: known queries with a correct rank-1 below the threshold; FAR: unknown queries "
+                  f"accepted; value [95 % percentile bootstrap interval over queries, {resamples} resamples, seed {ci_seed}; "
+                  "thresholds set on these unknowns are chosen again in every resample]", highlight=False, markup=False,
+                  soft_wrap=True)
+    write_json(json_out, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split, "flip": flip,
+                          "precision": precision_name(amp), "rerank": None if rr is None else rr.as_dict(),
+                          "calibration": None if cal is None else cal["path"], "calibration_note": cal_note,
+                          "open_set": res, "confidence_intervals": ci_info(resamples, ci_seed)})
 
 
 def eval_dataset_and_root(state: dict, dataset: Optional[str], root: Optional[Path]) -> tuple[str, Path]:

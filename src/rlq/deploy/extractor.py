@@ -308,3 +308,12 @@ class FeatureExtractor:
         finally:
             self.model.train(was_training)
         return torch.cat(feats)
+
+    def search(self, images: ImageInput, index: Any, k: int = 10, *, threshold: Any = None, rerank: Any = None,
+               far: float | None = None) -> list[dict[str, Any]]:
+        """Search ``index`` (a :class:`~rlq.deploy.GalleryIndex`) with these images' features; each result carries
+        ``is_match`` (see :class:`~rlq.deploy.searcher.Searcher`: ``threshold`` None, a distance, or
+        ``"calibrated"``)."""
+        from .searcher import Searcher
+
+        return Searcher(self, index, threshold=threshold, rerank=rerank, far=far).search(images, k)

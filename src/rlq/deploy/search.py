@@ -517,8 +517,12 @@ def write_search_html(
     title: str = "rlq search",
     info: Mapping[str, Any] | None = None,
     thumb_height: int = 128,
+    is_match: np.ndarray | None = None,
 ) -> Path:
     """A static HTML page of each query and its top-k gallery images; thumbnails go to ``<name>_files/``.
+
+    ``is_match`` (Q x k booleans, open-set search): each result is labelled match / no match, and a query whose
+    results are all no match reads "not in the gallery".
 
     Every key, path and meta value in the page goes through ``html.escape``; links are relative. Returns
     the thumbnails folder.
@@ -540,12 +544,18 @@ def write_search_html(
     for k, v in (info or {}).items():
         parts.append(f'<div class="meta"><b>{e(str(k))}</b>: {e(str(v))}</div>')
     parts.append('<div class="meta">Scores are cosine similarities (dot products of L2-normalised features).</div>')
+    if is_match is not None:
+        parts.append('<div class="meta">A result is a match when its distance is below the threshold; a query '
+                     'without a match is labelled so.</div>')
     for qi, (qk, qp) in enumerate(zip(query_keys, query_paths)):
         name = f"q{qi:05d}.jpg"
         data = _thumbnail(qp, thumb_height)
         if data is not None:
             atomic_write_bytes(thumbs / name, data, fsync=False)
-        row = [cell(name if data is not None else None, ["query", str(qk)], str(qp), "c query")]
+        qlabel = ["query", str(qk)]
+        if is_match is not None and not np.asarray(is_match[qi]).any():
+            qlabel.insert(1, "not in the gallery")  # (the last line is the image's alt text: the key)
+        row = [cell(name if data is not None else None, qlabel, str(qp), "c query")]
         for r, (s, gi) in enumerate(zip(scores[qi], indices[qi])):
             gi = int(gi)
             if gi < 0:  # faiss pads with -1 when the gallery is smaller than k
@@ -557,7 +567,10 @@ def write_search_html(
                     atomic_write_bytes(thumbs / gname, gdata, fsync=False)
                 done[gi] = gname if gdata is not None else None
             gp = _gallery_path(index, gi) or ""
-            row.append(cell(done[gi], [f"#{r + 1}  {float(s):.4f}", str(index.keys[gi])], gp))
+            lines = [f"#{r + 1}  {float(s):.4f}", str(index.keys[gi])]
+            if is_match is not None:
+                lines.append("match" if bool(is_match[qi][r]) else "no match")
+            row.append(cell(done[gi], lines, gp))
         parts.append('<div class="q">' + "".join(row) + "</div>")
     parts.append("</body></html>\n")
     atomic_write_text(out, "\n".join(parts))

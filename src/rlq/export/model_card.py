@@ -273,6 +273,34 @@ def _parity_section(parity: Mapping[str, Any]) -> str:
     ])
 
 
+def _calibration_section(cal: Mapping[str, Any] | None, flip: bool, precision: str) -> str:
+    """The open-set calibration (``rlq calibrate``): thresholds, the split and the measured figures."""
+    if not cal:
+        return ""
+    f = cal.get("features") or {}
+    sp = cal.get("split") or {}
+    fits = bool(f.get("flip")) == bool(flip) and f.get("precision") == precision and not f.get("rerank")
+
+    def pct(x: Any, ci: Any) -> str:
+        p = lambda v: "n/a" if v is None or v != v else f"{100 * v:.1f}"  # noqa: E731
+        return p(x) + ("" if not ci else f" [{p(ci[0])}, {p(ci[1])}]")
+
+    lines = ["", "### Open-set calibration", "",
+             f"Thresholds of `rlq calibrate` ({cal.get('path', 'beside the checkpoint')}): a result is a match when "
+             f"its distance ({f.get('distance', '1 - cosine similarity')}) is below the threshold. Features: flip "
+             f"{_on_off(bool(f.get('flip')))}, {f.get('precision')}, {f.get('ranking', 'cosine')}"
+             + ("." if fits else " — **not** how this exported model computes features, so these thresholds do not "
+                "apply to it; recalibrate with the export's settings."),
+             f"Split: {sp.get('source')}; mode {sp.get('mode')}; {sp.get('num_known')} known and "
+             f"{sp.get('num_unknown')} unknown queries (identities {sp.get('unknown_ids')} made unknown).", "",
+             "| target FAR | threshold | FAR % [95 % CI] | DIR % [95 % CI] |", "|---|---|---|---|"]
+    for r in cal.get("thresholds") or []:
+        t = r.get("threshold")
+        lines.append(f"| {r.get('far_target')} | {'inf' if t is None else f'{t:.6g}'} | {pct(r.get('far'), r.get('far_ci'))} "
+                     f"| {pct(r.get('dir'), r.get('dir_ci'))} |")
+    return "\n".join(lines) + "\n"
+
+
 def build_model_card(
     *,
     onnx_file: str,
@@ -290,6 +318,7 @@ def build_model_card(
     results_path: str | os.PathLike | None = None,
     run_flip: bool | None = None,
     precision: str = "fp32",
+    calibration: Mapping[str, Any] | None = None,
 ) -> str:
     """The markdown model card of an exported model; ``run_flip`` is the run's ``eval.flip`` (None: no run spec)
     and says whether the model reproduces the run's numbers (docs/method.md §2.5)."""
@@ -325,7 +354,8 @@ def build_model_card(
         opset=opset,
         sha256=sha256,
         training=_training_section(state),
-        metrics=_metrics_section(state, results, None if results_path is None else str(results_path)),
+        metrics=_metrics_section(state, results, None if results_path is None else str(results_path))
+        + _calibration_section(calibration, flip, precision),
         parity=_parity_section(parity),
         responsible=responsible_use_text().replace("## Responsible use", "## Intended use, prohibited uses and ethics", 1),
     )

@@ -257,10 +257,13 @@ def export_onnx(
     }
     if write_card:
         results_path, results = find_run_results(state.get("checkpoint"))
+        from ..deploy.calibration import load_calibration
+
+        calibration = load_calibration(state["checkpoint"]) if state.get("checkpoint") else None
         card = build_model_card(
             onnx_file=out.name, method=method, backbone=backbone, input_size=(h, w), embed_dim=embed_dim, flip=flip,
             opset=opset, parity=parity, sha256=sha, checkpoint=state.get("checkpoint"), state=state, results=results,
-            results_path=results_path, run_flip=run_flip if state.get("spec") else None,
+            results_path=results_path, run_flip=run_flip if state.get("spec") else None, calibration=calibration,
         )
         card_path = model_card_path(out)
         atomic_write_text(card_path, card)
