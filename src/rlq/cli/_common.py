@@ -216,6 +216,22 @@ def resamples_option() -> Any:
     return typer.Option(1000, "--resamples", help=RESAMPLES_HELP)
 
 
+def rerank_option() -> Any:
+    return typer.Option(False, "--rerank", help=RERANK_HELP)
+
+
+def rerank_k1_option() -> Any:
+    return typer.Option(20, "--rerank-k1", help=RERANK_K1_HELP)
+
+
+def rerank_k2_option() -> Any:
+    return typer.Option(6, "--rerank-k2", help=RERANK_K2_HELP)
+
+
+def rerank_lambda_option() -> Any:
+    return typer.Option(0.3, "--rerank-lambda", help=RERANK_LAMBDA_HELP)
+
+
 def top_k_option() -> Any:
     return typer.Option(10, "--top-k", min=1, help=TOP_K_HELP)
 

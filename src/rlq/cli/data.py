@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, bootstrap_seed_option,
-                      camera_rule_option, console, device_option, human, json_option, out, protocol_option,
+from ._common import (app, bootstrap_seed_option, camera_rule_option, console, device_option, human, json_option,
+                      out, protocol_option, rerank_k1_option, rerank_k2_option, rerank_lambda_option, rerank_option,
                       rerank_settings, resamples_option, seed_option, write_json)
 
 
@@ -157,10 +157,10 @@ def evaluate_cmd(
                                                "e.g. SynthCC's quality.csv): adds clean / LQ query rows."),
     per_query: Optional[Path] = typer.Option(None, "--per-query", help="Also write per-query results (.npz) here, for paired "
                                              "comparisons (`rlq compare`)."),
-    rerank: bool = typer.Option(False, "--rerank", help=RERANK_HELP),
-    rerank_k1: int = typer.Option(20, "--rerank-k1", help=RERANK_K1_HELP),
-    rerank_k2: int = typer.Option(6, "--rerank-k2", help=RERANK_K2_HELP),
-    rerank_lambda: float = typer.Option(0.3, "--rerank-lambda", help=RERANK_LAMBDA_HELP),
+    rerank: bool = rerank_option(),
+    rerank_k1: int = rerank_k1_option(),
+    rerank_k2: int = rerank_k2_option(),
+    rerank_lambda: float = rerank_lambda_option(),
 ) -> None:
     """Deprecated: use `rlq eval FEATURES.npz --dataset NAME` (same options)."""
     console.print("[yellow]`rlq evaluate` is deprecated: use `rlq eval FEATURES.npz --dataset NAME` "

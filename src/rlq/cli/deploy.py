@@ -8,10 +8,10 @@ from typing import Optional
 import typer
 
 from ..errors import RlqError
-from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, batch_size_option,
-                      bootstrap_seed_option, console, device_option, far_option, flip_option, human, json_option, mode_option,
-                      prefer_option, rerank_settings, resamples_option, sample_seed_option, top_k_option,
-                      unknown_fraction_option, workers_option, write_json)
+from ._common import (app, batch_size_option, bootstrap_seed_option, console, device_option, far_option, flip_option,
+                      human, json_option, mode_option, prefer_option, rerank_k1_option, rerank_k2_option,
+                      rerank_lambda_option, rerank_option, rerank_settings, resamples_option, sample_seed_option,
+                      top_k_option, unknown_fraction_option, workers_option, write_json)
 
 
 def _load_gallery(gallery: Path, backend: Optional[str], split: Optional[str]):
@@ -45,10 +45,10 @@ def search_cmd(
     force: bool = typer.Option(False, "--force", help="Search even if the gallery was extracted with another checkpoint."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = batch_size_option(),
-    rerank: bool = typer.Option(False, "--rerank", help=RERANK_HELP),
-    rerank_k1: int = typer.Option(20, "--rerank-k1", help=RERANK_K1_HELP),
-    rerank_k2: int = typer.Option(6, "--rerank-k2", help=RERANK_K2_HELP),
-    rerank_lambda: float = typer.Option(0.3, "--rerank-lambda", help=RERANK_LAMBDA_HELP),
+    rerank: bool = rerank_option(),
+    rerank_k1: int = rerank_k1_option(),
+    rerank_k2: int = rerank_k2_option(),
+    rerank_lambda: float = rerank_lambda_option(),
     flip: Optional[bool] = flip_option(),
     threshold: Optional[str] = typer.Option(
         None, "--threshold", help="Open-set search: 'calibrated' (the thresholds of `rlq calibrate` beside the "
@@ -192,10 +192,10 @@ def calibrate_cmd(
     unknown_fraction: float = unknown_fraction_option(),
     seed: int = sample_seed_option(),
     flip: Optional[bool] = flip_option(),
-    rerank: bool = typer.Option(False, "--rerank", help=RERANK_HELP),
-    rerank_k1: int = typer.Option(20, "--rerank-k1", help=RERANK_K1_HELP),
-    rerank_k2: int = typer.Option(6, "--rerank-k2", help=RERANK_K2_HELP),
-    rerank_lambda: float = typer.Option(0.3, "--rerank-lambda", help=RERANK_LAMBDA_HELP),
+    rerank: bool = rerank_option(),
+    rerank_k1: int = rerank_k1_option(),
+    rerank_k2: int = rerank_k2_option(),
+    rerank_lambda: float = rerank_lambda_option(),
     device: str = device_option(),
     batch_size: int = batch_size_option(),
     workers: int = workers_option(),

@@ -7,11 +7,11 @@ from typing import List, Optional
 
 import typer
 
-from ._common import (RERANK_HELP, RERANK_K1_HELP, RERANK_K2_HELP, RERANK_LAMBDA_HELP, app, batch_size_option,
-                      bootstrap_seed_option, camera_rule_option, console, device_option, dry_run_option, far_option,
-                      flip_option, human, json_option, lq_seed_option, out, prefer_option, protocol_option,
-                      rerank_settings, resamples_option, sample_seed_option, unknown_fraction_option, workers_option,
-                      write_json)
+from ._common import (app, batch_size_option, bootstrap_seed_option, camera_rule_option, console, device_option,
+                      dry_run_option, far_option, flip_option, human, json_option, lq_seed_option, out,
+                      prefer_option, protocol_option, rerank_k1_option, rerank_k2_option, rerank_lambda_option,
+                      rerank_option, rerank_settings, resamples_option, sample_seed_option, unknown_fraction_option,
+                      workers_option, write_json)
 
 
 def load_run_spec(config: Optional[str], overrides: List[str]):
@@ -152,10 +152,10 @@ def eval_cmd(
                                                "for clean / LQ query rows (default: <root>/quality.csv when present)."),
     per_query: Optional[Path] = typer.Option(None, "--per-query", help="Also write per-query results (.npz) here, for paired "
                                              "comparisons (`rlq compare`)."),
-    rerank: bool = typer.Option(False, "--rerank", help=RERANK_HELP),
-    rerank_k1: int = typer.Option(20, "--rerank-k1", help=RERANK_K1_HELP),
-    rerank_k2: int = typer.Option(6, "--rerank-k2", help=RERANK_K2_HELP),
-    rerank_lambda: float = typer.Option(0.3, "--rerank-lambda", help=RERANK_LAMBDA_HELP),
+    rerank: bool = rerank_option(),
+    rerank_k1: int = rerank_k1_option(),
+    rerank_k2: int = rerank_k2_option(),
+    rerank_lambda: float = rerank_lambda_option(),
     open_set: bool = typer.Option(False, "--open-set", help="Open-set identification instead (docs/open-set.md): some "
                                   "query identities lose their gallery images; DIR@FAR (rank-1 correct and below the "
                                   "threshold) with the threshold set on those unknowns, the curve over FAR targets, "
