@@ -295,7 +295,6 @@ class Trainer:
         # The log_every averaging window of the current phase (sums of each logged value and the number of steps
         # in them), checkpointed with the position so a resumed run logs the same averages as an uninterrupted one.
         self._window: dict[str, Any] = _empty_window()
-        self._window_resumed = False
         self.tensorboard = tensorboard
         self._stop = False
         self._dl_cache: dict[str, DataLoader] = {}
@@ -429,7 +428,6 @@ class Trainer:
         self.selection = Selection.from_json(state["selection"])
         self._resume_lines = state.get("metrics_lines")
         self._window = dict(state.get("log_window") or _empty_window())
-        self._window_resumed = True
         log.info("resumed from %s (epoch %d, phase %d, batch %d)", good, self.pos["epoch"], self.pos["phase"], self.pos["batch"])
         return True
 
@@ -490,14 +488,9 @@ class Trainer:
                             self.scaler.load_state_dict(undo.scaler_state)
                     return None
                 if out.optimizer == MAIN:
-                    self.optimizer.zero_grad(set_to_none=True)
+                    self._backward_step(self.optimizer, total)
                     if self.scaler is not None:
-                        self.scaler.scale(total).backward()
-                        self.scaler.step(self.optimizer)
-                        self.scaler.update()
-                    else:
-                        total.backward()
-                        self.optimizer.step()
+                        self.scaler.update()  # once per step, after every optimizer stepped
                     if next(stages, None) is not None:
                         raise TrainingError(f"method {self.method.name!r}: the main stage of a step must come last")
                     out.metrics.update(side_metrics)
@@ -510,20 +503,24 @@ class Trainer:
                     undo.save_optimizer(opt)
                     if self.scaler is not None and undo.scaler_state is None:
                         undo.scaler_state = self.scaler.state_dict()
-                opt.zero_grad(set_to_none=True)
-                if self.scaler is not None:
-                    self.scaler.scale(total).backward()
-                    self.scaler.step(opt)
-                    stepped_scaler = True
-                else:
-                    total.backward()
-                    opt.step()
+                self._backward_step(opt, total)
+                stepped_scaler = self.scaler is not None
                 side_metrics.update({k: float(v.detach()) for k, v in out.losses.items()})
             raise TrainingError(f"method {self.method.name!r}: a {kind} step yielded no main stage")
         finally:
             close = getattr(stages, "close", None)
             if close is not None:
                 close()
+
+    def _backward_step(self, opt: torch.optim.Optimizer, total: torch.Tensor) -> None:
+        """Back-propagate ``total`` into ``opt``'s parameters and step it (through GradScaler under fp16)."""
+        opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            self.scaler.step(opt)
+        else:
+            total.backward()
+            opt.step()
 
     def _buffer_modules(self) -> list[nn.Module]:
         return [self.raw_model, *self.method.train_modules()]
@@ -678,9 +675,8 @@ class Trainer:
                 f"the {phase.loader} loader yields no full batch (batch size {spec.batch_size}); use a smaller batch size "
                 "or more identities"
             )
-        if not self._window_resumed:  # a new phase starts a new window; a resumed one goes on with its own
+        if self.pos["batch"] == 0:  # a phase from its start has a new window; one resumed mid-phase goes on with its own
             self._window = _empty_window()
-        self._window_resumed = False
         if self.pos["batch"] >= total_batches:
             return
         bar = tqdm(total=total_batches, initial=self.pos["batch"], desc=f"epoch {epoch + 1}/{self.epochs} {phase.name}",
