@@ -173,8 +173,7 @@ def _child(conn, spec: RunSpec, overwrite: bool, resume: bool) -> None:
         from .errors import root_message
 
         msg = root_message(e) if isinstance(e, RlqError) else (f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
-        conn.send(("interrupted" if isinstance(e, (KeyboardInterrupt, TrainingError)) and "signal" in msg else "error",
-                   msg.strip().splitlines()[0] if msg.strip() else type(e).__name__))
+        conn.send(("error", msg.strip().splitlines()[0] if msg.strip() else type(e).__name__))
     finally:
         conn.close()
 
