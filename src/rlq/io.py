@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
-__all__ = ["save_figure", "replace_dir", "atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file",
+__all__ = ["save_figure", "replace_dir", "aside_name", "commit_staged_dir", "atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file",
            "json_dumps", "strict_json_value", "csv_cell", "csv_cell_value", "atomic_write_csv"]
 
 
@@ -151,6 +151,35 @@ def atomic_write_csv(path: str | os.PathLike, header: Sequence[Any], rows: Itera
     w.writerow([csv_cell(c) for c in header])
     w.writerows([csv_cell(c) for c in row] for row in rows)
     atomic_write_text(path, buf.getvalue(), fsync=fsync)
+
+
+def aside_name(path: str | os.PathLike) -> Path:
+    """Where an earlier folder is kept when a command starts anew in it: ``<name>.old-<UTC timestamp>`` (with a
+    counter when that exists already). Run folders, SynthCC and frame folders all use it."""
+    import time
+
+    p = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    cand = p.with_name(f"{p.name}.old-{stamp}")
+    i = 1
+    while cand.exists():
+        cand = p.with_name(f"{p.name}.old-{stamp}-{i}")
+        i += 1
+    return cand
+
+
+def commit_staged_dir(staging: str | os.PathLike, out: str | os.PathLike) -> Path | None:
+    """Move the finished folder ``staging`` to ``out``. An ``out`` that holds files is first renamed whole to
+    :func:`aside_name` (nothing is deleted; the caller has checked that starting anew was asked for); an empty one is
+    replaced. Returns where the old folder went, or None."""
+    staging, out = Path(staging), Path(out)
+    aside = None
+    if out.exists() and any(out.iterdir()):
+        aside = aside_name(out)
+        os.replace(out, aside)  # one atomic rename: the old folder is kept whole under its new name
+    os.replace(staging, out)  # an empty folder is simply replaced (rename onto it, POSIX)
+    _fsync_dir(out.parent)
+    return aside
 
 
 def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:

@@ -180,10 +180,10 @@ def prepare_identity_frames(videos: str | os.PathLike, out: str | os.PathLike, *
 
 
 def _commit(staging: Path, out: Path) -> None:
-    from rlq.engine.run_dir import _aside_name  # the run folders' naming rule (as `rlq synth --overwrite`)
+    """Move the finished tree to `out`; an old `out` that holds files (allowed only with overwrite, checked before)
+    is kept whole under ``<name>.old-<UTC timestamp>`` (:func:`rlq.io.commit_staged_dir`)."""
+    from rlq.io import commit_staged_dir
 
-    if out.exists() and any(out.iterdir()):
-        aside = _aside_name(out)
-        os.replace(out, aside)
+    aside = commit_staged_dir(staging, out)
+    if aside is not None:
         logger.warning("--overwrite: moved the earlier %s aside to %s (remove it yourself when no longer needed)", out, aside)
-    os.replace(staging, out)

@@ -21,7 +21,6 @@ import logging
 import os
 import shutil
 import socket
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ except ImportError:  # pragma: no cover - not POSIX: folders are not locked
     fcntl = None  # type: ignore[assignment]
 
 from ..errors import ConfigError
+from ..io import aside_name
 
 __all__ = ["RunFolderError", "RunFolder", "FolderLock", "LOCK_NAME", "check_run_folder", "claim_run_folder",
            "folder_holds_files", "lock_folder", "lock_holder"]
@@ -202,16 +202,6 @@ class RunFolder:
         self.created = False
 
 
-def _aside_name(p: Path) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    cand = p.with_name(f"{p.name}.old-{stamp}")
-    i = 1
-    while cand.exists():
-        cand = p.with_name(f"{p.name}.old-{stamp}-{i}")
-        i += 1
-    return cand
-
-
 def claim_run_folder(path: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
                      what: str = "rlq train") -> RunFolder:
     """Check ``path`` as :func:`check_run_folder` does, then make it ready and lock it: move an old run aside
@@ -226,7 +216,7 @@ def claim_run_folder(path: str | os.PathLike, *, resume: bool = False, overwrite
     if claim.mode == "overwrite" and folder_holds_files(p):
         old_lock = lock_folder(p, f"{what} --overwrite")  # refused while another process uses the old run
         try:
-            aside = _aside_name(p)
+            aside = aside_name(p)
             os.replace(p, aside)  # one atomic rename: the old run is kept whole under its new name
         finally:
             old_lock.release()

@@ -441,16 +441,13 @@ def generate_synthcc(out: str | os.PathLike, preset: str = "default", seed: int 
 
 
 def _commit(staging: Path, out: Path) -> None:
-    """Move the finished tree to `out`. An old `out` that holds files (allowed only with overwrite, checked in
-    :func:`generate_synthcc`) is kept whole under ``<name>.old-<UTC timestamp>``; an empty one is replaced."""
-    from rlq.engine.run_dir import _aside_name  # the run folders' naming rule; a light module (no torch)
+    """Move the finished tree to `out`; an old `out` that holds files (allowed only with overwrite, checked before)
+    is kept whole under ``<name>.old-<UTC timestamp>`` (:func:`rlq.io.commit_staged_dir`)."""
+    from rlq.io import commit_staged_dir
 
-    if out.exists() and any(out.iterdir()):  # an empty folder is simply replaced (rename onto it, POSIX)
-        aside = _aside_name(out)
-        os.replace(out, aside)  # one atomic rename: the old folder is kept whole under its new name
-        logger.warning("--overwrite: moved the earlier %s aside to %s (remove it yourself when no longer needed)",
-                       out, aside)
-    os.replace(staging, out)
+    aside = commit_staged_dir(staging, out)
+    if aside is not None:
+        logger.warning("--overwrite: moved the earlier %s aside to %s (remove it yourself when no longer needed)", out, aside)
 
 
 def _write_side_files(root: Path, preset: str, p: SynthPreset, seed: int, cams: list[Camera], ext_cams: list[Camera],
