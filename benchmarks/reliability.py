@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -32,8 +31,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 from _util import add_common_args, env_info, write_json  # noqa: E402
-from faults import (DEFAULT_PLAN, final_state, metrics_lines, run_uninterrupted, run_with_kills, same_state,  # noqa: E402
-                    train_cmd)
+from faults import (DEFAULT_PLAN, _env, final_state, metrics_lines, run_uninterrupted, run_with_kills,  # noqa: E402
+                    same_state, train_cmd)
 
 from rlq.errors import RlqError  # noqa: E402
 
@@ -164,11 +163,10 @@ def _pickled_checkpoint(d: Path, mgr_cls, read):
 
 
 # -- 4. the probe's faults (issue 18) -------------------------------------------------------------------------
-def _cli(args: list[str], env: dict | None = None, **kw) -> subprocess.CompletedProcess:
-    e = {k: v for k, v in os.environ.items() if k != "RLQ_FAULT_INJECT"}
-    e["OMP_NUM_THREADS"] = "1"
-    e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "rlq.cli", *args], env=e, capture_output=True, text=True, **kw)
+def _cli(args: list[str], fault: str | None = None, **kw) -> subprocess.CompletedProcess:
+    """``rlq ARGS`` in a process of its own, with tests/faults.py's environment (one thread; ``fault``: the
+    RLQ_FAULT_INJECT point, else none)."""
+    return subprocess.run([sys.executable, "-m", "rlq.cli", *args], env=_env(fault), capture_output=True, text=True, **kw)
 
 
 def _one_line(p: subprocess.CompletedProcess) -> bool:
@@ -185,7 +183,7 @@ def probe_nan_skip(root: Path, d: Path) -> dict:
 
     out = d / "nan"
     p = _cli(["train", *train_cmd(root, out)[4:], "train.nonfinite=skip", "train.keep_last=50", "loss.start_epoch_cc=0",
-              "loss.start_epoch_adv=0"], env={"RLQ_FAULT_INJECT": "nan-input:3"})
+              "loss.start_epoch_adv=0"], fault="nan-input:3")
     if p.returncode != 0:
         return {"held": False, "detail": p.stderr[-300:]}
     a, _ = read_checkpoint(out / "checkpoints" / "e0000-s00000002")
@@ -351,7 +349,7 @@ def probe_alias_bomb(root: Path, d: Path) -> dict:
 def probe_disk_full(root: Path, d: Path) -> dict:
     """F11: a full disk at the 2nd checkpoint write is one line (no traceback); --resume then finishes the run."""
     out = d / "run"
-    p = _cli(train_cmd(root, out)[3:], env={"RLQ_FAULT_INJECT": "disk-full:2"})
+    p = _cli(train_cmd(root, out)[3:], fault="disk-full:2")
     lines = [x for x in p.stderr.strip().splitlines() if x.strip()]
     r = _cli(train_cmd(root, out, resume=True)[3:])
     return {"held": _one_line(p) and "disk full" in p.stderr and r.returncode == 0,
