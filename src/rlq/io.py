@@ -172,11 +172,15 @@ def commit_staged_dir(staging: str | os.PathLike, out: str | os.PathLike) -> Pat
     """Move the finished folder ``staging`` to ``out``. An ``out`` that holds files is first renamed whole to
     :func:`aside_name` (nothing is deleted; the caller has checked that starting anew was asked for); an empty one is
     replaced. Returns where the old folder went, or None."""
+    import logging
+
     staging, out = Path(staging), Path(out)
     aside = None
     if out.exists() and any(out.iterdir()):
         aside = aside_name(out)
         os.replace(out, aside)  # one atomic rename: the old folder is kept whole under its new name
+        logging.getLogger(__name__).warning("--overwrite: moved the earlier %s aside to %s (remove it yourself when no "
+                                            "longer needed)", out, aside)
     os.replace(staging, out)  # an empty folder is simply replaced (rename onto it, POSIX)
     _fsync_dir(out.parent)
     return aside

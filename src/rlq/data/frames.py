@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from rlq.errors import DatasetError
-from rlq.io import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from rlq.io import atomic_write_bytes, atomic_write_csv, atomic_write_json, commit_staged_dir
 
 __all__ = ["VIDEO_EXTENSIONS", "MASK_IMAGE_EXTENSIONS", "middle_frame", "mask_box", "prepare_identity_frames"]
 
@@ -169,7 +169,7 @@ def prepare_identity_frames(videos: str | os.PathLike, out: str | os.PathLike, *
                 "images": len(rows), "identities": len({r[2] for r in rows}), "uncropped": uncropped,
                 "empty_masks": empty_masks}
         atomic_write_json(staging / INFO_FILE, info)
-        _commit(staging, dst)
+        commit_staged_dir(staging, dst)  # an old folder is kept whole (rlq.io)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -177,13 +177,3 @@ def prepare_identity_frames(videos: str | os.PathLike, out: str | os.PathLike, *
         logger.warning("%d mask(s) are empty (no person pixels); those frames are kept whole, e.g. %s",
                        len(empty_masks), empty_masks[0])
     return info
-
-
-def _commit(staging: Path, out: Path) -> None:
-    """Move the finished tree to `out`; an old `out` that holds files (allowed only with overwrite, checked before)
-    is kept whole under ``<name>.old-<UTC timestamp>`` (:func:`rlq.io.commit_staged_dir`)."""
-    from rlq.io import commit_staged_dir
-
-    aside = commit_staged_dir(staging, out)
-    if aside is not None:
-        logger.warning("--overwrite: moved the earlier %s aside to %s (remove it yourself when no longer needed)", out, aside)

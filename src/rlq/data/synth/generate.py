@@ -36,7 +36,7 @@ from rlq.data.synth.identities import Camera, Identity, Outfit, Quality, draw_qu
 from rlq.data.synth.render import LIP_LABELS, lip_palette, render_person
 from rlq.data.synth.skeleton import COCO_KEYPOINTS, Session, frame_pose, sample_session
 from rlq.errors import ConfigError, DatasetError
-from rlq.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from rlq.io import atomic_write_bytes, atomic_write_json, atomic_write_text, commit_staged_dir
 from rlq.lq.reference import apply_artifact
 
 __all__ = ["GENERATOR_VERSION", "SynthPreset", "SYNTH_PRESETS", "TARGET_SPLITS", "EXTERNAL_SPLITS",
@@ -431,23 +431,13 @@ def generate_synthcc(out: str | os.PathLike, preset: str = "default", seed: int 
         sheet = make_contact_sheet(staging)
         atomic_write_bytes(staging / "preview.png", _png_bytes(sheet), fsync=False)
         atomic_write_json(staging / _MANIFEST, manifest)
-        _commit(staging, out)
+        commit_staged_dir(staging, out)  # an old folder is kept whole (rlq.io)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     logger.info("SynthCC %s (seed %d): %d target + %d external images in %.1f s with %d worker(s) -> %s", preset, seed,
                 len(target), len(external), time.perf_counter() - t0, n_workers, out)
     return manifest
-
-
-def _commit(staging: Path, out: Path) -> None:
-    """Move the finished tree to `out`; an old `out` that holds files (allowed only with overwrite, checked before)
-    is kept whole under ``<name>.old-<UTC timestamp>`` (:func:`rlq.io.commit_staged_dir`)."""
-    from rlq.io import commit_staged_dir
-
-    aside = commit_staged_dir(staging, out)
-    if aside is not None:
-        logger.warning("--overwrite: moved the earlier %s aside to %s (remove it yourself when no longer needed)", out, aside)
 
 
 def _write_side_files(root: Path, preset: str, p: SynthPreset, seed: int, cams: list[Camera], ext_cams: list[Camera],
