@@ -49,7 +49,8 @@ def nearest_neighbours(feats: np.ndarray, chunk: int = 2048) -> np.ndarray:
 
 
 def lq_cluster_metrics(
-    hq_feats: np.ndarray, lq_feats: np.ndarray, pids: Sequence[int], *, seed: int = 0, folds: int = 5
+    hq_feats: np.ndarray, lq_feats: np.ndarray, pids: Sequence[int], *, seed: int = 0, folds: int = 5,
+    per_image: bool = False,
 ) -> dict[str, Any]:
     """HQ/LQ clustering numbers for paired features (row i of both = image i, identity ``pids[i]``).
 
@@ -59,7 +60,9 @@ def lq_cluster_metrics(
     identity), ``lq_nn_same_id_rate`` / ``hq_nn_same_id_rate`` and ``lq_nn_own_hq_rate`` (its own clean
     version). ``probe_accuracy``: accuracy of a logistic-regression HQ-vs-LQ probe (standardised features),
     cross-validated over images (an image's HQ and LQ rows share a fold; folds shuffled by ``seed``).
-    ``silhouette``: cosine silhouette of the HQ/LQ labels (-1..1).
+    ``silhouette``: cosine silhouette of the HQ/LQ labels (-1..1). ``per_image=True`` adds ``per_image``:
+    ``{"lq_nn_other_lq": bool array (n,)}``, the per-image terms of ``lq_nn_other_lq_rate`` (not JSON-able; for
+    paired comparisons of two models on the same images).
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import silhouette_score
@@ -92,6 +95,8 @@ def lq_cluster_metrics(
         "hq_nn_same_id_rate": float(np.mean(nb_same[h])),
         "lq_nn_own_hq_rate": float(np.mean(nn_idx[l_] == np.arange(n))),
     }
+    if per_image:
+        out["per_image"] = {"lq_nn_other_lq": nb_lq[l_] & ~nb_same[l_]}
     k = min(int(folds), n)
     if k >= 2:
         perm = np.random.default_rng(seed).permutation(n)  # seeded fold assignment of images
@@ -148,6 +153,7 @@ def lq_cluster_diagnostics(
     max_tsne_points: int = 1000,
     progress: bool = False,
     model_name: str | None = None,
+    per_image: bool = False,
 ) -> dict[str, Any]:
     """Extract HQ and LQ features of ``paths`` and return :func:`lq_cluster_metrics` plus how LQ was made.
 
@@ -189,7 +195,7 @@ def lq_cluster_diagnostics(
 
     hq = extract(None, "extract HQ")
     lq = extract(transform, "extract LQ")
-    out = {**lq_cluster_metrics(hq, lq, pids, seed=seed), **info}
+    out = {**lq_cluster_metrics(hq, lq, pids, seed=seed, per_image=per_image), **info}
     if tsne and out_png is not None:
         lq_text = (f"{info['lq']['artifact']} level {info['lq']['level']}" if info["lq"]["kind"] == "severity"
                    else f"{info['lq']['mix']} training mix")
