@@ -62,7 +62,7 @@ def external_batch(b: int, h: int, w: int, src: tuple[int, int] = (256, 128), se
 
 
 def stepper(model, method, device: torch.device, amp: str = "off", channels_last: bool = False) -> Trainer:
-    """A Trainer without loaders, used only for its optimizer step (`_step`)."""
+    """A Trainer without loaders, used only for its optimizer step (`Trainer.step`)."""
     return Trainer(model=model, method=method, loaders={}, run_dir="/tmp/rlq-bench-unused", epochs=1, device=device,
                    amp=amp, channels_last=channels_last, tensorboard=False, progress=False)
 

@@ -3,7 +3,7 @@
 
 Checks (each in try/except with its own time budget; a failure becomes a FAIL row, never an abort):
   env              torch / CUDA / cuDNN versions, GPU name and compute capability, bf16 support
-  train_steps      one real engine step (``Trainer._step``) per method (cal, bm, cap, tad, rlq; tad/rlq also
+  train_steps      one real engine step (``Trainer.step``) per method (cal, bm, cap, tad, rlq; tad/rlq also
                    their TAD step with a random-init teacher) at 384x192, AMP bf16 and fp16 (GradScaler),
                    channels_last on and off: losses finite, fp16 uses the scaler, memory format as asked
   bf16_vs_fp32     20 Base Model steps in bf16 and in fp32 (TF32 off) from the same weights on the same
@@ -221,7 +221,7 @@ def check_train_steps(s: Sizes) -> tuple[str, dict]:
                     for kind in ["reid", "tad"] if name in ("tad", "rlq") else ["reid"]:
                         batch = (target_batch(s.b, s.h, s.w, s.num_ids, s.num_clothes, seed=1) if kind == "reid"
                                  else external_batch(s.b, s.h, s.w, src=s.src_hw, seed=2))
-                        out = tr._step(kind, batch, epoch=30)  # epoch >= 25: clothes-head update and L_CAL run (§4)
+                        out = tr.step(kind, batch, epoch=30)  # epoch >= 25: clothes-head update and L_CAL run (§4)
                         if out is None:
                             raise CheckFailed(f"{kind} step returned no output")
                         terms = {k: float(v.detach()) for k, v in out.losses.items()}
@@ -262,7 +262,7 @@ def check_bf16_vs_fp32(s: Sizes) -> tuple[str, dict]:
         losses = []
         for i in range(s.curve_steps):
             tr.global_step = i
-            out = tr._step("reid", batches[i % len(batches)], epoch=30)
+            out = tr.step("reid", batches[i % len(batches)], epoch=30)
             losses.append(out.metrics["loss"])
         return losses
 
@@ -433,7 +433,7 @@ with tempfile.TemporaryDirectory() as run_dir:
     losses = []
     for i in range(3):
         tr.global_step = i
-        losses.append(tr._step("reid", target_batch(b, h, w, 8, 16, seed=i), epoch=30).metrics["loss"])
+        losses.append(tr.step("reid", target_batch(b, h, w, 8, 16, seed=i), epoch=30).metrics["loss"])
 flags = all_reduce_flags([True, False], device)
 obj = broadcast_object({"rank": dist.get_rank()})
 barrier()
@@ -538,7 +538,7 @@ def check_step_ratio(s: Sizes) -> tuple[str, dict]:
     plain = plain_ce_step(_plain_net(s), x2, y2, dev, channels_last=cl, dtype=torch.bfloat16)
 
     def bm() -> None:
-        tr._step("reid", batch, epoch=30)
+        tr.step("reid", batch, epoch=30)
 
     def timed(fn: Callable[[], None]) -> float:
         sync(dev)

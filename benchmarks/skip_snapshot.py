@@ -42,8 +42,8 @@ def bench(backbone: str, b: int, h: int, w: int, rounds: int, nthreads: int) -> 
                                  nonfinite=mode)
     tr = trainers["skip"]
     sides = {
-        "step_error": lambda: trainers["error"]._step("reid", batch, epoch=30),  # epoch 30: clothes losses on
-        "step_skip": lambda: trainers["skip"]._step("reid", batch, epoch=30),
+        "step_error": lambda: trainers["error"].step("reid", batch, epoch=30),  # epoch 30: clothes losses on
+        "step_skip": lambda: trainers["skip"].step("reid", batch, epoch=30),
         "buffer_copy_only": lambda: _Undo(tr._buffer_modules()),
     }
     with threads(nthreads):

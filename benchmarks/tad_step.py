@@ -190,7 +190,7 @@ def bench_tad_step(device: str = "cpu", b: int = 4, h: int = 256, w: int = 128, 
         if naive:  # the authors' teacher: eval mode but autograd on
             for p in m.teacher.parameters():
                 p.requires_grad_(True)
-        return lambda: tr._step("tad", batch, epoch=0)
+        return lambda: tr.step("tad", batch, epoch=0)
 
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     n = nthreads or torch.get_num_threads()

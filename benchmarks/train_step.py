@@ -4,7 +4,7 @@
 The Base Model (docs/method.md §2: shared stem..layer2, two layer3+layer4 branches, Max-Avg pooling,
 BN-necks, heads, recolouring, CAL adversarial loss with its own clothes-head update, triplet, KL) does
 about 1.7x the arithmetic of one ResNet-50 with the ReID last stride of 1 (stem..layer2 once, layer3
-and the stride-1 layer4 twice); target: its full engine step (``Trainer._step`` with the ReID strategy,
+and the stride-1 layer4 twice); target: its full engine step (``Trainer.step`` with the ReID strategy,
 epoch >= 25 so every loss term and the clothes-head update run) costs at most 1.9x a plain torchvision
 ResNet-50 (last stride 1) + linear classifier + CE step on the same 2B images. The ratio against the
 stock stride-2 ResNet-50 is reported too (the BM then does about 2.7x its arithmetic). Data loading is measured
@@ -51,7 +51,7 @@ def bench_device(device: torch.device, b: int, h: int, w: int, backbone: str, ro
         return plain_ce_step(net, x2, y2, device, channels_last=channels_last, dtype=dtype)
 
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    sides = {"bm": lambda: tr._step("reid", batch, epoch=30), "resnet50_ls1": plain(True), "resnet50": plain(False)}
+    sides = {"bm": lambda: tr.step("reid", batch, epoch=30), "resnet50_ls1": plain(True), "resnet50": plain(False)}
     n = nthreads or torch.get_num_threads()
     with threads(n):  # every side runs with the same threads, in rotating order, round after round
         tm = alternate(sides, rounds, warmup=warmup, sync=sync)

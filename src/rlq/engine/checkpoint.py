@@ -33,6 +33,7 @@ from .state_check import check_state
 
 __all__ = [
     "CheckpointManager",
+    "write_checkpoint_dir",
     "verify_checkpoint",
     "read_checkpoint",
     "optimizer_state_to_flat",
@@ -123,6 +124,32 @@ def resolve_checkpoint(path: str | os.PathLike, prefer: str = "best") -> Path:
     return good
 
 
+def write_checkpoint_dir(final: Path, tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> Path:
+    """Build the checkpoint in a temporary sibling folder, then rename it to ``final``."""
+    name = final.name
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        if fault_active("disk-full"):  # test-only hook (rlq.engine.faults): a full disk at this write
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp / WEIGHTS))
+        flat = {k: v.detach().to("cpu").contiguous().clone() if v.is_cuda or not v.is_contiguous() else v.detach().cpu()
+                for k, v in tensors.items()}
+        atomic_write_bytes(tmp / WEIGHTS, st_save(flat), fsync=True)
+        atomic_write_json(tmp / STATE, {"format_version": FORMAT_VERSION, "saved_at": time.time(), **state})
+        fault_point("ckpt-write")  # test-only hook (rlq.engine.faults); a no-op unless RLQ_FAULT_INJECT is set
+        files = {f: {"sha256": sha256_file(tmp / f), "size": (tmp / f).stat().st_size} for f in (WEIGHTS, STATE)}
+        atomic_write_json(tmp / MANIFEST, {"files": files})
+        _fsync_tree(tmp)
+        replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
 class CheckpointManager:
     """Writes numbered checkpoints under ``<run_dir>/checkpoints`` atomically; keeps the last N."""
 
@@ -141,38 +168,12 @@ class CheckpointManager:
             raise ValueError(f"checkpoint name {name!r}: a resumable checkpoint is named e<epoch>-s<step> (or pass pointer=False)")
         if "/" in name or "\\" in name or name in (".", ".."):
             raise ValueError(f"checkpoint name {name!r} must be a plain folder name")
-        final = self._save_dir(self.dir / name, tensors, state)
+        final = write_checkpoint_dir(self.dir / name, tensors, state)
         if pointer:
             history = self._history()
             history = [h for h in history if h != name] + [name]
             atomic_write_json(self.dir / "latest.json", {"latest": name, "history": history})
             self._prune(history)
-        return final
-
-    @staticmethod
-    def _save_dir(final: Path, tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any]) -> Path:
-        """Build the checkpoint in a temporary sibling folder, then rename it to ``final``."""
-        name = final.name
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.parent / f".{name}.tmp-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        try:
-            if fault_active("disk-full"):  # test-only hook (rlq.engine.faults): a full disk at this write
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp / WEIGHTS))
-            flat = {k: v.detach().to("cpu").contiguous().clone() if v.is_cuda or not v.is_contiguous() else v.detach().cpu()
-                    for k, v in tensors.items()}
-            atomic_write_bytes(tmp / WEIGHTS, st_save(flat), fsync=True)
-            atomic_write_json(tmp / STATE, {"format_version": FORMAT_VERSION, "saved_at": time.time(), **state})
-            fault_point("ckpt-write")  # test-only hook (rlq.engine.faults); a no-op unless RLQ_FAULT_INJECT is set
-            files = {f: {"sha256": sha256_file(tmp / f), "size": (tmp / f).stat().st_size} for f in (WEIGHTS, STATE)}
-            atomic_write_json(tmp / MANIFEST, {"files": files})
-            _fsync_tree(tmp)
-            replace_dir(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return final
 
     def _is_own(self, name: object) -> bool:

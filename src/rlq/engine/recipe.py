@@ -164,7 +164,7 @@ def save_model_checkpoint(model: torch.nn.Module, out_dir: str | os.PathLike, *,
     """Write a weights-only checkpoint folder (safetensors + JSON + checksums) that `rlq eval`, `rlq export`
     and :func:`load_model_checkpoint` read; ``meta`` goes into its state (e.g. role="teacher", dataset=...).
     ``extra_tensors`` (names outside ``model.``, e.g. ``clothes.weight``) are stored alongside."""
-    from .checkpoint import CheckpointManager
+    from .checkpoint import write_checkpoint_dir
 
     out = Path(out_dir)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -174,7 +174,7 @@ def save_model_checkpoint(model: torch.nn.Module, out_dir: str | os.PathLike, *,
         tensors[k] = v
     state = {"method": model.method, "model_args": model.build_kwargs, "input_size": list(input_size),
              "weights_only": True, **meta}
-    return CheckpointManager._save_dir(out, tensors, state)  # no manager: it would create a stray checkpoints/ folder
+    return write_checkpoint_dir(out, tensors, state)  # no manager: it would create a stray checkpoints/ folder
 
 
 def load_teacher(path: str, *, force: bool, device: torch.device) -> torch.nn.Module:

@@ -459,10 +459,11 @@ class Trainer:
             yield p_kind, next(ext), False
             yield phase.kind, batch, True
 
-    def _step(self, kind: str, batch: Any, epoch: int) -> StepOutput | None:
+    def step(self, kind: str, batch: Any, epoch: int) -> StepOutput | None:
         """One training step: run the method's stages, check each for finiteness, take each stage's optimizer
         step. Returns the main stage (with the other stages' terms among its metrics), or None when the batch
-        was skipped (``nonfinite=skip``): then every parameter, buffer and optimizer state is as before it."""
+        was skipped (``nonfinite=skip``): then every parameter, buffer and optimizer state is as before it.
+        :meth:`fit` calls it for every batch; the step benchmarks call it directly (a loader-less trainer)."""
         gen = torch.Generator(device=self.device)
         gen.manual_seed((self.seed * 1_000_003 + epoch * 10_007 + self.dist.rank * 101 + self.global_step) % (2**62))
         model = self.model
@@ -688,7 +689,7 @@ class Trainer:
             for kind, batch, advances in self._iterate_phase(phase, epoch):
                 t0 = time.perf_counter()
                 data_time += t0 - t_data
-                out = self._step(kind, batch, epoch)
+                out = self.step(kind, batch, epoch)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 step_time += time.perf_counter() - t0

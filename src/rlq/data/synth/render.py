@@ -131,6 +131,13 @@ class _Canvas:
         core = [float(c[0] - rx * 0.55), float(c[1] - ry * 0.6), float(c[0] + rx * 0.45), float(c[1] + ry * 0.5)]
         self._ds.ellipse(core, fill=int(min(255, shade * _SHADE_UNIT * 1.06)))
 
+    def chord(self, box, start: float, end: float, label: int) -> None:
+        """A filled chord (e.g. a hat's crown) on the three layers, as one new instance, unshaded."""
+        self.n = min(self.n + 1, 255)
+        self._dl.chord(box, start, end, fill=label)
+        self._di.chord(box, start, end, fill=self.n)
+        self._ds.chord(box, start, end, fill=int(_SHADE_UNIT))
+
     def capsule(self, p0, p1, r0: float, r1: float, label: int, shade: float = 1.0) -> None:
         self.poly(_capsule(p0, p1, r0, r1), label, shade, _capsule(p0, p1, r0 * 0.5, r1 * 0.5))
 
@@ -353,10 +360,7 @@ def _draw_person(cv: _Canvas, fr: _Frame, ident: Identity, outfit: Outfit) -> li
         if outfit.hat is not None:
             cv_box = [float(hc[0] - rx * 1.1), float(hc[1] - 0.62 * hh * S), float(hc[0] + rx * 1.1),
                       float(hc[1] + 0.16 * hh * S)]
-            cv.n = min(cv.n + 1, 255)
-            cv._dl.chord(cv_box, 180, 360, fill=_HAT)
-            cv._di.chord(cv_box, 180, 360, fill=cv.n)
-            cv._ds.chord(cv_box, 180, 360, fill=int(_SHADE_UNIT))
+            cv.chord(cv_box, 180, 360, _HAT)
             brim = [fr.px(head3 + np.array([sd * 0.42 * hh, -0.22 * hh, 0.05 * hh])) for sd in (1, -1)]
             tip = fr.px(head3 + np.array([0.0, -0.2 * hh, 0.72 * hh]))
             for p in brim:
