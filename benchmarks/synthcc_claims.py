@@ -252,6 +252,11 @@ for _c in CLAIMS:
         for _arm in (_c.a, _c.b):
             FEATURE_MEASURES.setdefault(_arm, ())
             FEATURE_MEASURES[_arm] = tuple(dict.fromkeys((*FEATURE_MEASURES[_arm], _c.measure)))
+for _arm in ("bm", "cap"):  # D2 (docs/claims.md)
+    FEATURE_MEASURES[_arm] = (*FEATURE_MEASURES.get(_arm, ()), "d2_gender_probe")
+#: D1's arms (a pose head) and its chance level, ln K for K = 15 pose clusters (docs/method.md §3.4)
+D1_ARMS = ("cap", "rlq", "bm_p")
+D1_CHANCE = math.log(15)
 
 
 def per_query_measures(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -275,7 +280,7 @@ def feature_measures(run: Path, root: Path, needed: Sequence[str], *, device: st
     import torch
 
     from rlq.analysis.lq_clusters import lq_cluster_diagnostics
-    from rlq.analysis.ranklist import load_test_gender, top1_after_junk
+    from rlq.analysis.ranklist import top1_after_junk
     from rlq.data.datasets import load_dataset
     from rlq.data.loading import ImageCache
     from rlq.engine.recipe import load_model_checkpoint, run_eval_settings
@@ -301,16 +306,19 @@ def feature_measures(run: Path, root: Path, needed: Sequence[str], *, device: st
     common = dict(device=device, batch_size=64, workers=0, flip=flip, cache=cache)
     qkeys = np.asarray([s.key for s in qs]).astype(np.str_)
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    if "c10_cross_gender" in needed:
+    if "c10_cross_gender" in needed or "d2_gender_probe" in needed:
         qf = extract_features(model, [s.path for s in qs], h, w, desc="query", **common)
         gf = extract_features(model, [s.path for s in gs], h, w, desc="gallery", **common)
-        gender_csv = next(iter(sorted(root.glob("*_test_Gender.csv"))))
-        gmap, _ = load_test_gender(gender_csv, list(qs) + list(gs))
+        gmap = gmap_of(root, qs, gs)
+    if "c10_cross_gender" in needed:
         top1 = top1_after_junk(qf, gf, [s.pid for s in qs], [s.pid for s in gs], [s.camid for s in qs],
                                [s.camid for s in gs], [s.clothes_id for s in qs], [s.clothes_id for s in gs], mode="cc")
         keep = top1 >= 0
         cross = np.array([gmap[s.pid] != gmap[gs[t].pid] for s, t in zip(qs, top1) if t >= 0], dtype=np.float64)
         out["c10_cross_gender"] = (qkeys[keep], cross)
+    if "d2_gender_probe" in needed:
+        out["d2_gender_probe"] = (np.asarray(["all"]), np.asarray(
+            [gender_probe(np.concatenate([qf, gf]), [s.pid for s in (*qs, *gs)], gmap)]))
     if "c9_lq_nn" in needed:
         res = lq_cluster_diagnostics(model, [s.path for s in gs], [s.pid for s in gs], artifact_mix="synthcc", seed=0,
                                      height=h, width=w, device=device, batch_size=64, workers=0, flip=flip, tsne=False,
@@ -325,6 +333,42 @@ def feature_measures(run: Path, root: Path, needed: Sequence[str], *, device: st
     with atomic_open(cache_file, "wb") as f:
         np.savez(f, **payload)
     say(f"  measured {', '.join(needed)} for {run}")
+    return out
+
+
+def gmap_of(root: Path, qs, gs) -> dict[int, int]:
+    """SynthCC's gender (0/1) per test identity, from its test gender CSV."""
+    from rlq.analysis.ranklist import load_test_gender
+
+    gender_csv = next(iter(sorted(root.glob("*_test_Gender.csv"))))
+    return load_test_gender(gender_csv, list(qs) + list(gs))[0]
+
+
+def gender_probe(feats: np.ndarray, pids: Sequence[int], gender_of_pid: Mapping[int, int], folds: int = 5) -> float:
+    """D2: accuracy of a linear gender probe (standardised features, logistic regression), cross-validated with
+    ``folds`` folds grouped by identity (no person in both the fitting and the scored part)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    y = np.asarray([gender_of_pid[int(p)] for p in pids])
+    probe = make_pipeline(StandardScaler(), LogisticRegression(solver="lbfgs", max_iter=1000))
+    return float(np.mean(cross_val_score(probe, np.asarray(feats, np.float64), y, groups=np.asarray(pids),
+                                         cv=GroupKFold(n_splits=folds))))
+
+
+def log_diagnostics(run: Path) -> dict[str, float]:
+    """D1 and D3's inputs from a run's metrics.jsonl: the last train window's pose loss (when the run has a pose
+    head) and the mean identity loss (id_cal + id_bot) over the first epoch's windows."""
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    train = [r for r in recs if r.get("type") == "train"]
+    out: dict[str, float] = {}
+    if train and "pose" in train[-1]:
+        out["d1_pose_ce_last"] = float(train[-1]["pose"])
+    first = [r["id_cal"] + r["id_bot"] for r in train if r.get("epoch") == 0 and "id_cal" in r and "id_bot" in r]
+    if first:
+        out["d3_id_loss_epoch1"] = float(np.mean(first))
     return out
 
 
@@ -361,6 +405,7 @@ def analyse(args: argparse.Namespace, say=print) -> dict[str, Any]:
     root = work / "synthcc"
     claims: list[dict[str, Any]] = []
     runs: dict[str, Any] = {}
+    diagnostics: dict[str, Any] = {}
     for schedule in args.schedules:
         epochs = (QUICK_SCHEDULES if args.quick else SCHEDULES)[schedule] or 3
         measures: dict[str, dict[int, dict[str, tuple[np.ndarray, np.ndarray]]]] = {}
@@ -375,7 +420,8 @@ def analyse(args: argparse.Namespace, say=print) -> dict[str, Any]:
                 if arm in FEATURE_MEASURES:
                     m.update(feature_measures(run, root, FEATURE_MEASURES[arm], device=args.device, say=say))
                 measures.setdefault(arm, {})[s] = m
-                runs[f"{schedule}/seed{s}/{arm}"] = {k: float(v.mean()) for k, (_, v) in m.items()}
+                runs[f"{schedule}/seed{s}/{arm}"] = {**{k: float(v.mean()) for k, (_, v) in m.items()},
+                                                     **log_diagnostics(run)}
         for c in CLAIMS:
             need = [f"{schedule}/seed{s}/{arm}" for arm in (c.a, c.b) for s in args.seeds]
             lacking = [n for n in need if n in missing]
@@ -386,12 +432,36 @@ def analyse(args: argparse.Namespace, say=print) -> dict[str, Any]:
                                "missing_runs": lacking})
                 continue
             claims.append({**claim_result(c, measures, args.seeds, num_resamples=args.resamples), "schedule": schedule})
+        diagnostics[schedule] = schedule_diagnostics(runs, schedule, args.seeds)
     return {"env": env_info(), "args": {k: v for k, v in vars(args).items() if k != "table"},
             "design": __doc__.split("\n\n")[1].replace("\n", " "),
             "schedules": {k: {"epochs": v or 3} for k, v in (QUICK_SCHEDULES if args.quick else SCHEDULES).items()},
             "arms": {k: {"preset": f"configs/synthcc/{p}.yaml", "overrides": list(o)} for k, (p, o) in ARMS.items()},
             "rules": "docs/claims.md", "confidence_intervals": ci_info(args.resamples),
-            "units": "effects and intervals are fractions (x100 for points)", "runs": runs, "claims": claims}
+            "units": "effects and intervals are fractions (x100 for points)", "runs": runs, "claims": claims,
+            "diagnostics": diagnostics}
+
+
+def schedule_diagnostics(runs: Mapping[str, Mapping[str, float]], schedule: str, seeds: Sequence[int]) -> dict[str, Any]:
+    """D1-D3 (docs/claims.md) of one schedule from the per-run numbers: per seed, and the mean (None where a run
+    is missing)."""
+    def per_seed(arm: str, key: str) -> list[float | None]:
+        return [runs.get(f"{schedule}/seed{s}/{arm}", {}).get(key) for s in seeds]
+
+    def mean(v: Sequence[float | None]) -> float | None:
+        return float(np.mean(v)) if v and all(x is not None for x in v) else None
+
+    d1 = {arm: per_seed(arm, "d1_pose_ce_last") for arm in D1_ARMS}
+    d2 = {arm: per_seed(arm, "d2_gender_probe") for arm in ("bm", "cap")}
+    id_cap, id_bm = per_seed("cap", "d3_id_loss_epoch1"), per_seed("bm", "d3_id_loss_epoch1")
+    d3 = [a - b if a is not None and b is not None else None for a, b in zip(id_cap, id_bm)]
+    return {
+        "D1": {"what": "pose head training cross-entropy, last logged window", "chance": D1_CHANCE,
+               "per_seed": d1, "mean": {a: mean(v) for a, v in d1.items()}},
+        "D2": {"what": "linear gender probe accuracy on clean CC query + gallery features (5 folds by identity)",
+               "per_seed": d2, "mean": {a: mean(v) for a, v in d2.items()}},
+        "D3": {"what": "first-epoch mean identity loss (id_cal + id_bot), cap - bm", "per_seed": d3, "mean": mean(d3)},
+    }
 
 
 def _pt(x: float | None) -> str:
@@ -416,6 +486,20 @@ def markdown_table(payload: Mapping[str, Any]) -> str:
             qlo, qhi = c["ci_queries"]
             cells += [f"{_pt(c['effect'])} [{_pt(lo)}, {_pt(hi)}] [{_pt(qlo)}, {_pt(qhi)}]", f"**{c['verdict']}**"]
         lines.append("| " + " | ".join(cells) + " |")
+    diag = payload.get("diagnostics") or {}
+    if diag:
+        lines += ["", "Diagnostics (docs/claims.md; mean over the seeds):", "",
+                  "| schedule | D1 pose-head CE, last window (chance 2.71): cap / rlq / bm_p | "
+                  "D2 gender probe accuracy: bm / cap | D3 first-epoch identity loss, cap − bm |", "|---|---|---|---|"]
+
+        def f(x: float | None, pct: bool = False) -> str:
+            return "—" if x is None else (f"{100 * x:.1f} %" if pct else f"{x:+.3f}" if x < 0 else f"{x:.3f}")
+
+        for sched, d in diag.items():
+            d1 = " / ".join(f(d["D1"]["mean"][a]) for a in D1_ARMS)
+            d2 = " / ".join(f(d["D2"]["mean"][a], pct=True) for a in ("bm", "cap"))
+            d3 = "—" if d["D3"]["mean"] is None else f"{d['D3']['mean']:+.3f}"
+            lines.append(f"| {sched} | {d1} | {d2} | {d3} |")
     return "\n".join(lines)
 
 

@@ -146,3 +146,27 @@ def test_readme_claims_table_is_the_one_generated_from_the_json(bench):
         assert {"id", "schedule", "seeds", "direction", "effect", "ci_seeds", "ci_queries", "verdict"} <= set(c)
         if c["effect"] is not None:
             assert c["verdict"] == bench.verdict(c["direction"], c["ci_seeds"], c["ci_queries"])
+
+
+def test_log_diagnostics_from_a_hand_made_metrics_log(bench, tmp_path):
+    recs = [
+        {"type": "train", "epoch": 0, "id_cal": 4.0, "id_bot": 3.0, "pose": 2.7},
+        {"type": "train", "epoch": 0, "id_cal": 3.0, "id_bot": 2.0, "pose": 2.5},
+        {"type": "eval", "epoch": 0, "cc_rank1": 0.1},
+        {"type": "train", "epoch": 1, "id_cal": 1.0, "id_bot": 1.0, "pose": 1.9},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n", encoding="utf-8")
+    d = bench.log_diagnostics(tmp_path)
+    assert d["d1_pose_ce_last"] == 1.9  # the last train window
+    assert d["d3_id_loss_epoch1"] == pytest.approx((7.0 + 5.0) / 2)  # first epoch's windows only
+
+
+def test_gender_probe_separates_a_visible_attribute_and_not_noise(bench):
+    rng = np.random.default_rng(0)
+    pids = np.repeat(np.arange(40), 5)
+    gender = {int(p): int(p % 2) for p in pids}
+    noise = rng.normal(size=(pids.size, 8))
+    visible = noise.copy()
+    visible[:, 0] += 6.0 * np.array([gender[int(p)] for p in pids])  # one coordinate carries the gender
+    assert bench.gender_probe(visible, pids, gender) > 0.95
+    assert bench.gender_probe(noise, pids, gender) < 0.75  # grouped folds: no identity leaks between folds
