@@ -49,6 +49,7 @@ from rlq.evaluation.bootstrap import (  # noqa: E402
     bootstrap_means,
     ci_info,
 )
+from rlq.report_format import pct  # noqa: E402
 
 METHODS = ("cal", "bm", "cap", "tad", "rlq")
 EVALS = ("general", "cc", "cc/clean", "cc/LQ")
@@ -152,7 +153,7 @@ def aggregate(per_query: Mapping[str, Mapping[int, Mapping[str, PerQuery]]], *, 
 
 
 def _p(x: float | None) -> str:
-    return "n/a" if x is None or x != x else f"{100 * x:.1f}"  # None: NaN read back from the (strict) JSON
+    return "n/a" if x is None or x != x else pct(x)  # None: NaN read back from the (strict) JSON
 
 
 def markdown_table(payload: Mapping[str, Any]) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 from .engine.spec import RunSpec
 from .errors import RlqError, TrainingError
 from .io import atomic_write_json, atomic_write_text
+from .report_format import fixed, pct
 
 __all__ = ["DemoSettings", "DemoRunFailed", "run_demo", "demo_tasks", "chance_rank1", "comparison_pairs", "DEMO_METHODS"]
 
@@ -599,7 +600,7 @@ def _reading(results: dict) -> list[str]:
             continue
         lo = (r.get("rank1_ci") or [float("nan")])[0]
         above = "its whole interval lies above chance" if lo == lo and lo > ch else "its interval reaches down to chance"
-        out.append(f"* `{m}`: CC rank-1 {_pct(r['rank1'])} % = {r['rank1'] / ch:.1f}x chance; {above}.")
+        out.append(f"* `{m}`: CC rank-1 {_pct(r['rank1'])} % = {fixed(r['rank1'] / ch)}x chance; {above}.")
     diffs = results.get("paired_differences") or {}
     resolved, unresolved = [], []
     for pair, d in diffs.items():
@@ -620,7 +621,7 @@ def _reading(results: dict) -> list[str]:
 
 def _pct(x: float | None) -> str:
     """Percent with one decimal; "n/a" for a metric with no matching query (NaN, or null read back from JSON)."""
-    return "n/a" if x is None or x != x else f"{100 * x:.1f}"
+    return "n/a" if x is None or x != x else pct(x)
 
 
 def _ci(r: dict | None, metric: str) -> str:
@@ -635,7 +636,7 @@ def _diff(d: dict | None, metric: str) -> str:
     if not d:
         return "n/a"
     v, (lo, hi) = d[f"{metric}_diff"], d[f"{metric}_diff_ci"]
-    return f"{100 * v:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    return f"{pct(v, sign=True)} [{pct(lo, sign=True)}, {pct(hi, sign=True)}]"
 
 
 def _report(results: dict, analysis: dict, meta: dict, out: Path) -> str:
@@ -668,7 +669,7 @@ def _report(results: dict, analysis: dict, meta: dict, out: Path) -> str:
         if m in results:
             r = results[m]
             lines.append(f"| {m} | {_ci(r['cc'], 'rank1')} | {_ci(r['cc'], 'mAP')} | {_ci(r['general'], 'rank1')} | "
-                         f"{_ci(r['general'], 'mAP')} | {meta['seconds'].get(m, 0):.0f} |")
+                         f"{_ci(r['general'], 'mAP')} | {fixed(meta['seconds'].get(m, 0), 0)} |")
     shown = [m for m in DEMO_METHODS if m in results]
     if any("cc/LQ" in results[m] for m in shown):
         lines += ["", "CC by query quality (SynthCC quality.csv): clean queries and low-quality (LQ) queries, each against "
@@ -703,5 +704,5 @@ def _report(results: dict, analysis: dict, meta: dict, out: Path) -> str:
         lines += [f"## {section}", "", body, ""]
     for name, rel in (analysis or {}).get("figures", {}).items():
         lines += [f"![{name}]({rel})", ""]
-    lines += ["## Time", "", ", ".join(f"{k} {v:.0f} s" for k, v in meta["seconds"].items()), ""]
+    lines += ["## Time", "", ", ".join(f"{k} {fixed(v, 0)} s" for k, v in meta["seconds"].items()), ""]
     return "\n".join(lines)
