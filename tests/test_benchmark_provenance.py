@@ -66,14 +66,17 @@ def test_every_result_names_its_commit_and_script_hash(path):
 
 
 def test_the_stale_files_say_what_they_measured():
+    """The files issue 20 named, while they are not re-measured (a re-measured file's env says it all)."""
     def prov(name):
-        return json.loads((RESULTS / name).read_text(encoding="utf-8"))["provenance"]
+        f = RESULTS / name
+        return json.loads(f.read_text(encoding="utf-8")).get("provenance") if f.is_file() else None
 
-    assert "generator 1.0" in prov("estimators.json")["stale"]
-    g = prov("gpu_check_h200.json")
-    assert g["recorded_git_is_wrong"] in g["stale"] and g["commit"][:7] in g["stale"]
-    r = prov("reliability.json")
-    assert r["measured_at_git"][:7] in r["texts"]
+    if p := prov("estimators.json"):
+        assert "generator 1.0" in p["stale"]
+    if g := prov("gpu_check_h200.json"):
+        assert g["recorded_git_is_wrong"] in g["stale"] and g["commit"][:7] in g["stale"]
+    if r := prov("reliability.json"):
+        assert r["measured_at_git"][:7] in r["texts"]
 
 
 def test_write_json_refuses_a_smoke_result_in_results(util, tmp_path):
