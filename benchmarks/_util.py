@@ -6,7 +6,13 @@ Usage pattern of a benchmark script::
     add_common_args(parser, default_out="benchmarks/results/NAME.json")   # --quick, --out
     args = parser.parse_args()
     ...
-    write_json(args.out, {"env": env_info(), ...})
+    write_json(args.out, {"env": env_info(), "quick": args.quick, ...}, quick=args.quick)
+
+``benchmarks/results/`` holds full runs only, each naming the commit, whether the tree was dirty and the
+hash of the script that wrote it (``env_info()``: ``git``, ``git_dirty``, ``script.sha256``;
+``tests/test_benchmark_provenance.py`` checks every file there). A ``--quick`` or ``--dry-run`` result goes
+to ``runs/bench-quick/NAME.json`` by default, and :func:`write_json` refuses to put one under
+``benchmarks/results/``.
 """
 
 from __future__ import annotations
@@ -29,15 +35,64 @@ from typing import Any, Callable, Iterator, Mapping
 from rlq.io import atomic_write_json
 
 __all__ = ["env_info", "rss_bytes", "maxrss_bytes", "PeakRSS", "Timer", "write_json", "add_common_args", "MiB",
-           "threads", "alternate", "median_ratio", "peak_in_child", "load"]
+           "threads", "alternate", "median_ratio", "peak_in_child", "load", "RESULTS", "QUICK_DIR", "quick_out",
+           "check_out", "SmokeResultRefused"]
 
 MiB = 2**20
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
+#: Full runs only: every file here names its commit and script hash (tests/test_benchmark_provenance.py).
+RESULTS = Path(__file__).resolve().parent / "results"
+#: Where ``--quick`` and ``--dry-run`` results go by default (``runs/`` is ignored by git).
+QUICK_DIR = Path(__file__).resolve().parent.parent / "runs" / "bench-quick"
+
+
+class SmokeResultRefused(ValueError):
+    """A ``--quick`` / ``--dry-run`` result was about to be written under ``benchmarks/results/``."""
+
+
+def quick_out(default_out: str | os.PathLike) -> str:
+    """The default output of a ``--quick`` / ``--dry-run`` run: ``runs/bench-quick/<name of the full run's file>``."""
+    return str(QUICK_DIR / Path(default_out).name)
+
+
+def _in_results(path: str | os.PathLike) -> bool:
+    p = Path(path).resolve()
+    if RESULTS == p or RESULTS in p.parents:
+        return True
+    parts = p.parts  # another checkout's benchmarks/results/ too
+    return any(a == "benchmarks" and b == "results" for a, b in zip(parts, parts[1:]))
+
+
+def check_out(path: str | os.PathLike, quick: bool) -> None:
+    """Refuse a smoke run's output path under ``benchmarks/results/`` (there, only full runs), naming the fix."""
+    if quick and _in_results(path):
+        raise SmokeResultRefused(
+            f"refusing to write a --quick / --dry-run result to {path}: benchmarks/results/ holds full runs only "
+            f"(the README quotes them). Leave --out out (default {quick_out(path)}) or give a path outside "
+            "benchmarks/results/.")
+
+
+class _QuickAction(argparse.Action):
+    """``--quick``: sets ``quick`` and moves a default ``--out`` to :data:`QUICK_DIR` (an explicit ``--out`` wins)."""
+
+    def __init__(self, option_strings, dest, default_out: str = "", **kw: Any) -> None:
+        self.default_out = default_out
+        kw.pop("default", None)
+        super().__init__(option_strings, dest, nargs=0, default=False, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, True)
+        if getattr(namespace, "out", None) == self.default_out:
+            namespace.out = quick_out(self.default_out)
+
 
 def add_common_args(parser: argparse.ArgumentParser, default_out: str) -> argparse.ArgumentParser:
-    """Add ``--quick`` (tiny sizes, seconds; for CI smoke runs) and ``--out`` (JSON path)."""
-    parser.add_argument("--quick", action="store_true", help="tiny sizes that finish in seconds (smoke test)")
+    """Add ``--quick`` (tiny sizes, seconds; for CI smoke runs) and ``--out`` (JSON path; with ``--quick`` the
+    default becomes ``runs/bench-quick/<name>``, never ``benchmarks/results/``)."""
+    parser.add_argument("--quick", action=_QuickAction, default_out=default_out,
+                        help="tiny sizes that finish in seconds (smoke test); writes runs/bench-quick/"
+                             f"{Path(default_out).name} unless --out is given (never benchmarks/results/)")
     parser.add_argument("--out", default=default_out, help=f"where to write the JSON results (default {default_out})")
     return parser
 
@@ -63,11 +118,21 @@ def _git_dirty() -> bool | None:
 
 
 def _script_hash() -> dict[str, str] | None:
-    """The running script's path and SHA-256 (which version of the benchmark wrote the file)."""
+    """The benchmark script's name and SHA-256 (which version of the benchmark wrote the file): the nearest
+    caller in benchmarks/ other than the helper modules (so also when a test calls its ``main``), else ``__main__``."""
     import hashlib
 
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
+    here = Path(__file__).resolve().parent
+    path = None
+    f = sys._getframe(1)
+    while f is not None:
+        fn = Path(f.f_code.co_filename)
+        if fn.name not in ("_util.py", "_training.py") and fn.suffix == ".py" and fn.resolve().parent == here:
+            path = fn
+            break
+        f = f.f_back
+    if path is None:
+        path = getattr(sys.modules.get("__main__"), "__file__", None)
     if not path or not Path(path).is_file():
         return None
     return {"path": Path(path).name, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()}
@@ -173,8 +238,22 @@ class Timer:
         self.cpu = time.process_time() - self._c0
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write benchmark results atomically (NumPy scalars allowed)."""
+def _smoke_argv() -> bool:
+    main = sys.modules.get("__main__")
+    ran_as_script = Path(getattr(main, "__file__", "") or "").resolve().parent == Path(__file__).resolve().parent
+    return ran_as_script and any(a in ("--quick", "--dry-run") for a in sys.argv[1:])
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, quick: bool | None = None) -> None:
+    """Write benchmark results atomically (NumPy scalars allowed).
+
+    ``quick``: the result of a ``--quick`` / ``--dry-run`` run (None: read from ``obj["quick"]`` /
+    ``obj["dry_run"]`` and from the command line of a benchmark script); such a result is refused under
+    ``benchmarks/results/`` (:class:`SmokeResultRefused`).
+    """
+    if quick is None:
+        quick = (isinstance(obj, Mapping) and bool(obj.get("quick") or obj.get("dry_run"))) or _smoke_argv()
+    check_out(path, quick)
     atomic_write_json(path, obj)
 
 

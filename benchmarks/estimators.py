@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         result["env"]["mediapipe"] = mediapipe.__version__
     except ImportError:  # pragma: no cover
         pass
-    write_json(args.out, result)
+    write_json(args.out, result, quick=args.quick)
     c, q = poses["clean"], poses["lq"]
     print(f"poses clean: detected {c['detected']}/{c['images']}, median err {c.get('median_error_px')} px "
           f"({c.get('median_error_frac_height')} H); LQ: {q['detected']}/{q['images']}, "

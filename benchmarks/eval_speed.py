@@ -26,8 +26,8 @@ reset once the inputs exist) minus the RSS at that moment, i.e. the working memo
     dense and sparse forms (time and peak memory, each in its own process; max |difference| of the final
     distances; metrics), and the sparse form at 10,000 x 60,000 (``rerank_large``; 512-d by default).
 
-``--quick`` (toy sizes, seconds, every part) writes ``results/eval_speed_quick.json`` unless ``--out`` is
-given; a run keeps the sections of an existing output file that it skips (``--fresh`` to drop them).
+``--quick`` (toy sizes, seconds, every part) writes ``runs/bench-quick/eval_speed.json`` unless ``--out`` is
+given (never ``benchmarks/results/``); a run keeps the sections of an existing output file that it skips (``--fresh`` to drop them).
 
 Run with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 MALLOC_TOP_PAD_=1073741824`` so freed
 chunks are reused instead of being unmapped and faulted in again (the child processes inherit them).
@@ -431,7 +431,6 @@ def main(argv: list[str] | None = None) -> int:
     here = Path(__file__).resolve().parent
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_common_args(parser, str(here / "results" / "eval_speed.json"))
-    parser.set_defaults(out=None)  # --quick writes eval_speed_quick.json unless --out is given
     parser.add_argument("--parts", default=",".join(PARTS),
                         help=f"comma-separated parts to run, of {', '.join(PARTS)} (default: all)")
     parser.add_argument("--threads", type=int, default=1,
@@ -456,8 +455,6 @@ def main(argv: list[str] | None = None) -> int:
     bad = sorted(set(parts) - set(PARTS))
     if bad:
         parser.error(f"--parts: unknown {bad}; choose from {', '.join(PARTS)}")
-    if args.out is None:
-        args.out = str(here / "results" / ("eval_speed_quick.json" if args.quick else "eval_speed.json"))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     prcc = (3543, 3384)  # PRCC test: query C x gallery A (docs/datasets.md §3.1)
     large = (10000, 60000)
@@ -473,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
             with open(args.out) as f:
                 old = json.load(f)
             result.update({k: old[k] for k in (*PARTS, "ties_prcc") if k in old})
+            if "provenance" in old:  # what is known of kept sections written before env_info() recorded enough
+                result["provenance"] = old["provenance"]
         except (OSError, ValueError):
             pass
 
@@ -482,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         with Timer() as t:
             body = fn(*a, **kw)
         result[name] = head | body | {"load_end": load(), "section_seconds": t.seconds}
-        write_json(args.out, result)  # after every section: a later slow part cannot lose an earlier one
+        ((result.get("provenance") or {}).get("sections") or {}).pop(name, None)  # its own env says it now
+        write_json(args.out, result, quick=args.quick)  # after every section: a later slow part cannot lose an earlier one
 
     result["note"] = ("shared CPUs: other processes ran at the same time (see load_start / load_end), so absolute "
                       "times are noisy; ratios are medians of per-round ratios from alternating rounds with equal "
@@ -525,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         r = result["rerank_large"]["sparse"]
         log.info("rerank_large: sparse %.1fs, %.0f MiB above the features", r["seconds"],
                  r["memory"]["peak_above_inputs_mib"])
-    write_json(args.out, result)
+    write_json(args.out, result, quick=args.quick)
     log.info("wrote %s", args.out)
     return 0
 

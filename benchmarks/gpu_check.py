@@ -28,6 +28,7 @@ Usage (from the repository root)::
 
 ``--dry-run`` runs every check's code path end to end at toy sizes on the CPU (tiny backbone, tiny images,
 CPU autocast; the fp16 GradScaler runs on the CPU) so that a mistake in the script shows up without a GPU.
+It writes ``runs/bench-quick/gpu_check.json`` unless ``--out`` is given, never ``benchmarks/results/``.
 Prints one table, writes JSON atomically (also after every check), exits 1 when any check failed.
 """
 
@@ -60,7 +61,7 @@ if str(REPO / "src") not in sys.path:  # running from the repo without an instal
     sys.path.insert(1, str(REPO / "src"))
 
 from _training import external_batch, plain_ce_step, reid_method, stepper, tad_method, target_batch  # noqa: E402
-from _util import env_info, write_json  # noqa: E402
+from _util import env_info, quick_out, write_json  # noqa: E402
 
 DEFAULT_OUT = "benchmarks/results/gpu_check.json"
 METHODS = ("cal", "bm", "cap", "tad", "rlq")
@@ -778,7 +779,8 @@ def print_table(results: list[Result]) -> None:
 def main(argv: list[str] | None = None) -> int:
     names = [c[0] for c in CHECKS]
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=DEFAULT_OUT, help=f"JSON results path, written atomically (default {DEFAULT_OUT})")
+    p.add_argument("--out", default=None, help=f"JSON results path, written atomically (default {DEFAULT_OUT}; "
+                   "with --dry-run runs/bench-quick/gpu_check.json)")
     p.add_argument("--budget-s", type=float, default=330.0,
                    help="global deadline in seconds: checks that cannot start in time are skipped with reason 'budget' (default 330)")
     p.add_argument("--only", default="", help=f"comma-separated checks to run (default all): {','.join(names)}")
@@ -786,6 +788,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true",
                    help="CPU self-check of this script: every check at toy sizes (tiny backbone, tiny images, CPU autocast)")
     args = p.parse_args(argv)
+    args.out = args.out or (quick_out(DEFAULT_OUT) if args.dry_run else DEFAULT_OUT)
     only = [n for n in args.only.split(",") if n]
     skip = [n for n in args.skip.split(",") if n]
     unknown = sorted(set(only + skip) - set(names))
@@ -798,7 +801,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gpu_check: {'dry run on CPU (toy sizes)' if s.dry else 'GPU run'}, budget {args.budget_s:.0f} s, out {args.out}", flush=True)
     start = time.perf_counter()
     results: list[Result] = []
-    meta = {"dry_run": s.dry, "budget_s": args.budget_s, "argv": sys.argv[1:], "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    meta = {"dry_run": s.dry, "budget_s": args.budget_s, "argv": sys.argv[1:] if argv is None else list(argv),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"), "env": env_info()}  # env: commit, dirty flag, script hash
 
     def save() -> None:
         write_json(args.out, {**meta, "elapsed_s": time.perf_counter() - start, "passed": not any(r.status == "FAIL" for r in results),

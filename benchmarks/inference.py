@@ -11,8 +11,8 @@
     ``GalleryIndex`` exact (chunked torch matmul + topk) vs faiss ``IndexFlatIP``: build and search times
     and the agreement of the results.
 
-``--quick`` (tiny backbone only, no torch.compile, 2,048-d gallery) writes ``results/inference_quick.json``
-unless ``--out`` is given; the full run writes ``results/inference.json``. CPU timings on a shared
+``--quick`` (tiny backbone only, no torch.compile, 2,048-d gallery) writes ``runs/bench-quick/inference.json``
+unless ``--out`` is given (never ``benchmarks/results/``); the full run writes ``results/inference.json``. CPU timings on a shared
 machine are noisy: compare the ratios inside one run, not absolute numbers across runs. On a loaded machine
 ``--threads 1`` avoids OpenMP barrier stalls that make multi-threaded eager PyTorch look several times slower
 than it is; torch, ONNX Runtime and faiss always get the same thread count.
@@ -227,14 +227,11 @@ def bench_search(n: int, d: int, nq: int, k: int, seed: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser, default_out="benchmarks/results/inference.json")
-    parser.set_defaults(out=None)
     parser.add_argument("--threads", type=int, default=0,
                         help="intra-op threads for torch, ONNX Runtime and faiss (0: torch's default)")
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--skip-extraction", action="store_true")
     args = parser.parse_args()
-    if args.out is None:
-        args.out = f"benchmarks/results/inference{'_quick' if args.quick else ''}.json"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -267,7 +264,7 @@ def main() -> None:
     if not args.skip_search:
         result["search"] = bench_search(125_000, 2048 if args.quick else 8192, 1000, 10, seed=0)
     result["total_seconds"] = time.perf_counter() - t_all
-    write_json(args.out, result)
+    write_json(args.out, result, quick=args.quick)
     log.info("wrote %s (%.0f s)", args.out, result["total_seconds"])
 
 

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "threadpools": threads,
         "env": env_info(),
     }
-    write_json(args.out, result)
+    write_json(args.out, result, quick=args.quick)
     print(f"K-means n={n} K={args.k} n_init={args.n_init} max_iter={args.max_iter}: {t_fit:.2f} s "
           f"({t_fit / args.n_init:.2f} s per init, best init {model.n_iter_} iterations)")
     print(f"pose_vectors: {t_vec * 1e3:.1f} ms vectorised vs {t_loop:.2f} s looped "

@@ -477,7 +477,7 @@ def main(argv=None) -> dict:
         "nothing_lost": (report["fault_injection"]["final_state_matches_uninterrupted"] and not unexpected
                          and all(r["held"] for r in report["probe_faults"])),
     }
-    write_json(args.out, report)
+    write_json(args.out, report, quick=args.quick)
     s = report["summary"]
     print(f"kills survived: {s['kills_survived']} (final state matches an uninterrupted run: {s['final_state_matches']})")
     for r in report["corrupt_images"]:

@@ -76,8 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.dense, args.sparse, args.dim, args.sparse_budgets = "300,600", "700,1400", 32, "4"
-        if args.out.endswith("rerank_memory.json"):
-            args.out = args.out.replace("rerank_memory.json", "rerank_memory_quick.json")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     sizes = {"dense": [int(s) for s in args.dense.split(",") if s],
              "sparse": [int(s) for s in args.sparse.split(",") if s]}
@@ -104,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         key = form if budget == args.budget_mb else f"{form}_budget_{budget:g}"
         result[key] = {"memory_budget_mb": budget, "rows": rows, "fit": _fit(rows, quadratic=form == "dense")}
         log.info("%s fit: %s", key, result[key]["fit"])
-        write_json(args.out, result)
+        write_json(args.out, result, quick=args.quick)
     result["load_end"] = load()
-    write_json(args.out, result)
+    write_json(args.out, result, quick=args.quick)
     log.info("wrote %s", args.out)
     return 0
 

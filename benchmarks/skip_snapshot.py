@@ -75,7 +75,7 @@ def main(argv=None) -> dict:
         print(f"{r['backbone']} b={r['sampled_per_step']} {r['input_hw']}: step {r['step_error_s'] * 1000:.0f} ms, with the "
               f"skip copy x{r['ratio_skip_over_error']:.3f}; copy alone {r['buffer_copy_s'] * 1e6:.0f} us "
               f"({100 * r['copy_share_of_step']:.2f} % of a step, {r['buffer_bytes'] / 1024:.0f} KiB of buffers)")
-    write_json(args.out, results)
+    write_json(args.out, results, quick=args.quick)
     return results
 
 

@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                "synthcc": {"preset": preset if args.root is None else str(args.root), "seed": args.seed},
                "protocol": "cc (clothes-changing), part mean colours from the ground-truth parsing maps, cosine",
                "cc": res}
-    write_json(args.out, payload)
+    write_json(args.out, payload, quick=args.quick)
     for k, v in res.items():
         print(f"{k:18s} CC R1 {100 * v['rank1']:5.1f}  mAP {100 * v['mAP']:5.1f}")
     print(f"wrote {args.out}")

@@ -49,6 +49,7 @@ from rlq.evaluation.bootstrap import (  # noqa: E402
     bootstrap_means,
     ci_info,
 )
+from rlq.report_format import pct  # noqa: E402
 
 METHODS = ("cal", "bm", "cap", "tad", "rlq")
 EVALS = ("general", "cc", "cc/clean", "cc/LQ")
@@ -152,7 +153,7 @@ def aggregate(per_query: Mapping[str, Mapping[int, Mapping[str, PerQuery]]], *, 
 
 
 def _p(x: float | None) -> str:
-    return "n/a" if x is None or x != x else f"{100 * x:.1f}"  # None: NaN read back from the (strict) JSON
+    return "n/a" if x is None or x != x else pct(x)  # None: NaN read back from the (strict) JSON
 
 
 def markdown_table(payload: Mapping[str, Any]) -> str:
@@ -251,13 +252,13 @@ def run_all(args: argparse.Namespace, say=print) -> dict[str, Any]:
         payload["runs"] = dict(sorted(payload["runs"].items(), key=lambda kv: order[kv[0]]))
         payload["aggregate"] = aggregate(per_query, num_resamples=args.resamples)
         payload["confidence_intervals"] = ci_info(args.resamples)
-        write_json(args.out, payload)  # atomic; rewritten after every run
+        write_json(args.out, payload, quick=args.quick)  # atomic; rewritten after every run
 
     t0 = time.time()
     _train_runs(tasks, DemoSettings(resume=True, **settings), args.jobs, say, on_done=collect)
     payload["seconds"]["total (wall)"] = time.time() - t0
     payload["jobs"], payload["threads_per_job"] = args.jobs, args.threads
-    write_json(args.out, payload)
+    write_json(args.out, payload, quick=args.quick)
     return payload
 
 
@@ -284,8 +285,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(markdown_table(json.loads(Path(args.out).read_text(encoding="utf-8"))))
         return 0
     if args.quick:
-        if args.out == "benchmarks/results/synthcc_methods.json":
-            args.out = "benchmarks/results/synthcc_methods_quick.json"
         args.seeds = args.seeds or [0, 1]
         args.epochs = args.epochs or 1
     args.seeds = args.seeds or [0, 1, 2]

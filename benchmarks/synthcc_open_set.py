@@ -27,6 +27,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _util import env_info, write_json  # noqa: E402
 
+from rlq.report_format import pct  # noqa: E402
+
 METHODS = ("bm", "rlq")
 FARS = "0.05,0.01"
 
@@ -97,8 +99,8 @@ def main(argv=None) -> dict:
     for m in METHODS:
         for mode in ("general", "cc"):
             for r in runs[m]["evaluation"]["open_set"][mode]["rows"]:
-                print(f"{m} {mode}: FAR target {r['far_target']}: FAR {100 * r['far']:.1f} DIR {100 * r['dir']:.1f} "
-                      f"[{100 * r['dir_ci'][0]:.1f}, {100 * r['dir_ci'][1]:.1f}] ({r['threshold_from']})")
+                print(f"{m} {mode}: FAR target {r['far_target']}: FAR {pct(r['far'])} DIR {pct(r['dir'])} "
+                      f"[{pct(r['dir_ci'][0])}, {pct(r['dir_ci'][1])}] ({r['threshold_from']})")
     print(f"wrote {args.out} and {args.figure}")
     return report
 

@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     for r in results["tad_step"]:
         print(f"TAD step on {r['device']}: ours {r['ours_step_s'] * 1000:.0f} ms, naive {r['naive_step_s'] * 1000:.0f} ms "
               f"-> naive/ours {r['naive_over_ours']:.2f}x")
-    write_json(args.out, results)
+    write_json(args.out, results, quick=args.quick)
     for case in lq["cases"]:
         rates = ", ".join(f"{k} {v:.0f} img/s" for k, v in case["images_per_s"].items())
         print(f"LQ synthesis {case['src_hw']} -> {case['out_hw']} (batch {lq['batch']}): {rates}")

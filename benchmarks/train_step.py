@@ -141,7 +141,7 @@ def main(argv=None) -> dict:
     d = out["data"]
     print(f"data loading: {d['forwarded_img_per_s']:.0f} forwarded img/s with {d['workers']} workers at "
           f"{d['input_hw'][0]}x{d['input_hw'][1]}")
-    write_json(args.out, out)
+    write_json(args.out, out, quick=args.quick)
     print(f"wrote {args.out}")
     return out
 

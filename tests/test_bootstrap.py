@@ -19,6 +19,7 @@ from rlq.evaluation.bootstrap import (
     save_per_query,
 )
 from rlq.evaluation.protocols import format_table, query_group_results, summarize
+from rlq.report_format import pct
 
 
 # -- an independent, slow reference: one resample at a time, the documented draw ------------------------
@@ -160,7 +161,7 @@ def test_intervals_from_an_evaluation_and_the_per_query_file(tmp_path):
     s = summarize({"general": out})["general"]
     assert s["rank1_ci"] == out["rank1_ci"]
     lo, hi = out["rank1_ci"]
-    assert f"{100 * r['rank1']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]" in format_table({"general": out})
+    assert f"{pct(r['rank1'])} [{pct(lo)}, {pct(hi)}]" in format_table({"general": out})
 
 
 def test_query_group_rows_equal_evaluating_the_subset():

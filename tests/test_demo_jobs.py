@@ -33,6 +33,12 @@ def test_side_by_side_equals_one_after_another(synthcc_tiny, tmp_path, one_threa
         run_demo(out, _settings(methods=("bm", "tad"), jobs=jobs, threads=1), say=said.append)
         meta = json.loads((out / "results.json").read_text())["_meta"]
         assert (meta["jobs"], meta["threads_per_job"]) == (jobs, 1)
+        t = meta["timing"]  # the demo's own wall-clock timing (README, The demo, quotes a `make demo` one)
+        assert set(t["trainings_s"]) == {"teacher", "bm", "tad"} and all(v > 0 for v in t["trainings_s"].values())
+        assert t["total_s"] >= t["training_wall_s"] > 0 and t["synthcc_s"] >= 0 and t["pose_clusters_s"] >= 0
+        assert (t["jobs"], t["threads_per_job"], t["reused_runs"]) == (jobs, 1, [])
+        assert t["analysis_s"] is None and t["analyses_s"] == {} and t["end_to_end"] is False  # no analysis here
+        assert t["total_s"] == meta["seconds"]["total"]
         outs[jobs] = out
         if jobs == 2:
             assert any("2 trainings side by side" in s for s in said)

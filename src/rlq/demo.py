@@ -2,9 +2,10 @@
 
 Generates SynthCC (if missing), clusters its keypoints into pose clusters, trains a small teacher on the
 clean external split, then CAL, the Base Model, CAP, BM+TAD and RLQ on the low-quality target, and
-writes ``results.json`` and ``report.md``. To run on 2 CPU cores it fine-tunes the ImageNet-pretrained
-``mobilenetv2`` at a 128x64 input for 3 epochs (the paper: ResNet-50, 384x192, 200 epochs, docs/method.md §6);
-the numbers are therefore a demonstration of the pipeline, not the paper's.
+writes ``results.json`` (with its own wall-clock timing in ``_meta.timing``) and ``report.md``. To run on 2
+CPU cores it fine-tunes the ImageNet-pretrained ``mobilenetv2`` at a 128x64 input for 3 epochs (the paper:
+ResNet-50, 384x192, 200 epochs, docs/method.md §6); the numbers are therefore a demonstration of the pipeline,
+not the paper's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from .engine.spec import RunSpec
 from .errors import RlqError, TrainingError
 from .io import atomic_write_json, atomic_write_text
+from .report_format import fixed, pct
 
 __all__ = ["DemoSettings", "DemoRunFailed", "run_demo", "demo_tasks", "chance_rank1", "comparison_pairs", "DEMO_METHODS"]
 
@@ -465,7 +467,8 @@ def _run_demo(out: Path, s: DemoSettings, progress: bool, say: Callable[[str], N
         "are sized for 2 CPU cores); presets configs/synthcc/*.yaml")
 
     t0 = time.time()
-    if not is_synthcc_root(root):
+    made = {"synthcc": not is_synthcc_root(root), "pose_clusters": not (root / "pose_clusters.csv").is_file()}
+    if made["synthcc"]:
         say(f"generating SynthCC `{s.synth_preset}` into {root} ...")
         generate_synthcc(root, preset=s.synth_preset, seed=s.seed, workers=None, progress=progress)
     timings["synthcc"] = time.time() - t0
@@ -514,6 +517,7 @@ def _run_demo(out: Path, s: DemoSettings, progress: bool, say: Callable[[str], N
         timings["analysis"] = time.time() - t0
     timings["total"] = time.time() - t_all
     meta = {"settings": dataclasses.asdict(s), "seconds": timings, **meta_jobs,
+            "timing": _timing(timings, [n for n, _ in tasks], made, analysis, meta_jobs),
             "run": {"backbone": probe.model.backbone, "height": probe.data.height, "width": probe.data.width,
                     "epochs": probe.train.epochs, "batch_size": probe.data.batch_size, "presets": "configs/synthcc/*.yaml"},
             "selection": "test@last: the weights after the last epoch (no selection on the test set)",
@@ -523,8 +527,30 @@ def _run_demo(out: Path, s: DemoSettings, progress: bool, say: Callable[[str], N
         payload["_analysis"] = analysis
     atomic_write_json(out / "results.json", payload)
     atomic_write_text(out / "report.md", _report(results, analysis, meta, out))
-    say(f"wrote {out / 'results.json'} and {out / 'report.md'} in {timings['total'] / 60:.1f} min")
+    say(f"wrote {out / 'results.json'} and {out / 'report.md'} in {fixed(timings['total'] / 60)} min")
     return payload
+
+
+def _timing(timings: dict[str, float], trainings: list[str], made: dict[str, bool], analysis: dict,
+            jobs: dict[str, int]) -> dict[str, Any]:
+    """This run's own wall-clock timing for results.json (``_meta.timing``; README, The demo, quotes it):
+    ``end_to_end`` only when it generated SynthCC and the pose clusters, trained every run itself and ran the
+    analyses."""
+    reused = [n for n in trainings if not timings.get(n)]  # a run finished earlier is reused with 0 s
+    return {
+        "what": "wall-clock seconds of this `rlq demo` run (time.time()); trainings_s are each run's own wall time, "
+                "which overlap when jobs > 1; training_wall_s is the wall time of all of them",
+        "total_s": timings["total"],
+        "end_to_end": all(made.values()) and not reused and "analysis" in timings,
+        "synthcc_s": timings["synthcc"], "synthcc_generated": made["synthcc"],
+        "pose_clusters_s": timings["pose_clusters"], "pose_clusters_made": made["pose_clusters"],
+        "training_wall_s": timings["training (wall)"],
+        "trainings_s": {n: timings[n] for n in trainings},
+        "reused_runs": reused,
+        "analysis_s": timings.get("analysis"),
+        "analyses_s": dict(((analysis or {}).get("numbers") or {}).get("seconds") or {}),
+        **jobs, "cpu_count": os.cpu_count(),
+    }
 
 
 def _short(rep: dict) -> dict:
@@ -599,7 +625,7 @@ def _reading(results: dict) -> list[str]:
             continue
         lo = (r.get("rank1_ci") or [float("nan")])[0]
         above = "its whole interval lies above chance" if lo == lo and lo > ch else "its interval reaches down to chance"
-        out.append(f"* `{m}`: CC rank-1 {_pct(r['rank1'])} % = {r['rank1'] / ch:.1f}x chance; {above}.")
+        out.append(f"* `{m}`: CC rank-1 {_pct(r['rank1'])} % = {fixed(r['rank1'] / ch)}x chance; {above}.")
     diffs = results.get("paired_differences") or {}
     resolved, unresolved = [], []
     for pair, d in diffs.items():
@@ -620,7 +646,7 @@ def _reading(results: dict) -> list[str]:
 
 def _pct(x: float | None) -> str:
     """Percent with one decimal; "n/a" for a metric with no matching query (NaN, or null read back from JSON)."""
-    return "n/a" if x is None or x != x else f"{100 * x:.1f}"
+    return "n/a" if x is None or x != x else pct(x)
 
 
 def _ci(r: dict | None, metric: str) -> str:
@@ -635,7 +661,7 @@ def _diff(d: dict | None, metric: str) -> str:
     if not d:
         return "n/a"
     v, (lo, hi) = d[f"{metric}_diff"], d[f"{metric}_diff_ci"]
-    return f"{100 * v:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+    return f"{pct(v, sign=True)} [{pct(lo, sign=True)}, {pct(hi, sign=True)}]"
 
 
 def _report(results: dict, analysis: dict, meta: dict, out: Path) -> str:
@@ -668,7 +694,7 @@ def _report(results: dict, analysis: dict, meta: dict, out: Path) -> str:
         if m in results:
             r = results[m]
             lines.append(f"| {m} | {_ci(r['cc'], 'rank1')} | {_ci(r['cc'], 'mAP')} | {_ci(r['general'], 'rank1')} | "
-                         f"{_ci(r['general'], 'mAP')} | {meta['seconds'].get(m, 0):.0f} |")
+                         f"{_ci(r['general'], 'mAP')} | {fixed(meta['seconds'].get(m, 0), 0)} |")
     shown = [m for m in DEMO_METHODS if m in results]
     if any("cc/LQ" in results[m] for m in shown):
         lines += ["", "CC by query quality (SynthCC quality.csv): clean queries and low-quality (LQ) queries, each against "
@@ -703,5 +729,5 @@ def _report(results: dict, analysis: dict, meta: dict, out: Path) -> str:
         lines += [f"## {section}", "", body, ""]
     for name, rel in (analysis or {}).get("figures", {}).items():
         lines += [f"![{name}]({rel})", ""]
-    lines += ["## Time", "", ", ".join(f"{k} {v:.0f} s" for k, v in meta["seconds"].items()), ""]
+    lines += ["## Time", "", ", ".join(f"{k} {fixed(v, 0)} s" for k, v in meta["seconds"].items()), ""]
     return "\n".join(lines)

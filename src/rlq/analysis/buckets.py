@@ -20,6 +20,7 @@ from rlq.data.sidecars import SIZE_BUCKETS, size_bucket
 from rlq.errors import ConfigError, DatasetError, SideInputError
 from rlq.evaluation.ranking import evaluate_features
 from rlq.io import save_figure
+from rlq.report_format import pct
 
 __all__ = [
     "image_heights",
@@ -269,8 +270,8 @@ def buckets_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
     """A markdown table per evaluation: bucket, queries (valid), R1, R5, mAP in %."""
     lines: list[str] = []
 
-    def pct(v: float) -> str:
-        return EMPTY if v != v else f"{100 * v:.1f}"
+    def cell(v: float) -> str:
+        return EMPTY if v != v else pct(v)
 
     for ev, r in results.items():
         mode = r["modes"][0]
@@ -278,7 +279,7 @@ def buckets_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
                   "| bucket | queries (valid) | R1 | R5 | mAP |", "|---|---|---|---|---|"]
         rows = [(b, r["buckets"][b]["results"][mode]) for b in r["order"]] + [("all", r["all"][mode])]
         for b, m in rows:
-            lines.append(f"| {b} | {m['num_queries']} ({m['num_valid_queries']}) | {pct(m['rank1'])} | "
-                         f"{pct(m['rank5'])} | {pct(m['mAP'])} |")
+            lines.append(f"| {b} | {m['num_queries']} ({m['num_valid_queries']}) | {cell(m['rank1'])} | "
+                         f"{cell(m['rank5'])} | {cell(m['mAP'])} |")
         lines.append("")
     return "\n".join(lines)

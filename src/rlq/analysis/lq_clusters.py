@@ -24,6 +24,7 @@ from rlq.io import save_figure
 from rlq.lq.batched import synthesize_batch
 from rlq.lq.mix import ARTIFACT_NAMES, LQMix, draw_lq, mix_for_dataset
 from rlq.lq.severity import SEVERITY_ARTIFACTS, SEVERITY_GRID
+from rlq.report_format import fixed, pct
 
 from .robustness import degrade_transform, level_skip_reason
 
@@ -260,6 +261,6 @@ def lq_clusters_markdown(results: dict[str, Any]) -> str:
              "'LQ NN = other-id LQ' rate means LQ images cluster together regardless of identity (paper Fig. 7).", "",
              "| model | images | " + " | ".join(t for _, t in keys) + " |", "|---|---|" + "---|" * len(keys)]
     for name, r in rows.items():
-        cells = [f"{r[k]:.3f}" if k == "silhouette" else f"{100 * r[k]:.1f}" for k, _ in keys]
+        cells = [fixed(r[k], 3) if k == "silhouette" else pct(r[k]) for k, _ in keys]
         lines.append(f"| {name} | {r['num_images']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

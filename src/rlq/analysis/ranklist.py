@@ -27,6 +27,7 @@ from rlq.data.sidecars import read_gender_csv
 from rlq.errors import ConfigError
 from rlq.evaluation.ranking import evaluate, evaluate_features
 from rlq.io import atomic_write_bytes, atomic_write_text, save_figure
+from rlq.report_format import pct
 
 __all__ = [
     "STATUS_COLORS",
@@ -381,7 +382,7 @@ def gender_awareness(
 
 
 def _pct(x: float) -> str:
-    return "\u2013" if x != x else f"{100 * x:.1f}"  # undefined (e.g. no mistake to score): a dash, not nan
+    return "\u2013" if x != x else pct(x)  # undefined (e.g. no mistake to score): a dash, not nan
 
 
 def gender_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
@@ -393,9 +394,9 @@ def gender_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         rule = r.get("junk_rule") or "no"
-        pct = [_pct(r[k]) for k in ("f1", "precision", "recall", "accuracy")]
+        cells = [_pct(r[k]) for k in ("f1", "precision", "recall", "accuracy")]
         lines.append(f"| {name} | {rule} | {r['num_queries']} | {r['num_mistakes']} ({r['num_evaluated']}) | "
-                     + " | ".join(pct) + " |")
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -25,6 +25,7 @@ from rlq.evaluation.extract import extract_features
 from rlq.evaluation.protocols import evaluate_protocol, summarize
 from rlq.io import save_figure
 from rlq.lq.severity import MAX_LEVEL, SEVERITY_ARTIFACTS, SEVERITY_GRID, degrade_batch
+from rlq.report_format import pct
 
 __all__ = [
     "official_lq_evaluate",
@@ -292,7 +293,7 @@ def robustness_markdown(results_by_model: Mapping[str, Mapping[str, Any]], evalu
 
 
 def _pct(x: float) -> str:
-    return "\u2013" if x != x else f"{100 * x:.1f}"  # no valid query: a dash, not nan
+    return "\u2013" if x != x else pct(x)  # no valid query: a dash, not nan
 
 
 # -- the authors' LQ test protocol (`--LR-MODE/--LR-TYPE`), beside rlq's own grid ------------------------------------

@@ -112,11 +112,13 @@ def _print_report(report: dict) -> None:
 
 def _pct_ci(m: dict, k: str) -> str:
     """``41.2 [38.1, 44.0]`` (percent) when the result has an interval, else the value."""
-    def pct(x: float | None) -> str:  # None: undefined (no query with a match), null in results.json
-        return "n/a" if x is None or x != x else f"{100 * x:.1f}"
+    from ..report_format import pct
+
+    def cell(x: float | None) -> str:  # None: undefined (no query with a match), null in results.json
+        return "n/a" if x is None or x != x else pct(x)
 
     iv = m.get(f"{k}_ci")
-    return pct(m.get(k)) + (f" [{pct(iv[0])}, {pct(iv[1])}]" if iv else "")
+    return cell(m.get(k)) + (f" [{cell(iv[0])}, {cell(iv[1])}]" if iv else "")
 
 
 @app.command("eval")

@@ -21,6 +21,7 @@ from rlq.data.records import EvalSpec, Protocol, Sample
 from rlq.errors import CheckpointError, RlqError
 from rlq.evaluation.ranking import DEFAULT_MEMORY_BUDGET_MB, evaluate_features, no_match_note
 from rlq.io import atomic_open
+from rlq.report_format import fixed, pct
 
 __all__ = [
     "SplitLabels",
@@ -185,7 +186,7 @@ def _cell(v: float, ci: Sequence[float] | None, percent: bool) -> str:
     def f(x: float) -> str:
         if x != x:  # NaN
             return "nan"
-        return f"{100 * x:.1f}" if percent else f"{x:.4f}"
+        return pct(x) if percent else fixed(x, 4)
 
     return f(v) if ci is None else f"{f(v)} [{f(ci[0])}, {f(ci[1])}]"
 
