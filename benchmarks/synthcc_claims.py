@@ -39,10 +39,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _util import add_common_args, env_info, write_json  # noqa: E402
+from _util import add_common_args, env_info, quick_out, write_json  # noqa: E402
 from synthcc_methods import _prepare_data, seed_interval  # noqa: E402
 
 from rlq.evaluation.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_means  # noqa: E402
+from rlq.report_format import fixed, pct  # noqa: E402
 
 #: The trained arms: name -> (preset under configs/synthcc/, extra overrides). tad8: Fig. 6's ablation setting
 #: (docs/method.md "Fig. 6": one fixed per-identity 8 % subset of the external data for the whole run).
@@ -76,7 +77,8 @@ def training_tasks(args: argparse.Namespace, root: Path, schedule: str) -> list[
     common = dict(epochs=epochs, threads=args.threads, analysis=False, batch_size=8 if args.quick else None,
                   max_steps_per_epoch=2 if args.quick else 0)
     tasks: list[tuple[str, Any]] = []
-    for s in args.seeds:
+    distils = any(ARMS[a][0] in ("tad", "rlq") for a in args.arms)
+    for s in args.seeds if distils else ():
         # DemoSettings(seed=s) trains with train.seed = s + 1 (seed 0 is the demo's own training seed, 1)
         teacher = run_dir(work, schedule, s, "teacher")
         tasks.append((f"{schedule}/seed{s}/teacher",
@@ -465,7 +467,7 @@ def schedule_diagnostics(runs: Mapping[str, Mapping[str, float]], schedule: str,
 
 
 def _pt(x: float | None) -> str:
-    return "n/a" if x is None or x != x else f"{100 * x:+.1f}"
+    return "n/a" if x is None or x != x else pct(x, sign=True)
 
 
 def markdown_table(payload: Mapping[str, Any]) -> str:
@@ -492,13 +494,13 @@ def markdown_table(payload: Mapping[str, Any]) -> str:
                   "| schedule | D1 pose-head CE, last window (chance 2.71): cap / rlq / bm_p | "
                   "D2 gender probe accuracy: bm / cap | D3 first-epoch identity loss, cap − bm |", "|---|---|---|---|"]
 
-        def f(x: float | None, pct: bool = False) -> str:
-            return "—" if x is None else (f"{100 * x:.1f} %" if pct else f"{x:+.3f}" if x < 0 else f"{x:.3f}")
+        def f(x: float | None, percent: bool = False) -> str:
+            return "—" if x is None else (f"{pct(x)} %" if percent else fixed(x, 3))
 
         for sched, d in diag.items():
             d1 = " / ".join(f(d["D1"]["mean"][a]) for a in D1_ARMS)
-            d2 = " / ".join(f(d["D2"]["mean"][a], pct=True) for a in ("bm", "cap"))
-            d3 = "—" if d["D3"]["mean"] is None else f"{d['D3']['mean']:+.3f}"
+            d2 = " / ".join(f(d["D2"]["mean"][a], percent=True) for a in ("bm", "cap"))
+            d3 = "—" if d["D3"]["mean"] is None else fixed(d["D3"]["mean"], 3, sign=True)
             lines.append(f"| {sched} | {d1} | {d2} | {d3} |")
     return "\n".join(lines)
 
@@ -510,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work", default=None, help="folder for the data and the runs "
                         "(default runs/bench-synthcc-claims, -quick with --quick)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="train and evaluate on cpu or cuda")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (default 0 1 2; --quick: 0 1)")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="arms to train")
     parser.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=list(SCHEDULES))
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0: the cores / --jobs)")
@@ -520,11 +522,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples (default 1000)")
     parser.add_argument("--table", action="store_true", help="print the markdown table of --out and exit")
     args = parser.parse_args(argv)
+    args.seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2])
     if args.table:
         print(markdown_table(json.loads(Path(args.out).read_text(encoding="utf-8"))))
         return 0
     if args.quick and args.out == "benchmarks/results/synthcc_claims.json":
-        args.out = "runs/bench-synthcc-claims-quick/synthcc_claims.json"
+        args.out = quick_out(args.out)
     args.work = args.work or ("runs/bench-synthcc-claims" + ("-quick" if args.quick else ""))
     from rlq.demo import DemoSettings, demo_jobs
 
@@ -536,7 +539,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.train_only:
             return 0
     payload = analyse(args)
-    write_json(args.out, payload)
+    write_json(args.out, {**payload, "quick": args.quick}, quick=args.quick)
     print(markdown_table(payload))
     print(f"wrote {args.out}")
     return 0
