@@ -179,6 +179,8 @@ def check_argv(argv: list[str], whole: bool = True) -> list[str]:
         if sub not in cmd.commands:
             return problems + [f"`{path}` has no subcommand {sub!r} ({', '.join(sorted(cmd.commands))})"]
         cmd, path = cmd.commands[sub], f"{path} {sub}"
+        if getattr(cmd, "hidden", False):
+            problems.append(f"`{path}` is hidden from `--help` (a deprecated alias): name the command it stands for")
 
     opts = _options(cmd)
     arguments = [p for p in cmd.params if p.param_type_name == "argument"]
@@ -200,6 +202,8 @@ def check_argv(argv: list[str], whole: bool = True) -> list[str]:
             problems.append(f"`{path}` has no option {name}")
             continue
         seen.add(option.name)
+        if getattr(option, "hidden", False):
+            problems.append(f"`{path} {name}` is hidden from `--help` (a deprecated spelling): use the current one")
         if not _takes_value(option):
             continue
         if not eq:
@@ -287,6 +291,8 @@ def test_allow_list_names_only_lines_the_pages_still_have():
     ("rlq train --config configs/synthcc/nope.yaml", "not found"),
     ("rlq -q eval RUN", "`rlq` has no option -q"),
     ("rlq version extra", "takes 0 positional"),
+    ("rlq evaluate RUN --dataset ltcc", "`rlq evaluate` is hidden"),
+    ("rlq poses sweep -d x -r y -k z --out o --ks 5,10", "`rlq poses sweep --ks` is hidden"),
     ("rlq extract RUN --dataset ltcc", "needs --out"),
 ])
 def test_checker_catches(line, needle):
