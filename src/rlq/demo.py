@@ -110,7 +110,7 @@ def _spec(s: DemoSettings, preset: str, root: Path, run_dir: Path, teacher: bool
     return OmegaConf.to_object(cfg)
 
 
-#: Relative cost of a demo run (measured, README "The demo"): the scheduler starts the teacher first (TAD and RLQ
+#: Relative cost of a demo run (measured, docs/demo.md): the scheduler starts the teacher first (TAD and RLQ
 #: distil from it), then the longest ready run, so two side-by-side jobs finish close together.
 _RUN_COST = {"teacher": 9, "rlq": 5, "tad": 4, "cap": 3, "bm": 2, "cal": 1}
 
@@ -120,7 +120,7 @@ def demo_jobs(s: DemoSettings, device: str = "auto") -> tuple[int, int]:
 
     On a CPU with at least 2 cores the auto setting runs 2 trainings side by side, each in its own process with
     half the cores: small networks use one core far better than two, so on 2 cores two 1-thread runs finish the
-    demo's trainings about 20 % sooner than one 2-thread run after another (README "The demo"). On CUDA it runs
+    demo's trainings about 20 % sooner than one 2-thread run after another (docs/demo.md). On CUDA it runs
     them one after another. A training's numbers depend on its thread count (float sums in another order), not on
     what runs beside it.
     """
@@ -457,7 +457,7 @@ def _run_demo(out: Path, s: DemoSettings, progress: bool, say: Callable[[str], N
     from .evaluation.bootstrap import ci_info
 
     if not (out / DEMO_MARKER).is_file():
-        atomic_write_text(out / DEMO_MARKER, "a folder of `rlq demo` (see README, The demo)\n")
+        atomic_write_text(out / DEMO_MARKER, "a folder of `rlq demo` (see docs/demo.md)\n")
     timings: dict[str, float] = {}
     t_all = time.time()
     root = out / "synthcc"

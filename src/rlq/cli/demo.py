@@ -36,7 +36,7 @@ def demo(
     """Generate SynthCC, cluster poses, train a teacher and CAL / BM / CAP / TAD / RLQ on a CPU, and report.
 
     Fine-tunes the ImageNet-pretrained `mobilenetv2` at 128x64 for 3 epochs per method (presets
-    configs/synthcc/*.yaml; README "The demo" gives the measured time); writes results.json and report.md into --out.
+    configs/synthcc/*.yaml; docs/demo.md gives the measured time); writes results.json and report.md into --out.
     """
     from ..demo import DEMO_METHODS, DemoSettings, run_demo
 

@@ -63,7 +63,7 @@ def search_cmd(
     refused (unless --force). The JSON and HTML record both.
 
     Person re-identification: use it only where the people pictured consented and a legal basis exists
-    (see the README's Responsible use section).
+    (see docs/responsible-use.md).
     """
     from rich.table import Table
     from rich.text import Text

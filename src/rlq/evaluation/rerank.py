@@ -23,7 +23,7 @@ same V up to float rounding (tests/test_rerank.py checks them against each other
 loop written from the equations above).
 
 Memory, in bytes above the caller's features (N = nq + G, d = feature width, B = ``memory_budget_mb``
-in bytes; peak RSS of a fresh process measured by benchmarks/rerank_memory.py, README "Benchmarks"):
+in bytes; peak RSS of a fresh process measured by benchmarks/rerank_memory.py, docs/benchmarks.md):
 
 * dense (:func:`dense_peak_bytes`): d̂ (N x N) and V (N x (N + 1)) side by side, then V's query expansion
   written over d̂ next to d̂'s query x gallery block: 8 N² + 4 nq G, plus the normalised features 4 N d
@@ -454,7 +454,7 @@ def rerank_dense(query_feats: torch.Tensor, gallery_feats: torch.Tensor, setting
 
 # Peak-memory models, bytes above the caller's features; the constants come from peak RSS of a fresh
 # process per size (benchmarks/rerank_memory.py, 1 thread, with and without the MALLOC_* settings of the
-# Makefile; README, Benchmarks).
+# Makefile; docs/benchmarks.md).
 _FIXED = 48 * 2**20  # what any evaluation adds on first use (torch kernels, allocator arenas): measured ~30 MiB
 _DENSE_MARGIN = 1.5  # over the structural count: the measured peaks ran up to ~25 % above it, varying run to run
 

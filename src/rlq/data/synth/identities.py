@@ -216,7 +216,7 @@ def sample_identity(pid: int, rng: np.random.Generator, gender: int | None = Non
     leg = float(np.clip(rng.normal(1.0 if male else 1.01, 0.03), 0.92, 1.08))
     # Generator 1.1: skin is a continuous position on the tone ramp and hair colours spread wider (natural ones
     # vary more, 45 % are dyed), because 1.0's six skin tones and six hair colours, shared by 300 test
-    # identities, left too little to recognise a person by across outfits (README "SynthCC").
+    # identities, left too little to recognise a person by across outfits (docs/benchmarks.md, "How the demo got here").
     tone = float(np.clip(rng.choice(len(SKIN_TONES), p=_SKIN_WEIGHTS) + rng.uniform(-0.5, 0.5), 0, len(SKIN_TONES) - 1))
     lo = int(math.floor(tone))
     hi = min(lo + 1, len(SKIN_TONES) - 1)
