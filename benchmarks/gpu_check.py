@@ -572,7 +572,7 @@ def check_step_ratio(s: Sizes) -> tuple[str, dict]:
 def check_lq_throughput(s: Sizes) -> tuple[str, dict]:
     from torch.utils.data import DataLoader
 
-    from rlq.attributes.recolor import PALETTES
+    from rlq.data.recolor import PALETTES
     from rlq.data.datasets import load_dataset
     from rlq.data.loading import TrainSet
     from rlq.data.samplers import PKSampler

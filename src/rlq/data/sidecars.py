@@ -20,6 +20,7 @@ from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from rlq.data.lip import ALL_CLOTHES_IDS, LIP_LABELS, LIP_PALETTE, LOWER_IDS, NUM_LIP, UPPER_IDS
 from rlq.data.records import canonical_id
 from rlq.errors import ConfigError, SideInputError
 from rlq.io import atomic_open, atomic_write_csv, atomic_write_json, csv_cell_value
@@ -839,38 +840,9 @@ def read_coco_keypoints(path: str | os.PathLike) -> dict[str, list[Detection]]:
 # LIP parsing maps (docs/datasets.md §5.2, docs/method.md §3.3)
 # --------------------------------------------------------------------------------------------------
 
-LIP_LABELS = (
-    "background", "hat", "hair", "glove", "sunglasses", "upper-clothes", "dress", "coat", "socks", "pants",
-    "jumpsuits", "scarf", "skirt", "face", "left-arm", "right-arm", "left-leg", "right-leg", "left-shoe",
-    "right-shoe",
-)
-_NUM_LIP = len(LIP_LABELS)
-# docs/method.md §3.3 regions
-UPPER_IDS = (5, 7, 10)
-LOWER_IDS = (9, 12)
-ALL_CLOTHES_IDS = (1, 3, 5, 6, 7, 8, 9, 10, 11, 12, 18, 19)
 #: Parts of the authors' legacy mask layout that the method uses (docs/datasets.md §5.2).
 LEGACY_PARTS = ("shirt", "pant", "clothes")
 _LEGACY_FILL = 11  # scarf: an all-clothes id outside U and L
-
-
-def _schp_palette(n: int) -> tuple[tuple[int, int, int], ...]:
-    # SCHP's get_palette: the PASCAL VOC bit-interleaving colour map.
-    out = []
-    for j in range(n):
-        lab, r, g, b, i = j, 0, 0, 0, 0
-        while lab:
-            r |= ((lab >> 0) & 1) << (7 - i)
-            g |= ((lab >> 1) & 1) << (7 - i)
-            b |= ((lab >> 2) & 1) << (7 - i)
-            i += 1
-            lab >>= 3
-        out.append((r, g, b))
-    return tuple(out)
-
-
-#: Display colours (RGB) of the LIP labels, as SCHP writes them; index = label id.
-LIP_PALETTE = _schp_palette(_NUM_LIP)
 
 
 def schp_output_name(image_name: str) -> str:
@@ -898,10 +870,10 @@ def _check_labels(path: Path, labels: np.ndarray, expected_size: tuple[int, int]
             f"parsing map {path} is {w}x{h} (W x H) but its image is {expected_size[0]}x{expected_size[1]}; "
             "SCHP maps are in the input frame: re-run SCHP on the original images"
         )
-    bad = np.unique(labels[labels >= _NUM_LIP])
+    bad = np.unique(labels[labels >= NUM_LIP])
     if bad.size:
         raise SideInputError(
-            f"parsing map {path} has label values {_first(bad.tolist())}, but LIP ids are 0..{_NUM_LIP - 1}; "
+            f"parsing map {path} has label values {_first(bad.tolist())}, but LIP ids are 0..{NUM_LIP - 1}; "
             "use the LIP checkpoint (20 classes) and save the raw label map, not a colour image"
         )
     return labels
@@ -923,11 +895,11 @@ def read_parsing(path: str | os.PathLike, expected_size: tuple[int, int] | None 
         if not isinstance(arr, np.ndarray):  # an .npz archive renamed .npy
             arr.close()
             raise SideInputError(f"parsing logits {path} are an .npz archive; save one H x W x 20 array with np.save")
-        if arr.ndim != 3 or arr.shape[2] != _NUM_LIP \
+        if arr.ndim != 3 or arr.shape[2] != NUM_LIP \
                 or arr.dtype.kind not in "fiu" or arr.shape[0] == 0 or arr.shape[1] == 0:
             raise SideInputError(
                 f"parsing logits {path} have shape {getattr(arr, 'shape', None)} dtype "
-                f"{getattr(arr, 'dtype', None)}; expected float H x W x {_NUM_LIP} (SCHP --logits)"
+                f"{getattr(arr, 'dtype', None)}; expected float H x W x {NUM_LIP} (SCHP --logits)"
             )
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             raise SideInputError(f"parsing logits {path} contain NaN or infinite values; re-run SCHP")
@@ -962,8 +934,8 @@ def write_parsing(path: str | os.PathLike, labels: np.ndarray) -> None:
     if arr.ndim != 2 or arr.size == 0 or arr.dtype.kind not in "iu":
         raise ValueError(f"cannot write parsing map {path}: need a non-empty integer H x W array, got "
                          f"{arr.dtype} {arr.shape}")
-    if arr.min() < 0 or arr.max() >= _NUM_LIP:
-        raise ValueError(f"cannot write parsing map {path}: labels must be in 0..{_NUM_LIP - 1}")
+    if arr.min() < 0 or arr.max() >= NUM_LIP:
+        raise ValueError(f"cannot write parsing map {path}: labels must be in 0..{NUM_LIP - 1}")
     img = Image.fromarray(arr.astype(np.uint8))
     img.putpalette([c for rgb in LIP_PALETTE for c in rgb])  # "L" becomes "P"
     with atomic_open(path, "wb") as f:

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 import yaml
 
-from ..attributes.recolor import PALETTES, palette_for
 from ..data.datasets import canonical_name, load_dataset
 from ..data.loading import ExternalSet, ImageCache, TrainSet
+from ..data.recolor import PALETTES, palette_for
 from ..data.records import Dataset, Protocol
 from ..data.samplers import PKSampler
 from ..data.side_tables import build_side_inputs, default_side_paths, quality_groups
