@@ -64,3 +64,14 @@ def test_one_rule_everywhere():
     assert ex.resolve_amp is dev.resolve_amp and ex.resolve_device is dev.resolve_device is old.resolve_device
     assert ev.autocast_context is dev.autocast_context
     assert all(getattr(old, n) is getattr(rd, n) for n in rd.__all__)
+
+
+def test_resolve_device_picks_this_process_gpu(monkeypatch):
+    """With CUDA (faked here: only the choice is tested, nothing runs on a GPU): auto and an unindexed cuda
+    name this process's GPU with its index, LOCAL_RANK's when given (torchrun), else the current device."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 2)
+    for d in (None, "auto", "cuda", torch.device("cuda")):
+        assert resolve_device(d) == torch.device("cuda", 2)
+        assert resolve_device(d, local_rank=1) == torch.device("cuda", 1)
+    assert resolve_device("cuda:3", local_rank=1) == torch.device("cuda", 3) and resolve_device("cpu", 1) == CPU
