@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rlq.attributes.recolor import PALETTES, synthetic_label
+from rlq.data.recolor import PALETTES, synthetic_label
 from rlq.engine.spec import LossSpec, TADSpec
 from rlq.engine.trainer import Trainer
 

@@ -405,14 +405,14 @@ import datetime, json, os, sys, tempfile
 import torch, torch.distributed as dist
 sys.path.insert(0, sys.argv[1])
 from _training import reid_method, stepper, target_batch
-from rlq.engine.distributed import DistInfo, all_reduce_flags, barrier, broadcast_object
+from rlq.runtime.distributed import DistInfo, all_reduce_flags, barrier, broadcast_object
 from rlq.engine.trainer import Trainer
 from rlq.models import build_model
 
 backend, out_path, backbone, h, w, b = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
 local = int(os.environ["LOCAL_RANK"])
 if backend == "nccl":
-    torch.cuda.set_device(local)  # before init_process_group, as rlq.engine.distributed.init_distributed does
+    torch.cuda.set_device(local)  # before init_process_group, as rlq.runtime.distributed.init_distributed does
     device = torch.device("cuda", local)
 else:
     device = torch.device("cpu")
@@ -438,10 +438,10 @@ with tempfile.TemporaryDirectory() as run_dir:
 flags = all_reduce_flags([True, False], device)
 obj = broadcast_object({"rank": dist.get_rank()})
 barrier()
-# sharded evaluation's collectives (rlq.engine.distributed) on this group: extraction vs one process, gather, failure
+# sharded evaluation's collectives (rlq.runtime.distributed) on this group: extraction vs one process, gather, failure
 import numpy as np
 from PIL import Image
-from rlq.engine.distributed import RankFailure, check_all_ranks, gather_rows, sync_buffers
+from rlq.runtime.distributed import RankFailure, check_all_ranks, gather_rows, sync_buffers
 from rlq.evaluation.extract import extract_features
 sync_buffers(tr.raw_model, info)
 with tempfile.TemporaryDirectory() as img_dir:
@@ -573,7 +573,7 @@ def check_step_ratio(s: Sizes) -> tuple[str, dict]:
 def check_lq_throughput(s: Sizes) -> tuple[str, dict]:
     from torch.utils.data import DataLoader
 
-    from rlq.attributes.recolor import PALETTES
+    from rlq.data.recolor import PALETTES
     from rlq.data.datasets import load_dataset
     from rlq.data.loading import TrainSet
     from rlq.data.samplers import PKSampler

@@ -74,7 +74,7 @@ def bench_data(h: int, w: int, b: int, workers: int, batches: int, preset: str =
     """Real TrainSet (PIL geometry + recolour ingredients) on SynthCC through a DataLoader."""
     from torch.utils.data import DataLoader
 
-    from rlq.attributes.recolor import PALETTES
+    from rlq.data.recolor import PALETTES
     from rlq.data.datasets import load_dataset
     from rlq.data.loading import TrainSet
     from rlq.data.samplers import PKSampler

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rlq.attributes.recolor import (
+from rlq.data.recolor import (
     PALETTES,
     draw_recolor,
     num_clothes_classes,

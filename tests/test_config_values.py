@@ -168,13 +168,12 @@ def test_the_issue_command_names_every_bad_field(tmp_path, monkeypatch, capsys):
 def test_choice_sets_are_the_consumers_own():
     """The schema's sets are the tuples the consuming code checks against (one definition each)."""
     from rlq.data.samplers import FRACTION_BY
-    from rlq.deploy.extractor import AMP_MODES
     from rlq.engine.spec import LossSpec, ModelSpec, TADSpec, TrainSpec
-    from rlq.engine.trainer import AMP_DTYPES
     from rlq.losses.divergence import KL_WEIGHTINGS
     from rlq.methods.tad import TAD_VARIANTS
     from rlq.models import SPLITS
     from rlq.models.backbones import BACKBONES
+    from rlq.runtime.device import AMP_DTYPES, AMP_MODES
 
     fields = {f.name: f for cls in (ModelSpec, LossSpec, TADSpec, TrainSpec) for f in dataclasses.fields(cls)}
     assert field_choices(fields["backbone"]) == BACKBONES and field_choices(fields["split"]) == SPLITS

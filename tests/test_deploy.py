@@ -180,8 +180,11 @@ def test_wrong_inputs_give_clear_errors(fe, images, bad, match):
 def test_missing_file_and_bad_settings(fe, model, tmp_path):
     with pytest.raises(DatasetError, match="nope.png"):
         fe([str(tmp_path / "nope.png")])
-    with pytest.raises(ConfigError, match="only supported on CUDA"):
-        FeatureExtractor(model, device="cpu", amp="bf16")
+    # One AMP rule for training and inference (rlq.runtime.device, docs/design.md "The runtime layer"): an explicit
+    # bf16 / fp16 is honoured on the CPU, as train.amp=bf16 always was there; only "auto" means fp32 on the CPU.
+    # (Until the rule was shared, the extractor refused amp="bf16" on the CPU.)
+    assert FeatureExtractor(model, device="cpu", amp="bf16").precision == "bf16"
+    assert FeatureExtractor(model, device="cpu", amp="auto").precision == "fp32"
     with pytest.raises(ConfigError, match="amp must be"):
         FeatureExtractor(model, device="cpu", amp="fp8")
     with pytest.raises(ConfigError, match="batch_size"):

@@ -1,6 +1,6 @@
 """Evaluation and extraction sharded over ranks (torchrun / gloo on CPU) against a single-process run.
 
-Shards are contiguous blocks of whole batches (``rlq.engine.distributed.shard_bounds``), so each rank forms exactly
+Shards are contiguous blocks of whole batches (``rlq.runtime.distributed.shard_bounds``), so each rank forms exactly
 the batches one process would: features are compared bitwise, metrics and per-query results exactly.
 """
 
@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from rlq.engine.distributed import (
+from rlq.runtime.distributed import (
     DistInfo,
     RankFailure,
     check_all_ranks,
@@ -294,7 +294,7 @@ def test_nccl_one_process_runs_the_collective_paths(tmp_path):
 
     from PIL import Image
 
-    import rlq.engine.distributed as rd
+    import rlq.runtime.distributed as rd
     from rlq.evaluation.extract import extract_features
 
     @dataclass(frozen=True)
@@ -334,7 +334,7 @@ def test_nccl_one_process_runs_the_collective_paths(tmp_path):
 def test_one_named_gpu_under_torchrun_is_refused(monkeypatch):
     """torchrun with 2 processes and train.device=cuda:1 would put both ranks on GPU 1: refused before any
     process group or CUDA call, naming the fix."""
-    from rlq.engine.distributed import init_distributed
+    from rlq.runtime.distributed import init_distributed
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")

@@ -149,7 +149,7 @@ def test_percent_of_identities_sampler(world):
 def test_run_spec_builds_an_identity_folder_stream(tmp_path):
     from types import SimpleNamespace
 
-    from rlq.engine.distributed import DistInfo
+    from rlq.runtime.distributed import DistInfo
     from rlq.engine.recipe import _external_loader
     from rlq.engine.spec import RunSpec, TADSpec
 

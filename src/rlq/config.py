@@ -9,9 +9,6 @@ objects: the CLI turns them into explicit keyword arguments.
 from __future__ import annotations
 
 import os
-import platform
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .errors import ConfigError
 from .io import atomic_write_json, atomic_write_text
+from .runtime.meta import run_metadata
 from .safe_yaml import load_yaml
 
 __all__ = [
@@ -236,46 +234,6 @@ def load_config(
 def to_container(cfg: DictConfig) -> dict:
     """Plain, resolved dict of a config."""
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-
-
-def _git_hash() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
-        )
-        if out.returncode == 0:
-            dirty = subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5,
-            ).stdout.strip()
-            return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return None
-
-
-def run_metadata(extra: dict | None = None) -> dict[str, Any]:
-    """Versions, git hash, host and command line of this process."""
-    import numpy
-
-    meta: dict[str, Any] = {
-        "rlq": __import__("rlq").__version__,
-        "python": sys.version.split()[0],
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-        "git": _git_hash(),
-        "argv": sys.argv,
-    }
-    try:
-        import torch
-
-        meta["torch"] = torch.__version__
-        meta["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
-    except ImportError:  # pragma: no cover
-        pass
-    if extra:
-        meta.update(extra)
-    return meta
 
 
 def write_snapshot(cfg: DictConfig | dict, out_dir: str | os.PathLike, extra_meta: dict | None = None) -> Path:

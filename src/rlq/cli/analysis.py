@@ -43,7 +43,7 @@ def _setup(checkpoint: Path, dataset: str, root: Path, device: str, prefer: str,
     """(model, state, (h, w), dataset, protocol, device, amp dtype, flip); flip and precision default to the run's own
     evaluation (``run_eval_settings``), so the analyses see the embeddings behind the run's numbers."""
     from ..data.datasets import load_dataset
-    from ..engine.distributed import resolve_device
+    from ..runtime.device import resolve_device
     from ..engine.recipe import dataset_options, load_model_checkpoint, run_eval_settings
 
     dev = resolve_device(device)

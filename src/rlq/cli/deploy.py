@@ -214,7 +214,7 @@ def calibrate_cmd(
     split, the feature settings (flip, precision, re-ranking: a search made otherwise refuses it) and the measured
     DIR and FAR with 95 % bootstrap intervals."""
     from ..deploy.calibration import calibrate, write_calibration
-    from ..deploy.extractor import resolve_device
+    from ..runtime.device import resolve_device
     from ..engine.recipe import load_model_checkpoint
     from ..evaluation.open_set import parse_fars
     from .train import eval_dataset_and_root

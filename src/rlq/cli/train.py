@@ -72,7 +72,7 @@ def _init_world(device: str):
     and this rank's device; else one process. The group is destroyed at exit."""
     import atexit
 
-    from ..engine.distributed import cleanup_distributed, init_distributed
+    from ..runtime.distributed import cleanup_distributed, init_distributed
 
     world, dev = init_distributed(device)
     if world.enabled:

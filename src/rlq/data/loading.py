@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset as TorchDataset
 
-from ..attributes.recolor import draw_recolor, synthetic_label
 from .images import read_image
+from .recolor import draw_recolor, synthetic_label
 from .records import Sample
 from .transforms import apply_geo, draw_erase_box, draw_geo_params, resize_for_test, to_chw_uint8
 

@@ -23,6 +23,7 @@ from PIL import Image
 from torch import nn
 
 from ..errors import ConfigError, RlqError
+from ..runtime.device import AMP_MODES, autocast_context, precision_name, resolve_amp, resolve_device
 
 __all__ = ["FeatureExtractor", "ImageInput", "AMP_MODES", "resolve_device", "resolve_amp"]
 
@@ -30,33 +31,7 @@ log = logging.getLogger(__name__)
 
 #: What a FeatureExtractor accepts: one image or a list of images of one kind, or a batch tensor/array.
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor, Sequence[Any]]
-AMP_MODES: tuple[str, ...] = ("auto", "off", "bf16", "fp16")
 _DEFAULT_INPUT_SIZE = (384, 192)  # docs/method.md §2.1 / §2.5: 384 x 192 (H x W)
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """None or "auto" -> CUDA when available, else CPU; a CUDA device without CUDA is an error."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    d = torch.device(device)
-    if d.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {str(device)!r} requested but CUDA is not available; use device=None (auto) or 'cpu'")
-    return d
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: "auto" = bf16 on CUDA (fp16 where bf16 is unsupported), none on CPU."""
-    if amp not in AMP_MODES:
-        raise ConfigError(f"amp must be one of {list(AMP_MODES)}, got {amp!r}")
-    if amp == "off":
-        return None
-    if device.type != "cuda":
-        if amp == "auto":
-            return None
-        raise ConfigError(f"amp={amp!r} is only supported on CUDA (device is {device}); use amp='auto' or 'off' on CPU")
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
 def _kind(x: Any) -> str:
@@ -168,8 +143,10 @@ class FeatureExtractor:
     ``flip`` and ``amp`` default to None: features are made the way the checkpoint's run was evaluated (its
     ``eval.flip`` and precision, :func:`rlq.engine.recipe.run_eval_settings`), so they are the features behind the
     run's reported numbers (docs/method.md §2.5); for a model or a checkpoint without a run spec that is the flip-sum
-    and ``amp="auto"``. ``flip=True/False`` and ``amp="off"|"bf16"|"fp16"|"auto"`` override. The settings used are
-    the attributes ``flip`` and ``precision`` (``fp32``, ``bf16`` or ``fp16``).
+    and ``amp="auto"``. ``flip=True/False`` and ``amp="off"|"bf16"|"fp16"|"auto"`` override, resolved by the
+    trainer's rule (:func:`rlq.runtime.device.amp_mode`: ``auto`` is fp32 on the CPU; ``bf16`` / ``fp16`` autocast on
+    the CPU too, slowly). The settings used are the attributes ``flip`` and ``precision`` (``fp32``, ``bf16`` or
+    ``fp16``).
 
     A model passed in is moved to ``device``; it runs in eval mode and its train/eval mode is restored after
     each call.
@@ -191,10 +168,12 @@ class FeatureExtractor:
         input_size: tuple[int, int] | None = None,
         prefer: str = "best",
     ) -> None:
-        from ..engine.recipe import precision_name, run_eval_settings
+        from ..engine.recipe import run_eval_settings
 
         self.device = resolve_device(device)
-        amp_dtype = None if amp is None else resolve_amp(amp, self.device)
+        amp_dtype = None if amp is None else resolve_amp(amp, self.device)  # the trainer's rule (rlq.runtime.device)
+        if amp_dtype is not None and self.device.type != "cuda":
+            log.warning("AMP on %s is slow on many CPUs; consider amp='off'", self.device.type)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = batch_size
@@ -291,8 +270,6 @@ class FeatureExtractor:
     @torch.no_grad()
     def __call__(self, images: ImageInput) -> torch.Tensor:
         """Features (N x D float32, L2-normalised, CPU) of one image or a list/batch of images, in order."""
-        from ..evaluation.extract import autocast_context
-
         kind, items, n = _normalise_inputs(images)
         if n == 0:
             return torch.zeros((0, self.embed_dim or 0), dtype=torch.float32)

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 import yaml
 
-from ..attributes.recolor import PALETTES, palette_for
 from ..data.datasets import canonical_name, load_dataset
 from ..data.loading import ExternalSet, ImageCache, TrainSet
+from ..data.recolor import PALETTES, palette_for
 from ..data.records import Dataset, Protocol
 from ..data.samplers import PKSampler
 from ..data.side_tables import build_side_inputs, default_side_paths, quality_groups
@@ -28,8 +28,9 @@ from ..errors import CheckpointError, ConfigError
 from ..evaluation.bootstrap import ci_info
 from ..io import atomic_write_json, atomic_write_text
 from ..models import build_model
+from ..runtime.device import amp_mode, precision_name
+from ..runtime.distributed import DistInfo, cleanup_distributed, init_distributed
 from .checkpoint import read_checkpoint, resolve_checkpoint
-from .distributed import DistInfo, cleanup_distributed, init_distributed
 from .run_dir import check_run_folder
 from .spec import RunSpec, value_problems
 from .trainer import AMP_DTYPES, LoaderSpec, Trainer
@@ -89,15 +90,6 @@ def validate_spec(spec: RunSpec) -> None:
                           "`rlq parse estimate`); or set data.recolor=false")
 
 
-def amp_mode(amp: str, device: torch.device) -> str:
-    """auto -> bf16 on CUDA (fp16 where bf16 is unsupported), off on CPU (CPU bf16 autocast is very slow)."""
-    if amp != "auto":
-        return amp
-    if device.type != "cuda":
-        return "off"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-
-
 def run_eval_settings(state: dict[str, Any], device: torch.device) -> tuple[bool, torch.dtype | None]:
     """How a checkpoint's own run evaluated: ``(flip, autocast dtype)``.
 
@@ -110,11 +102,6 @@ def run_eval_settings(state: dict[str, Any], device: torch.device) -> tuple[bool
     if device.type != "cuda":
         return flip, None
     return flip, AMP_DTYPES[amp_mode((spec.get("train") or {}).get("amp", "auto"), device)]
-
-
-def precision_name(amp_dtype: torch.dtype | None) -> str:
-    """How features were computed, as outputs record it: ``fp32`` (no autocast), ``bf16`` or ``fp16``."""
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype]
 
 
 def dataset_options(name: str, skip_bad: bool = False, camera_rule: str = "unique") -> dict[str, Any]:
@@ -308,7 +295,7 @@ def _seed_everything(seed: int) -> None:
 
 
 def _write_spec(spec: RunSpec, run_dir: Path, dist: DistInfo, extra: dict) -> None:
-    from ..config import run_metadata
+    from ..runtime.meta import run_metadata
 
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(dataclasses.asdict(spec), sort_keys=False))
     atomic_write_json(run_dir / "meta.json", run_metadata({"seed": spec.train.seed, "world_size": dist.world_size,

@@ -88,7 +88,7 @@ class DataSpec:
     parsing_missing: str = _choice("error", PARSING_MISSING)  # error | copy (lenient: unmodified copy keeping the real clothes label)
     faulty_pant: Optional[str] = None
     faulty_shirt: Optional[str] = None
-    palette: str = _choice("auto", ("auto",), "rlq.attributes.recolor:PALETTES")  # auto (by dataset) | default | last
+    palette: str = _choice("auto", ("auto",), "rlq.data.recolor:PALETTES")  # auto (by dataset) | default | last
     # CAP side inputs (§3.4, §3.5)
     gender_csv: Optional[str] = None
     gender_missing: str = _choice("error", GENDER_MISSING)  # error | ignore | male | female

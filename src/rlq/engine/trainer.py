@@ -12,7 +12,6 @@ selection history and the RNG states, so a killed run continues bit-identically 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -30,6 +29,8 @@ from ..data.loading import usable_workers
 from ..errors import CheckpointError, TrainingError
 from ..io import atomic_write_json
 from ..methods.base import MAIN, Method, Phase, StepContext, StepOutput
+from ..runtime.device import AMP_DTYPES, autocast_context
+from ..runtime.distributed import DistInfo, RankFailure, all_reduce_flags, barrier, check_all_ranks, sync_buffers
 from .checkpoint import (
     CheckpointManager,
     capture_rng,
@@ -38,16 +39,12 @@ from .checkpoint import (
     read_checkpoint,
     restore_rng,
 )
-from .distributed import DistInfo, RankFailure, all_reduce_flags, barrier, check_all_ranks, sync_buffers
 from .faults import fault_active, fault_point
 from .metrics_log import MetricsLogger
 from .run_dir import RunFolder, claim_run_folder
 from .spec import NONFINITE_POLICIES
 
 __all__ = ["AMP_DTYPES", "LoaderSpec", "Trainer", "TrainingInterrupted", "lr_at_epoch", "Selection"]
-
-#: Autocast dtype of each ``train.amp`` mode after ``amp_mode`` resolved ``auto`` (None: fp32, no autocast).
-AMP_DTYPES: dict[str, torch.dtype | None] = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 log = logging.getLogger(__name__)
 
@@ -301,9 +298,7 @@ class Trainer:
 
     # -- helpers -----------------------------------------------------------------------------------
     def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        return autocast_context(self.device, self.amp_dtype)
 
     def _loader(self, name: str) -> DataLoader:
         if name not in self._dl_cache:
@@ -550,7 +545,7 @@ class Trainer:
 
     def _evaluate(self, epoch: int, logger: MetricsLogger) -> None:
         """Every rank calls the evaluator (it shards the extraction); rank 0 uses its results and writes files.
-        A failure on any rank stops every rank with :class:`~rlq.engine.distributed.RankFailure`."""
+        A failure on any rank stops every rank with :class:`~rlq.runtime.distributed.RankFailure`."""
         if self.evaluator is None:
             return
         sync_buffers(self.raw_model, self.dist)  # rank 0's BN statistics (the checkpointed ones) on every rank
@@ -566,7 +561,7 @@ class Trainer:
             error = e
         check_all_ranks(error, f"evaluation after epoch {epoch}", self.dist)
         if self.dist.enabled:
-            from .distributed import broadcast_object
+            from ..runtime.distributed import broadcast_object
 
             self.selection = broadcast_object(self.selection)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Callable, Sequence
 
 import numpy as np
@@ -10,14 +9,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from ..runtime.device import autocast_context
+
 __all__ = ["extract_features", "autocast_context"]
-
-
-def autocast_context(device: torch.device, amp_dtype: torch.dtype | None):
-    """torch.autocast on ``device`` for ``amp_dtype``, or a no-op."""
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
 
 
 @torch.no_grad()
@@ -48,13 +42,13 @@ def extract_features(
     ``image_transform(pil_image, index) -> pil_image`` to each original-resolution image before the resize
     (the authors' LQ test protocol).
 
-    ``world`` (a :class:`rlq.engine.distributed.DistInfo`) shards the extraction over the ranks of the initialised
+    ``world`` (a :class:`rlq.runtime.distributed.DistInfo`) shards the extraction over the ranks of the initialised
     process group: every rank must call this with the same arguments; each extracts a contiguous, batch-aligned
-    block of ``paths`` (:func:`~rlq.engine.distributed.shard_bounds`, the same batches a single process forms, with
+    block of ``paths`` (:func:`~rlq.runtime.distributed.shard_bounds`, the same batches a single process forms, with
     the same global indices for the transforms) and every rank returns all N rows in order. A failure on any rank
-    raises :class:`~rlq.engine.distributed.RankFailure` on all of them. ``None`` or one rank: a single process.
+    raises :class:`~rlq.runtime.distributed.RankFailure` on all of them. ``None`` or one rank: a single process.
     """
-    from ..engine.distributed import check_all_ranks, gather_rows, shard_bounds
+    from ..runtime.distributed import check_all_ranks, gather_rows, shard_bounds
 
     if world is None or not world.enabled:
         return _extract(model, paths, height, width, device=device, batch_size=batch_size, workers=workers, flip=flip,

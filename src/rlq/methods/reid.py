@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attributes.recolor import positive_clothes_matrix, recolor_batch
+from ..data.recolor import positive_clothes_matrix, recolor_batch
 from ..data.batch_ops import apply_erasing, to_float
 from ..engine.spec import LossSpec
 from ..losses import (

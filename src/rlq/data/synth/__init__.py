@@ -5,6 +5,7 @@ Pure numpy / PIL / scipy (no torch, no OpenCV). See :func:`generate_synthcc`.
 
 from __future__ import annotations
 
+from rlq.data.lip import LIP_LABELS, lip_palette
 from rlq.data.synth.generate import (
     EXTERNAL_SPLITS,
     GENERATOR_VERSION,
@@ -16,7 +17,7 @@ from rlq.data.synth.generate import (
 )
 from rlq.data.synth.identities import Camera, Identity, Outfit, make_cameras, sample_identity, sample_outfits
 from rlq.data.synth.preview import make_contact_sheet
-from rlq.data.synth.render import LIP_LABELS, lip_palette, render_person
+from rlq.data.synth.render import render_person
 from rlq.data.synth.skeleton import COCO_KEYPOINTS
 
 __all__ = [

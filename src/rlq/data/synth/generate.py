@@ -31,9 +31,10 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image
 
+from rlq.data.lip import LIP_LABELS, lip_palette
 from rlq.data.synth.identities import Camera, Identity, Outfit, Quality, draw_quality, make_cameras, \
     sample_identity, sample_outfits
-from rlq.data.synth.render import LIP_LABELS, lip_palette, render_person
+from rlq.data.synth.render import render_person
 from rlq.data.synth.skeleton import COCO_KEYPOINTS, Session, frame_pose, sample_session
 from rlq.errors import ConfigError, DatasetError
 from rlq.io import atomic_write_bytes, atomic_write_json, atomic_write_text, commit_staged_dir

@@ -17,30 +17,13 @@ from scipy import ndimage
 from rlq.data.synth.identities import Camera, Identity, Outfit
 from rlq.data.synth.skeleton import Pose, Skeleton, build_skeleton, coco_keypoints
 
-__all__ = ["LIP_LABELS", "lip_palette", "Rendered", "render_person", "render_background"]
+__all__ = ["Rendered", "render_person", "render_background"]
 
-LIP_LABELS = ("background", "hat", "hair", "glove", "sunglasses", "upper-clothes", "dress", "coat", "socks", "pants",
-              "jumpsuits", "scarf", "skirt", "face", "left-arm", "right-arm", "left-leg", "right-leg", "left-shoe",
-              "right-shoe")
 _HAT, _HAIR, _GLASSES, _UPPER, _COAT, _PANTS, _SCARF, _SKIRT, _FACE = 1, 2, 4, 5, 7, 9, 11, 12, 13
 _ARM = {1: 14, -1: 15}
 _LEG = {1: 16, -1: 17}
 _SHOE = {1: 18, -1: 19}
 _SHADE_UNIT = 160.0  # shading layer value for brightness 1.0
-
-
-def lip_palette(num_classes: int = 20) -> list[int]:
-    """The SCHP / LIP display palette (PASCAL VOC bit pattern), 3 values per class."""
-    palette = [0] * (num_classes * 3)
-    for j in range(num_classes):
-        lab, i = j, 0
-        while lab:
-            palette[j * 3 + 0] |= ((lab >> 0) & 1) << (7 - i)
-            palette[j * 3 + 1] |= ((lab >> 1) & 1) << (7 - i)
-            palette[j * 3 + 2] |= ((lab >> 2) & 1) << (7 - i)
-            i += 1
-            lab >>= 3
-    return palette
 
 
 @dataclass(frozen=True)

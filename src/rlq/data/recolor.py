@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data.sidecars import ALL_CLOTHES_IDS, LOWER_IDS, UPPER_IDS  # docs/method.md §3.3 regions (LIP ids)
+from .lip import ALL_CLOTHES_IDS, LOWER_IDS, UPPER_IDS  # docs/method.md §3.3 regions (LIP ids)
 
 __all__ = [
     "PALETTES",
