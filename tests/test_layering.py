@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: lower layer. ``rlq`` is the package root (``__version__``; its public names are lazy strings, not imports).
 LAYERS: list[tuple[str, ...]] = [
     ("rlq", "errors"),                  # the package root and the exception types
-    ("io", "safe_yaml", "runtime"),     # atomic files / strict JSON / CSV, safe YAML, device / AMP / DDP / run metadata
+    ("io", "safe_yaml", "runtime", "report_format"),  # atomic files / strict JSON / CSV, safe YAML, device / AMP / DDP / run metadata, table rounding
     ("lq", "losses", "models"),         # tensor building blocks: degradations, loss terms, networks
     ("data",),                          # records, parsers, side inputs, LIP, recolouring, loading, SynthCC
     ("evaluation", "attributes"),       # metrics, protocols, extraction; pose / gender tables and estimators
