@@ -37,9 +37,6 @@ KNOWN_EDGES: dict[tuple[str, str], str] = {
     # method its own settings below the engine; then engine.spec assembles them and these two edges go.
     ("rlq.methods.reid", "rlq.engine.spec"): "LossSpec; method registry (issue 20)",
     ("rlq.methods.tad", "rlq.engine.spec"): "TADSpec, TAD_VARIANTS, TAD_ALTERNATIONS; method registry (issue 20)",
-    # The clothes classifier's optimizer state is saved with the checkpoint codec's flat-tensor helpers; the codec
-    # (engine.checkpoint's optimizer_state_to_flat / _from_flat) moves to the runtime layer (issue 20 item 2, next part).
-    ("rlq.methods.reid", "rlq.engine.checkpoint"): "optimizer_state_to_flat / _from_flat; issue 20 item 2, next part",
 }
 
 

@@ -36,8 +36,6 @@ __all__ = [
     "write_checkpoint_dir",
     "verify_checkpoint",
     "read_checkpoint",
-    "optimizer_state_to_flat",
-    "optimizer_state_from_flat",
     "capture_rng",
     "restore_rng",
     "resolve_checkpoint",
@@ -228,34 +226,7 @@ class CheckpointManager:
         return None
 
 
-# -- optimizer and RNG state as (tensors, JSON) ------------------------------------------------------
-def optimizer_state_to_flat(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split an optimizer's state dict into named tensors and a JSON-able remainder."""
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    other: dict[str, dict[str, Any]] = {}
-    for pid, st in sd["state"].items():
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"{prefix}.state.{pid}.{k}"] = v
-            else:
-                other.setdefault(str(pid), {})[k] = v
-    return tensors, {"param_groups": sd["param_groups"], "other": other, "pids": [int(p) for p in sd["state"]]}
-
-
-def optimizer_state_from_flat(opt: torch.optim.Optimizer, prefix: str, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
-    """Inverse of :func:`optimizer_state_to_flat`."""
-    state: dict[int, dict[str, Any]] = {int(p): {} for p in meta["pids"]}
-    head = f"{prefix}.state."
-    for name, t in tensors.items():
-        if name.startswith(head):
-            pid, k = name[len(head) :].split(".", 1)
-            state[int(pid)][k] = t
-    for pid, st in meta.get("other", {}).items():
-        state[int(pid)].update(st)
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-
-
+# -- RNG state as (tensors, JSON); optimizer state: rlq.runtime.state ---------------------------------
 def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Global RNG states (torch CPU/CUDA, NumPy, Python) as tensors + JSON."""
     tensors = {"rng.torch": torch.get_rng_state()}

@@ -165,7 +165,7 @@ def _numbers_in(field: str, d: Mapping[str, Any], bounds: Mapping[str, tuple[flo
 
 
 def _optimizer(field: str, v: Any, tensors: Mapping[str, torch.Tensor], prefix: str) -> None:
-    """The JSON part of :func:`rlq.engine.checkpoint.optimizer_state_to_flat` (Adam), against its tensors."""
+    """The JSON part of :func:`rlq.runtime.state.optimizer_state_to_flat` (Adam), against its tensors."""
     d = _dict(field, v)
     for k in ("param_groups", "pids"):
         if k not in d:

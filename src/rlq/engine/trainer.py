@@ -31,11 +31,10 @@ from ..io import atomic_write_json
 from ..methods.base import MAIN, Method, Phase, StepContext, StepOutput
 from ..runtime.device import AMP_DTYPES, autocast_context
 from ..runtime.distributed import DistInfo, RankFailure, all_reduce_flags, barrier, check_all_ranks, sync_buffers
+from ..runtime.state import optimizer_state_from_flat, optimizer_state_to_flat
 from .checkpoint import (
     CheckpointManager,
     capture_rng,
-    optimizer_state_from_flat,
-    optimizer_state_to_flat,
     read_checkpoint,
     restore_rng,
 )

@@ -116,7 +116,7 @@ class ReIDMethod(Method):
         return {"clothes": self.clf_opt} if self.clf_opt is not None else {}
 
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        from ..engine.checkpoint import optimizer_state_to_flat
+        from ..runtime.state import optimizer_state_to_flat
 
         tensors = {f"clothes.{k}": v for k, v in self.clf_raw.state_dict().items()}
         t, meta = optimizer_state_to_flat(self.clf_opt, "clothes_optim")
@@ -124,7 +124,7 @@ class ReIDMethod(Method):
         return tensors, {"clothes_optim": meta}
 
     def load_state_tensors(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
-        from ..engine.checkpoint import optimizer_state_from_flat
+        from ..runtime.state import optimizer_state_from_flat
 
         sd = {k[len("clothes.") :]: v for k, v in tensors.items() if k.startswith("clothes.")}
         self.clf_raw.load_state_dict(sd)
