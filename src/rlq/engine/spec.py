@@ -9,7 +9,8 @@ Every field that takes one of a fixed set of values says so in its metadata (``c
 every number says its allowed range (``ge``/``gt``/``le``/``lt``; NaN and infinities are never allowed);
 :func:`value_problems` checks them all, and :func:`rlq.engine.recipe.validate_spec` refuses a spec that breaks one
 before any work starts. The sets are the ones the consuming code keeps: a ``"module:NAME"`` source is imported only
-when checked, so this schema stays free of torch.
+when checked, so this schema stays free of torch; a source that is a function is called then (``method``: the names
+in the method registry, :func:`rlq.methods.method_names`, so a registered method is accepted).
 """
 
 from __future__ import annotations
@@ -29,16 +30,16 @@ from ..data.side_tables import PARSING_MISSING, POSE_MISSING
 from ..data.sidecars import GENDER_MISSING
 from ..lq.mix import LQ_MIXES, LQ_RANGES
 
-__all__ = ["DataSpec", "ModelSpec", "LossSpec", "OptimSpec", "TrainSpec", "TADSpec", "EvalSpec_", "RunSpec", "METHODS",
-           "ROLES", "TAD_VARIANTS", "TAD_ALTERNATIONS", "EXTERNAL_FOLDERS", "CHANNELS_LAST_MODES", "NONFINITE_POLICIES",
+__all__ = ["DataSpec", "ModelSpec", "LossSpec", "OptimSpec", "TrainSpec", "TADSpec", "EvalSpec_", "RunSpec", "ROLES",
+           "TAD_VARIANTS", "TEACHER_VARIANTS", "TAD_ALTERNATIONS", "EXTERNAL_FOLDERS", "CHANNELS_LAST_MODES", "NONFINITE_POLICIES",
            "field_choices", "value_problems"]
 
-#: Training methods (strategies in one loop).
-METHODS = ("cal", "bm", "bm+g", "bm+p", "cap", "tad", "rlq")
 #: What a run trains: a model, or a TAD teacher (docs/method.md §9).
 ROLES = ("model", "teacher")
 #: Table 7 variants (docs/method.md §12).
 TAD_VARIANTS = ("tad", "ss_mse_tad", "ss_mse_nt", "kl_only", "target_pairs")
+#: The Table 7 variants that distil from a teacher (the others: "[NT]", no teacher).
+TEACHER_VARIANTS = ("tad", "ss_mse_tad")
 #: How TAD and CAP steps interleave: whole epochs (`official`, TAD first) or step by step (`paper`), docs/method.md §6.
 TAD_ALTERNATIONS = ("epoch", "step")
 #: External streams that are not a registered dataset (docs/method.md §5.1): any folder of crops (unlabeled), or one
@@ -56,7 +57,8 @@ def _external_key(name: str) -> str:
 
 def _choice(default: Any, *sources: Any, key: Any = None, hint: str = "") -> Any:
     """A field whose value must be one of the values of ``sources``: tuples, or ``"module:NAME"`` of a tuple or dict
-    (its keys) kept by the code that consumes the value. ``key`` spells a value as the choices do (e.g. case)."""
+    (its keys) kept by the code that consumes the value, or of a function returning one (called when checked). ``key``
+    spells a value as the choices do (e.g. case)."""
     return field(default=default, metadata={"choices": sources, "key": key, "hint": hint})
 
 
@@ -215,7 +217,7 @@ class EvalSpec_:
 
 @dataclass
 class RunSpec:
-    method: str = _choice("bm", METHODS)
+    method: str = _choice("bm", "rlq.methods.registry:method_names")  # a registered method (rlq.methods)
     preset: str = "default"  # informational: official | paper | default
     role: str = _choice("model", ROLES)  # "teacher" marks a TAD teacher recipe (docs/method.md §9); TAD refuses other checkpoints unless forced
     output: str = "runs/${method}-${data.dataset}"
@@ -238,6 +240,8 @@ def field_choices(f: dataclasses.Field) -> tuple | None:
     for src in sources:
         if isinstance(src, str):
             src = pkgutil.resolve_name(src)
+        if callable(src):  # read when checked, e.g. the method registry
+            src = src()
         values += list(src)  # a dict gives its keys
     return tuple(dict.fromkeys(values))
 
