@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from cli_helpers import run_cli
+
 from rlq.errors import ConfigError
 from rlq.methods import MethodEntry, ModelParts, get_method, method_names, register_method, unregister_method
 from rlq.methods.base import MAIN
@@ -78,7 +78,14 @@ def test_the_toy_method_trains_evaluates_and_exports_from_python(toy, synthcc_ti
     from rlq import export_onnx, run_training
     from rlq.data.datasets import load_dataset
     from rlq.engine.recipe import load_model_checkpoint
-    from rlq.engine.spec import DataSpec, EvalSpec_, LossSpec, ModelSpec, RunSpec, TrainSpec
+    from rlq.engine.spec import (
+        DataSpec,
+        EvalSpec_,
+        LossSpec,
+        ModelSpec,
+        RunSpec,
+        TrainSpec,
+    )
     from rlq.evaluation.extract import extract_features
     from rlq.evaluation.protocols import evaluate_protocol
 
@@ -172,7 +179,7 @@ def test_unknown_method_names_the_registered_ones_closest_first():
 def test_an_unknown_method_in_a_config_is_refused_before_any_work(synthcc_tiny, tmp_path, capsys, monkeypatch):
     from omegaconf import OmegaConf
 
-    import rlq.engine.recipe as recipe
+    from rlq.engine import recipe
     from rlq.config import load_config
     from rlq.engine.spec import RunSpec
 

@@ -107,7 +107,7 @@ METHODS = {
     "tad": {"method": "tad"},
     "rlq": {"method": "rlq"},
 }
-for _name, _data in METHODS.items():
+for _data in METHODS.values():
     if get_method(_data["method"]).needs_external:  # every method is registered; TAD's stream and teacher (§5)
         _data.update(COMMON_TAD)
 

@@ -109,8 +109,8 @@ def _input_size(field: str, v: Any) -> None:
 
 
 def _model_args(field: str, v: Any) -> None:
-    from ..models.backbones import BACKBONES
     from ..methods.registry import get_method, method_names
+    from ..models.backbones import BACKBONES
     from ..models.reid import PLACEMENTS, POSE_SPLITS, SPLITS
 
     d = _dict(field, v)

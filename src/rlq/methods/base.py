@@ -83,7 +83,7 @@ class Method:
 
     @classmethod
     def from_run(cls, name: str, spec: RunSpec, dataset: Dataset, *, palette_size: int | None,
-                 teacher: nn.Module | None = None) -> "Method":
+                 teacher: nn.Module | None = None) -> Method:
         """The strategy of a run: ``spec`` is its :class:`rlq.engine.spec.RunSpec`, ``dataset`` the target
         :class:`rlq.data.records.Dataset`, ``palette_size`` the recolouring palette's size (None: no recolouring),
         ``teacher`` the frozen teacher when the method's registry entry needs one and the TAD variant distils."""

@@ -102,14 +102,14 @@ class ReIDMethod(Method):
 
     @classmethod
     def from_run(cls, name: str, spec: RunSpec, dataset: Dataset, *, palette_size: int | None,
-                 teacher: nn.Module | None = None) -> "ReIDMethod":
+                 teacher: nn.Module | None = None) -> ReIDMethod:
         """The ReID / CAP strategy of a run (the spec's loss and clothes-optimizer settings); no teacher."""
         return cls(name, **cls._reid_kwargs(spec, dataset, palette_size))
 
     @staticmethod
     def _reid_kwargs(spec: RunSpec, dataset: Dataset, palette_size: int | None) -> dict[str, Any]:
-        return dict(num_ids=dataset.num_train_pids, pid2clothes=dataset.pid2clothes, palette_size=palette_size,
-                    loss=spec.loss, clothes_lr=spec.optim.clothes_lr, weight_decay=spec.optim.weight_decay)
+        return {"num_ids": dataset.num_train_pids, "pid2clothes": dataset.pid2clothes, "palette_size": palette_size,
+                "loss": spec.loss, "clothes_lr": spec.optim.clothes_lr, "weight_decay": spec.optim.weight_decay}
 
     # -- set-up ----------------------------------------------------------------------------------
     def setup(self, model: nn.Module, device: torch.device, ddp_wrap: Callable[[nn.Module], nn.Module]) -> None:

@@ -58,7 +58,7 @@ class TADMethod(ReIDMethod):
 
     @classmethod
     def from_run(cls, name: str, spec: RunSpec, dataset: Dataset, *, palette_size: int | None,
-                 teacher: nn.Module | None = None) -> "TADMethod":
+                 teacher: nn.Module | None = None) -> TADMethod:
         """The TAD strategy of a run: the ReID / CAP settings plus ``spec.tad``, the input size and the teacher."""
         return cls(name, teacher=teacher, tad=spec.tad, height=spec.data.height, width=spec.data.width,
                    **cls._reid_kwargs(spec, dataset, palette_size))

@@ -126,7 +126,7 @@ def _check_count(what: str, value: object, minimum: int) -> int:
     return value
 
 
-def method_parts(method: object) -> "ModelParts":
+def method_parts(method: object) -> ModelParts:
     """The model parts of a registered method (the registry is a torch-free table in the methods layer)."""
     from ..methods.registry import get_method
 
