@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from rlq.data.recolor import PALETTES, synthetic_label
-from rlq.engine.spec import LossSpec, TADSpec
+from rlq.spec import LossSpec, TADSpec
 from rlq.engine.trainer import Trainer
 
 

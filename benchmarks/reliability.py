@@ -90,7 +90,7 @@ def malformed_inputs(d: Path) -> list[dict]:
     from rlq.data import sidecars as sc
     from rlq.data.datasets import load_dataset
     from rlq.engine.checkpoint import CheckpointManager, read_checkpoint
-    from rlq.engine.spec import RunSpec
+    from rlq.spec import RunSpec
 
     d.mkdir(parents=True, exist_ok=True)
 

@@ -84,7 +84,7 @@ def test_every_shipped_preset_validates():
 
     from rlq.config import PACKAGE_CONFIGS, load_config
     from rlq.engine.recipe import validate_spec
-    from rlq.engine.spec import RunSpec
+    from rlq.spec import RunSpec
 
     presets = [p for p in PACKAGE_CONFIGS.rglob("*.yaml") if "_base_" not in p.parts and p.parent.name != "methods"
                and p.parent.name != "datasets"]

@@ -9,7 +9,7 @@ import pytest
 
 from rlq.cli import main
 from rlq.config import PACKAGE_CONFIGS, load_config, load_yaml_with_bases, resolve_config_path, schema_keys
-from rlq.engine.spec import RunSpec
+from rlq.spec import RunSpec
 from rlq.errors import ConfigError
 from cli_helpers import run_cli  # noqa: E402
 

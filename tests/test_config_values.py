@@ -13,7 +13,7 @@ import yaml
 
 from cli_helpers import run_cli
 from rlq.cli.train import load_run_spec
-from rlq.engine.spec import RunSpec, field_choices
+from rlq.spec import RunSpec, field_choices
 from rlq.errors import ConfigError
 
 #: str fields whose values are open: paths, CSV column names, an informational label. Each is used as given and
@@ -86,7 +86,7 @@ def test_every_str_field_is_a_choice_or_declared_free_text():
 
 
 def test_defaults_are_allowed_values():
-    from rlq.engine.spec import value_problems
+    from rlq.spec import value_problems
 
     assert value_problems(RunSpec()) == []
     for key, f in CHOICE_FIELDS:
@@ -168,7 +168,7 @@ def test_the_issue_command_names_every_bad_field(tmp_path, monkeypatch, capsys):
 def test_choice_sets_are_the_consumers_own():
     """The schema's sets are the tuples the consuming code checks against (one definition each)."""
     from rlq.data.samplers import FRACTION_BY
-    from rlq.engine.spec import LossSpec, ModelSpec, TADSpec, TrainSpec
+    from rlq.spec import LossSpec, ModelSpec, TADSpec, TrainSpec
     from rlq.losses.divergence import KL_WEIGHTINGS
     from rlq.methods.tad import TAD_VARIANTS
     from rlq.models import SPLITS

@@ -25,7 +25,7 @@ import typer.main
 
 from rlq.cli import _bare_json, app
 from rlq.config import resolve_config_path, schema_keys
-from rlq.engine.spec import RunSpec
+from rlq.spec import RunSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -14,7 +14,7 @@ import torch
 
 from rlq.engine.checkpoint import CheckpointManager, read_checkpoint, verify_checkpoint
 from rlq.engine.recipe import run_training
-from rlq.engine.spec import DataSpec, EvalSpec_, LossSpec, ModelSpec, OptimSpec, RunSpec, TADSpec, TrainSpec
+from rlq.spec import DataSpec, EvalSpec_, LossSpec, ModelSpec, OptimSpec, RunSpec, TADSpec, TrainSpec
 from rlq.engine.trainer import Selection, TrainingInterrupted, lr_at_epoch
 from rlq.errors import CheckpointError, ConfigError, TrainingError
 

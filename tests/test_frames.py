@@ -137,7 +137,7 @@ def test_identity_folders_train_a_teacher_without_evaluation_that_tad_can_load(t
     from PIL import Image
 
     from rlq.engine.recipe import load_teacher, run_training
-    from rlq.engine.spec import DataSpec, ModelSpec, RunSpec, TrainSpec
+    from rlq.spec import DataSpec, ModelSpec, RunSpec, TrainSpec
 
     rows = ["path,split,pid,camid,clothes"]
     for pid in range(4):

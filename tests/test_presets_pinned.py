@@ -15,7 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from rlq.config import PACKAGE_CONFIGS, load_config
-from rlq.engine.spec import RunSpec
+from rlq.spec import RunSpec
 from rlq.lq.mix import LQ_RANGES
 
 REPO = Path(__file__).resolve().parents[1]

@@ -101,7 +101,7 @@ def test_features_file_with_object_array_refused(tmp_path):
 @given(st.lists(st.text(min_size=0, max_size=30), max_size=4))
 def test_random_overrides_only_raise_config_errors(tmp_path, overrides):
     from rlq.config import load_config
-    from rlq.engine.spec import RunSpec
+    from rlq.spec import RunSpec
 
     try:
         load_config("configs/ltcc/bm.yaml", overrides, schema=RunSpec)
@@ -113,7 +113,7 @@ def test_random_overrides_only_raise_config_errors(tmp_path, overrides):
 @given(st.binary(max_size=400))
 def test_random_config_files_only_raise_config_errors(tmp_path, data):
     from rlq.config import load_config
-    from rlq.engine.spec import RunSpec
+    from rlq.spec import RunSpec
 
     f = tmp_path / "c.yaml"
     f.write_bytes(data)
@@ -153,7 +153,7 @@ def test_random_features_files_only_raise_checkpoint_errors(tmp_path, data):
 def test_override_with_a_control_character_is_a_config_error():
     """Found by the property test above: PyYAML's ReaderError used to escape as itself."""
     from rlq.config import load_config
-    from rlq.engine.spec import RunSpec
+    from rlq.spec import RunSpec
 
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config("configs/ltcc/bm.yaml", ["0=\x1f"], schema=RunSpec)

@@ -108,7 +108,7 @@ def test_trainer_api_refuses_by_default_and_overwrites_on_request(tmp_path):
     import numpy as np
     import torch
 
-    from rlq.engine.spec import LossSpec
+    from rlq.spec import LossSpec
     from rlq.engine.trainer import Trainer
     from rlq.methods.reid import ReIDMethod
     from rlq.models import build_model

@@ -81,7 +81,7 @@ def test_dist_timeout_setting(monkeypatch):
     with pytest.raises(ConfigError, match="dist_timeout_min"):
         dist_timeout_min(0)
     from rlq.engine.recipe import validate_spec
-    from rlq.engine.spec import RunSpec
+    from rlq.spec import RunSpec
 
     spec = RunSpec()
     spec.train.dist_timeout_min = -1.0

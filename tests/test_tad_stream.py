@@ -151,7 +151,7 @@ def test_run_spec_builds_an_identity_folder_stream(tmp_path):
 
     from rlq.runtime.distributed import DistInfo
     from rlq.engine.recipe import _external_loader
-    from rlq.engine.spec import RunSpec, TADSpec
+    from rlq.spec import RunSpec, TADSpec
 
     _identity_tree(tmp_path, {"a": 5, "b": 4, "c": 8})
     spec = RunSpec(method="tad", tad=TADSpec(external_dataset="identity_folders", external_root=str(tmp_path),
@@ -168,7 +168,7 @@ def test_run_spec_builds_an_identity_folder_stream(tmp_path):
 
 def test_bad_fraction_options_are_config_errors():
     from rlq.engine.recipe import validate_spec
-    from rlq.engine.spec import RunSpec, TADSpec
+    from rlq.spec import RunSpec, TADSpec
 
     with pytest.raises(ConfigError, match="tad.fraction_by"):
         validate_spec(RunSpec(method="tad", tad=TADSpec(fraction_by="ids")))

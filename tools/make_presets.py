@@ -5,13 +5,21 @@ Layout: _base_/{official,paper,default}.yaml (docs/method.md §10 columns), data
 numbers), methods/*.yaml, then one file per dataset x method x preset that only lists its bases, plus
 the teacher recipe (§9) and the Table 7 TAD ablations. Run after changing a number here; the tests
 load and validate every preset.
+
+What a method needs comes from the method registry (rlq.methods, docs/design.md "Adding a method"): its
+description heads its methods/*.yaml, and a method with an external stream gets the Celeb-reID TAD settings
+(the `paper` teacher when it distils).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's rlq, not an installed one
+from rlq.methods import get_method  # noqa: E402  (a plain table: no torch)
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "rlq" / "configs"
 
@@ -84,6 +92,8 @@ DATASETS = {
 }
 COMMON_TAD = {"tad": {"teacher": "runs/teacher-celeb", "external_dataset": "celebreid", "external_root": "data/Celeb-reID"}}
 
+#: Presets per method file name: the registered method and its settings (the TAD settings are added below for a
+#: method with an external stream).
 METHODS = {
     # Paper Table 2's CAL row = vanilla CAL (the authors' run_CAL.sh, `--only-CAL` without clothes augmentation):
     # no recolouring, 8 images per identity (the code's DATA.NUM_INSTANCES default), no triplet loss.
@@ -94,9 +104,12 @@ METHODS = {
     "bm_g": {"method": "bm+g"},
     "bm_p": {"method": "bm+p"},
     "cap": {"method": "cap"},
-    "tad": {"method": "tad", **COMMON_TAD},
-    "rlq": {"method": "rlq", **COMMON_TAD},
+    "tad": {"method": "tad"},
+    "rlq": {"method": "rlq"},
 }
+for _data in METHODS.values():
+    if get_method(_data["method"]).needs_external:  # every method is registered; TAD's stream and teacher (§5)
+        _data.update(COMMON_TAD)
 
 
 def dump(path: Path, data: dict, header: str) -> None:
@@ -114,7 +127,9 @@ def main() -> None:
              f"{name}: docs/method.md §8 numbers. Official runs used {data['_replicas']} replicas x data.batch_size per replica\n"
              f"(torchrun --nproc_per_node {data['_replicas']}). Paths are placeholders: override data.root etc.")
     for name, data in METHODS.items():
-        dump(ROOT / "methods" / f"{name}.yaml", data, f"Method {data['method']}.")
+        dump(ROOT / "methods" / f"{name}.yaml", data,
+             f"Method {data['method']}: {get_method(data['method']).description}"
+             f"{' + clothes recolouring' if name == 'cal_aug' else ''}.")
     for ds, data in DATASETS.items():
         for m in METHODS:
             for preset in BASES:
@@ -125,7 +140,7 @@ def main() -> None:
                     extra["data"] = {"batch_size": LTCC_ABLATION_BATCH[m]}
                 if preset != "paper" and m in CAL_SCRIPT_BATCH:
                     extra["data"] = {"batch_size": CAL_SCRIPT_BATCH[m]}
-                if preset == "paper" and m in ("tad", "rlq"):
+                if preset == "paper" and get_method(METHODS[m]["method"]).needs_teacher:
                     extra["tad"] = {"teacher": "runs/teacher-celeb-paper"}  # the teacher trained with paper loss weights
                 suffix = "" if preset == "default" else f"_{preset}"
                 body = {"_base_": [f"../datasets/{ds}.yaml", f"../_base_/{preset}.yaml", f"../methods/{m}.yaml"],

@@ -15,7 +15,7 @@ _LAZY = {
     "Searcher": ("rlq.deploy", "Searcher"),
     "export_onnx": ("rlq.export.onnx", "export_onnx"),
     "run_training": ("rlq.engine.recipe", "run_training"),
-    "RunSpec": ("rlq.engine.spec", "RunSpec"),
+    "RunSpec": ("rlq.spec", "RunSpec"),
 }
 
 

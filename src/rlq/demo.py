@@ -22,9 +22,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .engine.spec import RunSpec
+from .spec import RunSpec
 from .errors import RlqError, TrainingError
 from .io import atomic_write_json, atomic_write_text
+from .methods.registry import get_method
 from .report_format import fixed, pct
 
 __all__ = ["DemoSettings", "DemoRunFailed", "run_demo", "demo_tasks", "chance_rank1", "comparison_pairs", "DEMO_METHODS"]
@@ -267,7 +268,7 @@ def _side_by_side(todo: list[tuple[str, RunSpec]], s: DemoSettings, jobs: int, s
 
     def ready(item: tuple[str, RunSpec]) -> bool:  # runs that distil wait until the teacher is trained
         teacher_busy = any(is_teacher(sp) for _, sp in todo) or any(is_teacher(sp) for _, _, sp, _ in running.values())
-        return is_teacher(item[1]) or item[1].method not in ("tad", "rlq") or not teacher_busy
+        return is_teacher(item[1]) or not get_method(item[1].method).needs_teacher or not teacher_busy
 
     def cost(item: tuple[str, RunSpec]) -> int:
         return _RUN_COST.get("teacher" if is_teacher(item[1]) else item[1].method, 0)
@@ -444,7 +445,7 @@ def demo_tasks(out: str | os.PathLike, s: DemoSettings) -> list[tuple[str, RunSp
     out = Path(out)
     root = out / "synthcc"
     tasks: list[tuple[str, RunSpec]] = []
-    if any(m in ("tad", "rlq") for m in s.methods):
+    if any(get_method(m).needs_teacher for m in s.methods):
         tasks.append(("teacher", _spec(s, "configs/teacher/synthcc.yaml", root, out / "teacher", teacher=True)))
     tasks += [(m, _spec(s, f"configs/synthcc/{m.replace('+', '_')}.yaml", root, out / m)) for m in s.methods]
     return tasks
@@ -718,9 +719,8 @@ def _report(results: dict, analysis: dict, meta: dict, out: Path) -> str:
                 row += f" {_diff(d.get('cc/LQ'), 'rank1')} | {_diff(d.get('cc/LQ'), 'mAP')} |"
             lines.append(row)
     lines += ["", *_reading(results)]
-    lines += ["", "Methods: `cal` = CAL (one branch); `bm` = Base Model (CAL + BOT branches); `cap` = BM + pose "
-              "clusters + gender (CAP); `tad` = BM + Task Agnostic Distillation from a teacher trained on the clean "
-              "external split; `rlq` = CAP + TAD (the paper's method).", ""]
+    if shown:  # the registry's one-line descriptions (rlq.methods)
+        lines += ["", "Methods: " + "; ".join(f"`{m}` = {get_method(m).description}" for m in shown) + ".", ""]
     if "teacher" in results:
         t = results["teacher"]["external"].get("general", {})
         lines += [f"Teacher on its own (clean) external query/gallery: R1 {_pct(t.get('rank1', float('nan')))}, "

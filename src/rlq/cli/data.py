@@ -186,7 +186,7 @@ def presets(
 
     if keys:
         from ..config import schema_keys
-        from ..engine.spec import RunSpec
+        from ..spec import RunSpec
 
         rows = [r for r in schema_keys(RunSpec) if not filter_ or filter_ in r["key"]]
         if not rows:

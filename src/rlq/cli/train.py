@@ -12,6 +12,12 @@ from ._common import (app, batch_size_option, bootstrap_seed_option, camera_rule
                       prefer_option, protocol_option, rerank_k1_option, rerank_k2_option, rerank_lambda_option,
                       rerank_option, rerank_settings, resamples_option, sample_seed_option, unknown_fraction_option,
                       workers_option, write_json)
+from ..methods.registry import get_method, method_names
+
+
+def _methods_text() -> str:
+    """The registered methods with their one-line descriptions (rlq.methods; a plain table, no torch)."""
+    return "Methods (`method=`): " + "; ".join(f"{m}: {get_method(m).description}" for m in method_names()) + "."
 
 
 def load_run_spec(config: Optional[str], overrides: List[str]):
@@ -20,7 +26,7 @@ def load_run_spec(config: Optional[str], overrides: List[str]):
 
     from ..config import load_config
     from ..engine.recipe import validate_spec
-    from ..engine.spec import RunSpec
+    from ..spec import RunSpec
 
     cfg = load_config(config, overrides, schema=RunSpec)
     spec = OmegaConf.to_object(cfg)
@@ -28,7 +34,7 @@ def load_run_spec(config: Optional[str], overrides: List[str]):
     return spec
 
 
-@app.command("train")
+@app.command("train", epilog=_methods_text())
 def train(
     overrides: List[str] = typer.Argument(None, help="key=value overrides, e.g. data.root=/data/LTCC_ReID train.epochs=60"),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML preset, e.g. configs/ltcc/rlq.yaml (see `rlq presets`)"),
@@ -37,7 +43,7 @@ def train(
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count unparsable dataset files instead of refusing them (data.skip_bad=true)."),
     dry_run: bool = dry_run_option(),
 ) -> None:
-    """Train a method (cal, bm, bm+g, bm+p, cap, tad, rlq) on a dataset.
+    """Train a method (listed below) on a dataset.
 
     One process on CPU or one GPU; several GPUs with `torchrun --nproc_per_node N -m rlq.cli train ...`.
     Writes config.yaml, meta.json, metrics.jsonl, TensorBoard logs, checkpoints/ and results.json into `output`.
@@ -452,7 +458,8 @@ def extract_cmd(
 
 @app.command("model-info")
 def model_info(
-    method: str = typer.Option("bm", help="cal, bm, bm+g, bm+p, cap, tad or rlq."),
+    method: str = typer.Option("bm", help=f"A registered method: {', '.join(method_names())} (`rlq train --help` "
+                               "describes them)."),
     num_ids: int = typer.Option(77, help="Train identities C (LTCC 77, PRCC 150, DeepChange 450, LaST 5000)."),
     pose_clusters: int = typer.Option(15, help="Pose clusters K (pose methods)."),
     backbone: str = typer.Option("resnet50", help="resnet50, resnet34, resnet18, mobilenetv2, narrow or tiny."),

@@ -42,7 +42,7 @@ import torch
 
 from ..errors import CheckpointError, ConfigError
 from ..io import sha256_file
-from .spec import ROLES as _ROLES
+from ..spec import ROLES as _ROLES
 
 __all__ = [
     "OFFICIAL_METHODS",

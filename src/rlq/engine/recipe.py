@@ -1,4 +1,4 @@
-"""Assemble a training run from a typed :class:`~rlq.engine.spec.RunSpec`: datasets and side inputs,
+"""Assemble a training run from a typed :class:`~rlq.spec.RunSpec`: datasets and side inputs,
 loaders, model, teacher, method, evaluator and trainer; then train.
 
 This is the glue the CLI calls after turning YAML into a RunSpec; from Python, build a RunSpec (or call
@@ -27,12 +27,13 @@ from ..data.side_tables import build_side_inputs, default_side_paths, quality_gr
 from ..errors import CheckpointError, ConfigError
 from ..evaluation.bootstrap import ci_info
 from ..io import atomic_write_json, atomic_write_text
+from ..methods.registry import get_method
 from ..models import build_model
 from ..runtime.device import amp_mode, precision_name
 from ..runtime.distributed import DistInfo, cleanup_distributed, init_distributed
 from .checkpoint import read_checkpoint, resolve_checkpoint
 from .run_dir import check_run_folder
-from .spec import RunSpec, value_problems
+from ..spec import TEACHER_VARIANTS, RunSpec, value_problems
 from .trainer import AMP_DTYPES, LoaderSpec, Trainer
 
 __all__ = [
@@ -52,37 +53,34 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_TWO_BRANCH = ("bm", "bm+g", "bm+p", "cap", "tad", "rlq")
-_POSE = ("bm+p", "cap", "rlq")
-_GENDER = ("bm+g", "cap", "rlq")
-
-
 def validate_spec(spec: RunSpec) -> None:
     """Reject bad values and impossible combinations before any work starts.
 
     First every field against its declared choices, pattern or range (engine/spec.py metadata; all the bad values
-    are named in one line), then the combinations."""
+    are named in one line; ``method`` must be registered, rlq.methods), then the combinations, by what the method's
+    registry entry needs."""
     problems = value_problems(spec)
     if problems:
         raise ConfigError("; ".join(problems))
     d, t = spec.data, spec.tad
+    entry = get_method(spec.method)
     if d.batch_size % d.num_instances:
         raise ConfigError(f"data.batch_size={d.batch_size} is not divisible by data.num_instances={d.num_instances}")
-    if spec.method in ("tad", "rlq"):
+    if entry.needs_external:
         if t.external_dataset != "folder" and t.external_batch_size % t.external_num_instances:
             raise ConfigError(
                 f"tad.external_batch_size={t.external_batch_size} is not divisible by tad.external_num_instances={t.external_num_instances}"
             )
-        if t.variant in ("tad", "ss_mse_tad") and not t.teacher:
+        if entry.needs_teacher and t.variant in TEACHER_VARIANTS and not t.teacher:
             raise ConfigError(f"method {spec.method!r} with TAD variant {t.variant!r} needs tad.teacher=CHECKPOINT (a Base Model "
                               "trained on the external data: `rlq train --config configs/teacher/celeb.yaml`)")
         if t.variant != "target_pairs" and not t.external_root:
             raise ConfigError(f"method {spec.method!r} needs tad.external_root (the external HQ images, e.g. Celeb-reID)")
     auto_side = canonical_name(d.dataset) == "synthcc"  # SynthCC carries its own side inputs
-    if spec.method in _POSE and not d.pose_csv and not auto_side:
+    if entry.parts.pose_branch and not d.pose_csv and not auto_side:
         raise ConfigError(f"method {spec.method!r} has a pose branch but data.pose_csv is not set; make one with "
                           "`rlq poses cluster` (or use the authors' LTCC_Pose_Cluster.csv)")
-    if spec.method in _GENDER and not d.gender_csv and not auto_side:
+    if entry.parts.gender_head and not d.gender_csv and not auto_side:
         raise ConfigError(f"method {spec.method!r} has a gender head but data.gender_csv is not set "
                           "(`rlq gender sheet` makes a template for a new dataset)")
     if d.recolor and not d.parsing_root and not auto_side and canonical_name(d.dataset) != "manifest":
@@ -127,7 +125,7 @@ def load_model_checkpoint(path: str | os.PathLike, *, device: str | torch.device
         raise CheckpointError(f"{ck} has no model_args: it was not written by `rlq train`")
     if as_method is not None:
         args["method"] = as_method
-        if as_method not in _POSE:
+        if not get_method(as_method).parts.pose_branch:
             args["pose_clusters"] = None
     model = build_model(**args, pretrained="none")
     sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -175,9 +173,12 @@ def load_teacher(path: str, *, force: bool, device: torch.device) -> torch.nn.Mo
             f"{ck} was not trained with a teacher recipe (role={role!r}, method={method!r}); train one with "
             "`rlq train --config configs/teacher/celeb.yaml` or pass tad.force_teacher=true to use it anyway"
         )
-    as_method = "bm" if method in ("cap", "rlq", "bm+p", "bm+g") else None  # the "CAP teacher" variant drops the pose branch
-    if method == "cal":
-        raise CheckpointError(f"{ck} is a single-branch CAL model; a TAD teacher needs the two-branch Base Model")
+    parts = get_method(method).parts if method is not None else None
+    if parts is not None and not parts.bot_branch:
+        raise CheckpointError(f"{ck} is a single-branch CAL model (method {method!r}); a TAD teacher needs the "
+                              "two-branch Base Model")
+    # the "CAP teacher" variant: the Base Model parts only (pose branch and gender head dropped)
+    as_method = "bm" if parts is not None and (parts.pose_branch or parts.gender_head) else None
     teacher, _ = load_model_checkpoint(ck, device=device, prefer="last", as_method=as_method)
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -186,22 +187,10 @@ def load_teacher(path: str, *, force: bool, device: torch.device) -> torch.nn.Mo
 
 # -- method, evaluator -------------------------------------------------------------------------------------
 def build_method(spec: RunSpec, dataset: Dataset, teacher: torch.nn.Module | None):
-    """The training strategy for ``spec.method``."""
-    from ..methods.reid import ReIDMethod
-    from ..methods.tad import TADMethod
-
+    """The training strategy for ``spec.method``: its registry entry's strategy class, built from the run."""
     palette_size = len(PALETTES[_palette_name(spec)]) if spec.data.recolor else None
-    common = dict(
-        num_ids=dataset.num_train_pids,
-        pid2clothes=dataset.pid2clothes,
-        palette_size=palette_size,
-        loss=spec.loss,
-        clothes_lr=spec.optim.clothes_lr,
-        weight_decay=spec.optim.weight_decay,
-    )
-    if spec.method in ("tad", "rlq"):
-        return TADMethod(spec.method, teacher=teacher, tad=spec.tad, height=spec.data.height, width=spec.data.width, **common)
-    return ReIDMethod(spec.method, **common)
+    strategy = get_method(spec.method).strategy_class()
+    return strategy.from_run(spec.method, spec, dataset, palette_size=palette_size, teacher=teacher)
 
 
 def _palette_name(spec: RunSpec) -> str:
@@ -397,7 +386,8 @@ def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, over
     if dist.is_main:  # after the dataset parsed, before anything heavy (creates nothing)
         _check_writable(run_dir)
     defaults = default_side_paths(canonical_name(d.dataset), d.root)
-    need_pose, need_gender = spec.method in _POSE, spec.method in _GENDER
+    entry = get_method(spec.method)
+    need_pose, need_gender = entry.parts.pose_branch, entry.parts.gender_head
     side = build_side_inputs(
         dataset,
         need_gender=need_gender,
@@ -435,10 +425,10 @@ def _run(spec: RunSpec, dist: DistInfo, device: torch.device, resume: bool, over
         )
     }
     teacher = None
-    if spec.method in ("tad", "rlq"):
+    if entry.needs_external:
         loaders["external"] = _external_loader(spec, dataset, dist, cache)
-        if spec.tad.variant in ("tad", "ss_mse_tad"):
-            teacher = load_teacher(spec.tad.teacher, force=spec.tad.force_teacher, device=device)
+    if entry.needs_teacher and spec.tad.variant in TEACHER_VARIANTS:
+        teacher = load_teacher(spec.tad.teacher, force=spec.tad.force_teacher, device=device)
 
     m = spec.model
     model = build_model(

@@ -109,8 +109,9 @@ def _input_size(field: str, v: Any) -> None:
 
 
 def _model_args(field: str, v: Any) -> None:
+    from ..methods.registry import get_method, method_names
     from ..models.backbones import BACKBONES
-    from ..models.reid import METHODS, PLACEMENTS, POSE_METHODS, POSE_SPLITS, SPLITS
+    from ..models.reid import PLACEMENTS, POSE_SPLITS, SPLITS
 
     d = _dict(field, v)
     known = {"method", "num_ids", "pose_clusters", "backbone", "split", "pose_split", "gender_on", "cos_partner",
@@ -121,9 +122,9 @@ def _model_args(field: str, v: Any) -> None:
     for k in ("method", "num_ids"):
         if k not in d:
             raise _Bad(f"{field}.{k}", "is missing")
-    method = _str(f"{field}.method", d["method"], METHODS)
+    method = _str(f"{field}.method", d["method"], method_names())
     _int(f"{field}.num_ids", d["num_ids"], 1, _MAX_IDS)
-    if method in POSE_METHODS and d.get("pose_clusters") is None:
+    if get_method(method).parts.pose_branch and d.get("pose_clusters") is None:
         raise _Bad(f"{field}.pose_clusters", f"is missing: method {method!r} has a pose head")
     _opt(_int)(f"{field}.pose_clusters", d.get("pose_clusters"), 1, 10_000)
     for k, choices in (("backbone", BACKBONES), ("split", SPLITS), ("pose_split", POSE_SPLITS),
@@ -316,9 +317,9 @@ _CHECKS: dict[str, Callable[[str, Any, Mapping[str, torch.Tensor]], None]] = {
 
 
 def _methods() -> tuple[str, ...]:
-    from ..models.reid import METHODS
+    from ..methods.registry import method_names
 
-    return METHODS
+    return method_names()
 
 
 def check_state(path: str | Path, state: Any, tensors: Mapping[str, torch.Tensor]) -> None:

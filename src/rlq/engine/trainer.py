@@ -41,7 +41,7 @@ from .checkpoint import (
 from .faults import fault_active, fault_point
 from .metrics_log import MetricsLogger
 from .run_dir import RunFolder, claim_run_folder
-from .spec import NONFINITE_POLICIES
+from ..spec import NONFINITE_POLICIES
 
 __all__ = ["AMP_DTYPES", "LoaderSpec", "Trainer", "TrainingInterrupted", "lr_at_epoch", "Selection"]
 

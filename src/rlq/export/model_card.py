@@ -15,20 +15,17 @@ from pathlib import Path
 from string import Template
 from typing import Any, Mapping
 
-__all__ = ["MODEL_CARD_TEMPLATE", "build_model_card", "find_run_results", "responsible_use_text", "METHOD_NAMES"]
+__all__ = ["MODEL_CARD_TEMPLATE", "build_model_card", "find_run_results", "responsible_use_text"]
 
 log = logging.getLogger(__name__)
 
-#: Human-readable names of the training methods (docs/method.md §1, §12).
-METHOD_NAMES: dict[str, str] = {
-    "cal": "CAL (single-branch clothes-adversarial baseline)",
-    "bm": "Base Model (two-branch CAL + BOT)",
-    "bm+g": "Base Model + gender head (CAP component, training only)",
-    "bm+p": "Base Model + pose branch (CAP component, training only)",
-    "cap": "Base Model + CAP (Coarse Attribute Prediction: pose clusters and gender, training only)",
-    "tad": "Base Model + TAD (Task Agnostic Distillation from a Celeb-reID teacher, training only)",
-    "rlq": "RLQ = Base Model + CAP + TAD (Pathak & Rawat, BMVC 2025)",
-}
+
+def _method_entry(method: Any):
+    """The registry entry of a checkpoint's method (docs/design.md "Adding a method"), or None for a method this
+    rlq does not know (e.g. one registered by a script that is not loaded now)."""
+    from ..methods.registry import get_method, method_names
+
+    return get_method(method) if isinstance(method, str) and method in method_names() else None
 
 _SELECTIONS: tuple[tuple[str, str], ...] = (
     ("test@best_test", "best epoch **selected on the test set** (paper convention; an optimistic estimate)"),
@@ -230,9 +227,10 @@ def _training_section(state: Mapping[str, Any]) -> str:
             f"| Seed / AMP | {t.get('seed', '?')} / {t.get('amp', '?')} |",
             f"| Clothes recolouring | {d.get('recolor', '?')} |",
         ]
-        if spec.get("method") in ("cap", "rlq", "bm+p"):
+        entry = _method_entry(spec.get("method"))
+        if entry is not None and entry.parts.pose_branch:
             rows.append(f"| Pose clusters | K = {m.get('pose_clusters', '?')} ({d.get('pose_column', '?')}) |")
-        if spec.get("method") in ("tad", "rlq"):
+        if entry is not None and entry.needs_external:
             rows.append(f"| TAD | variant {tad.get('variant', '?')}, external data {tad.get('external_dataset', '?')}, "
                         f"teacher `{tad.get('teacher')}` |")
     return "\n".join(rows)
@@ -327,6 +325,7 @@ def build_model_card(
     import rlq
 
     state = dict(state or {})
+    entry = _method_entry(method)
     h, w = input_size
     ck = checkpoint or "an in-memory model"
     dataset = state.get("dataset")
@@ -338,12 +337,12 @@ def build_model_card(
         checkpoint=ck,
         checkpoint_short=checkpoint or "CHECKPOINT",
         method=method,
-        method_name=METHOD_NAMES.get(method, "unknown method"),
+        method_name=entry.description if entry is not None else "unknown method",
         backbone=backbone,
         height=h,
         width=w,
         embed_dim=embed_dim,
-        feature_parts="f_CAL" if method == "cal" else "[f_CAL, f_BOT]",
+        feature_parts="f_CAL" if entry is not None and not entry.parts.bot_branch else "[f_CAL, f_BOT]",
         flip_text=", summed over the image and its horizontal flip" if flip else " (no flip)",
         flip_on_off=_on_off(flip),
         flip_origin=("" if run_flip is None else " (the run's `eval.flip`)" if run_flip == flip

@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Iterator, Mapping, Union
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Mapping, Union
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from ..data.records import Dataset
+    from ..spec import RunSpec
 
 __all__ = ["Phase", "StepContext", "StepOutput", "StepResult", "Method", "MAIN"]
 
@@ -68,12 +72,22 @@ StepResult = Union[StepOutput, Iterator[StepOutput]]
 
 
 class Method:
-    """Base class: subclasses implement :meth:`phases` and :meth:`training_step`."""
+    """Base class: subclasses implement :meth:`from_run`, :meth:`phases` and :meth:`training_step`.
+
+    A method is registered with its strategy class in :mod:`rlq.methods.registry` (docs/design.md "Adding a method");
+    :func:`rlq.engine.recipe.build_method` builds it with :meth:`from_run`."""
 
     name = "method"
-    needs_external = False
     #: some parameters are unused in some steps (pose branch in TAD steps): DDP must look for them.
     has_unused_parameters = False
+
+    @classmethod
+    def from_run(cls, name: str, spec: RunSpec, dataset: Dataset, *, palette_size: int | None,
+                 teacher: nn.Module | None = None) -> Method:
+        """The strategy of a run: ``spec`` is its :class:`rlq.spec.RunSpec`, ``dataset`` the target
+        :class:`rlq.data.records.Dataset`, ``palette_size`` the recolouring palette's size (None: no recolouring),
+        ``teacher`` the frozen teacher when the method's registry entry needs one and the TAD variant distils."""
+        raise NotImplementedError(f"{cls.__name__} does not say how to build itself from a run: implement from_run")
 
     def setup(self, model: nn.Module, device: torch.device, ddp_wrap: Callable[[nn.Module], nn.Module]) -> None:
         """Create method-owned modules and optimizers (e.g. the clothes classifier) on ``device``."""

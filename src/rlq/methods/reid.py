@@ -15,7 +15,8 @@ from torch import nn
 
 from ..data.recolor import positive_clothes_matrix, recolor_batch
 from ..data.batch_ops import apply_erasing, to_float
-from ..engine.spec import LossSpec
+from ..data.records import Dataset
+from ..spec import LossSpec, RunSpec
 from ..losses import (
     abs_cos_loss,
     batch_hard_triplet,
@@ -71,7 +72,9 @@ def assemble_target_batch(batch: Mapping[str, Any], ctx: StepContext, recolor: b
 
 
 class ReIDMethod(Method):
-    """CAL (single branch), BM, BM+G, BM+P and CAP as one strategy parameterised by the model's parts."""
+    """CAL (single branch), BM, BM+G, BM+P and CAP as one strategy parameterised by the model's parts.
+
+    A subclass inherits :meth:`from_run` (it builds the subclass) and may extend :meth:`reid_step`."""
 
     def __init__(
         self,
@@ -96,6 +99,17 @@ class ReIDMethod(Method):
         self.clf_raw: nn.Module | None = None
         self.clf_opt: torch.optim.Optimizer | None = None
         self.pos_matrix: torch.Tensor | None = None
+
+    @classmethod
+    def from_run(cls, name: str, spec: RunSpec, dataset: Dataset, *, palette_size: int | None,
+                 teacher: nn.Module | None = None) -> ReIDMethod:
+        """The ReID / CAP strategy of a run (the spec's loss and clothes-optimizer settings); no teacher."""
+        return cls(name, **cls._reid_kwargs(spec, dataset, palette_size))
+
+    @staticmethod
+    def _reid_kwargs(spec: RunSpec, dataset: Dataset, palette_size: int | None) -> dict[str, Any]:
+        return {"num_ids": dataset.num_train_pids, "pid2clothes": dataset.pid2clothes, "palette_size": palette_size,
+                "loss": spec.loss, "clothes_lr": spec.optim.clothes_lr, "weight_decay": spec.optim.weight_decay}
 
     # -- set-up ----------------------------------------------------------------------------------
     def setup(self, model: nn.Module, device: torch.device, ddp_wrap: Callable[[nn.Module], nn.Module]) -> None:

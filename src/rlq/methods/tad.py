@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ..data.batch_ops import apply_erasing, to_float
-from ..engine.spec import TAD_ALTERNATIONS, TAD_VARIANTS, TADSpec
+from ..data.records import Dataset
+from ..spec import TAD_ALTERNATIONS, TAD_VARIANTS, TEACHER_VARIANTS, RunSpec, TADSpec
 from ..losses import kl_divergence, ss_mse, tad_distillation
 from .base import Phase, StepContext, StepOutput, StepResult
 from .reid import ReIDMethod, lq_views
@@ -42,13 +43,11 @@ def _frozen_bn(model: nn.Module, enabled: bool):
 class TADMethod(ReIDMethod):
     """ReID/CAP steps plus TAD steps against a frozen teacher."""
 
-    needs_external = True
-
     def __init__(self, name: str, *, teacher: nn.Module | None, tad: TADSpec, height: int, width: int, **reid_kwargs: Any) -> None:
         super().__init__(name, **reid_kwargs)
         if tad.variant not in TAD_VARIANTS:
             raise ValueError(f"unknown TAD variant {tad.variant!r}; choose from {TAD_VARIANTS}")
-        self.uses_teacher = tad.variant in ("tad", "ss_mse_tad")
+        self.uses_teacher = tad.variant in TEACHER_VARIANTS
         if self.uses_teacher and teacher is None:
             raise ValueError(f"TAD variant {tad.variant!r} needs a teacher checkpoint (tad.teacher=PATH)")
         if tad.alternation not in TAD_ALTERNATIONS:
@@ -56,6 +55,13 @@ class TADMethod(ReIDMethod):
         self.teacher = teacher
         self.tad = tad
         self.h, self.w = height, width
+
+    @classmethod
+    def from_run(cls, name: str, spec: RunSpec, dataset: Dataset, *, palette_size: int | None,
+                 teacher: nn.Module | None = None) -> TADMethod:
+        """The TAD strategy of a run: the ReID / CAP settings plus ``spec.tad``, the input size and the teacher."""
+        return cls(name, teacher=teacher, tad=spec.tad, height=spec.data.height, width=spec.data.width,
+                   **cls._reid_kwargs(spec, dataset, palette_size))
 
     def setup(self, model: nn.Module, device: torch.device, ddp_wrap) -> None:
         super().setup(model, device, ddp_wrap)

@@ -17,9 +17,6 @@ from .layers import IMAGENET_MEAN, IMAGENET_STD, BNNeck, CosineClassifier, Linea
 from .params import RESNET50_STAGE_PARAMS, count_parameters, parameter_report, stage_parameter_counts, table9_formula
 from .reid import (
     FORWARD_MODES,
-    GENDER_METHODS,
-    METHODS,
-    POSE_METHODS,
     POSE_SPLITS,
     SPLITS,
     Branch,
@@ -28,6 +25,7 @@ from .reid import (
     ReIDOutput,
     build_clothes_classifier,
     build_model,
+    method_parts,
 )
 
 __all__ = [
@@ -53,9 +51,6 @@ __all__ = [
     "stage_parameter_counts",
     "table9_formula",
     "FORWARD_MODES",
-    "GENDER_METHODS",
-    "METHODS",
-    "POSE_METHODS",
     "POSE_SPLITS",
     "SPLITS",
     "Branch",
@@ -64,4 +59,5 @@ __all__ = [
     "ReIDOutput",
     "build_clothes_classifier",
     "build_model",
+    "method_parts",
 ]

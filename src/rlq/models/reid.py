@@ -1,5 +1,9 @@
 """The CAL+BOT Base Model with optional CAP heads/branch, and its forward modes (docs/method.md §2).
 
+Which optional parts a model has (BOT branch, pose branch, gender head) is its method's
+:class:`rlq.methods.ModelParts` in the method registry (``tad`` has the ``bm`` parts and ``rlq`` the ``cap`` ones,
+docs/method.md §1); the model reads them by the method's name, so a checkpoint's ``model_args`` rebuild it.
+
 Layout (default splits): a shared trunk (stem, layer1, layer2), a CAL branch and a BOT branch (each its own
 layer3, layer4, Max-Avg pooling and BN-neck), an optional pose branch (own layer2..layer4, fed after layer1),
 and linear heads. Every part is a separate copy of the same backbone stage (§2.1). The stage names are ResNet's;
@@ -20,7 +24,7 @@ import logging
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -30,10 +34,10 @@ from ..errors import ConfigError
 from .backbones import BACKBONES, STAGE_NAMES, BackboneStages, build_backbone_stages
 from .layers import BNNeck, CosineClassifier, LinearHead, MaxAvgPool, Normalize
 
+if TYPE_CHECKING:
+    from ..methods.registry import ModelParts
+
 __all__ = [
-    "METHODS",
-    "POSE_METHODS",
-    "GENDER_METHODS",
     "SPLITS",
     "POSE_SPLITS",
     "PLACEMENTS",
@@ -44,14 +48,10 @@ __all__ = [
     "Embedder",
     "build_model",
     "build_clothes_classifier",
+    "method_parts",
 ]
 
 log = logging.getLogger(__name__)
-
-#: Training methods; ``tad`` has the ``bm`` architecture and ``rlq`` the ``cap`` one (docs/method.md §1).
-METHODS: tuple[str, ...] = ("cal", "bm", "bm+g", "bm+p", "cap", "tad", "rlq")
-POSE_METHODS: frozenset[str] = frozenset({"bm+p", "cap", "rlq"})
-GENDER_METHODS: frozenset[str] = frozenset({"bm+g", "cap", "rlq"})
 
 #: CAL/BOT split points -> index of the last shared stage in STAGE_NAMES (-1: nothing shared).
 _SPLIT_INDEX: dict[str, int] = {"disjoint": -1, "layer1": 1, "layer2": 2, "layer3": 3}
@@ -126,8 +126,19 @@ def _check_count(what: str, value: object, minimum: int) -> int:
     return value
 
 
+def method_parts(method: object) -> ModelParts:
+    """The model parts of a registered method (the registry is a torch-free table in the methods layer)."""
+    from ..methods.registry import get_method
+
+    if not isinstance(method, str):
+        raise ConfigError(f"method must be a registered method name, got {method!r}")
+    return get_method(method).parts
+
+
 class ReIDModel(nn.Module):
-    """CAL / Base Model / CAP model; takes 0-1 RGB, normalises inside (docs/design.md boundary 5)."""
+    """CAL / Base Model / CAP model; takes 0-1 RGB, normalises inside (docs/design.md boundary 5).
+
+    Its optional parts are those of ``method`` in the method registry (:func:`method_parts`)."""
 
     def __init__(
         self,
@@ -145,7 +156,8 @@ class ReIDModel(nn.Module):
         last_stride: int = 1,
     ) -> None:
         super().__init__()
-        self.method = _check_choice("method", method, METHODS)
+        parts = method_parts(method)
+        self.method = method
         self.backbone_name = _check_choice("backbone", backbone, BACKBONES)
         self.split = _check_choice("CAL/BOT split", split, SPLITS)
         self.pose_split = _check_choice("pose split", pose_split, POSE_SPLITS)
@@ -153,9 +165,9 @@ class ReIDModel(nn.Module):
         self.cos_partner = _check_choice("cos_partner", cos_partner, PLACEMENTS)
         self.num_ids = _check_count("num_ids", num_ids, 1)
         self.num_genders = _check_count("num_genders", num_genders, 2)
-        self.has_bot = method != "cal"
-        self.has_pose = method in POSE_METHODS
-        self.has_gender = method in GENDER_METHODS
+        self.has_bot = parts.bot_branch
+        self.has_pose = parts.pose_branch
+        self.has_gender = parts.gender_head
         if self.has_pose:
             if pose_clusters is None:
                 raise ConfigError(
@@ -171,7 +183,7 @@ class ReIDModel(nn.Module):
         self.feat_dim = 2 * stages.out_channels  # Max-Avg pooling doubles the channels (§2.2)
         self.embed_dim = self.feat_dim * (2 if self.has_bot else 1)
 
-        # method "cal" is a single full-ResNet branch: nothing is shared.
+        # without a BOT branch (method "cal") the CAL branch is a single full-ResNet branch: nothing is shared.
         s = _SPLIT_INDEX[self.split] if self.has_bot else -1
         self.normalize = Normalize()
         self.trunk = _take(stages, STAGE_NAMES[: s + 1])
@@ -241,7 +253,7 @@ class ReIDModel(nn.Module):
 
         ``train``: all branches and heads; ``tad``: CAL and BOT with their ID heads (pose branch not run);
         ``features``: f_cal and f_bot, no heads (teacher); ``embed``: the tensor [f_CAL, f_BOT] (f_CAL alone
-        for method ``cal``), no heads, no flip, no normalisation (see ``embed``).
+        without a BOT branch, method ``cal``), no heads, no flip, no normalisation (see ``embed``).
         """
         if mode == "embed":
             f_cal, f_bot, _ = self._branches(x, with_pose=False)
