@@ -379,10 +379,9 @@ def c8_losses(model, ds, h: int, w: int, *, flip: bool, device: str, cache) -> t
     :data:`C8_ARTIFACTS` x :data:`C8_LEVELS` (query only; levels that cannot run at h x w are left out)."""
     from rlq.analysis.robustness import robustness_sweep
 
-    res = robustness_sweep(model, ds, artifacts=C8_ARTIFACTS, levels=C8_LEVELS, apply_to="query", seed=0, height=h,
-                           width=w, device=device, batch_size=64, workers=0, flip=flip, cache=cache,
-                           keep_per_query=True)
-    pq = res["per_query"]  # {artifact: {level: {evaluation: PerQuery}}}
+    _, pq = robustness_sweep(model, ds, artifacts=C8_ARTIFACTS, levels=C8_LEVELS, grid="rlq", apply_to="query",
+                             seed=0, height=h, width=w, device=device, batch_size=64, workers=0, flip=flip, cache=cache,
+                             bootstrap_resamples=0, keep_per_query=True)  # pq[artifact][level][evaluation]: PerQuery
     clean = pq[C8_ARTIFACTS[0]]["0"]["cc"]
     keys = clean.keys[clean.valid]
     degraded = [pq[a][lv]["cc"] for a in C8_ARTIFACTS for lv in pq[a] if lv != "0"]
