@@ -179,6 +179,8 @@ def robustness_cmd(
     elif "official" in protocols:
         kinds = ["mix"]
     grids = {g: (settings or (["query"] if g == "rlq" else list(APPLY_TO))) for g in ("rlq", "corruption") if g in protocols}
+    if settings is not None and not grids:
+        console.print("[yellow]--apply-to is ignored: the official protocol always degrades query and gallery[/yellow]")
     boot = dict(bootstrap_resamples=resamples, bootstrap_seed=bootstrap_seed)
     swept: dict[str, dict[str, dict[str, Any]]] = {g: {} for g in grids}  # grid -> model -> {setting: result}
     infos, official = {}, {}
