@@ -31,6 +31,7 @@ from rlq.attributes.gender import gender_f1_on_mistakes
 from rlq.data.records import Sample
 from rlq.data.sidecars import read_quality_csv, size_bucket
 from rlq.errors import ConfigError, SideInputError
+from rlq.evaluation.bootstrap import add_intervals
 from rlq.evaluation.extract import extract_features
 from rlq.evaluation.protocols import evaluate_protocol, summarize
 from rlq.evaluation.ranking import evaluate_features
@@ -82,7 +83,8 @@ def _same(a, b) -> bool:
 
 def test_robustness_level0_is_the_plain_evaluation(synth, clean, sweep):
     _, ds = synth
-    expected = summarize(evaluate_protocol(clean, ds.protocols["test"]))
+    # level 0 also carries the bootstrap bands (rank1_ci, mAP_ci) of the plain evaluation's queries
+    expected = summarize(add_intervals(evaluate_protocol(clean, ds.protocols["test"])))
     for art in ("pixelation", "motion"):
         assert _same(sweep["results"][art]["0"]["metrics"], expected)
     assert sweep["protocol_label"] == ROBUSTNESS_PROTOCOL and "not a paper protocol" in ROBUSTNESS_PROTOCOL
@@ -127,7 +129,7 @@ def test_robustness_apply_to_both_differs_from_query(synth, model, sweep):
 
 def test_robustness_rejects_bad_arguments(synth, model):
     _, ds = synth
-    for kw in ({"artifacts": ("fog",)}, {"levels": (5,)}, {"apply_to": "gallery"}, {"protocol": "val"}):
+    for kw in ({"artifacts": ("fog",)}, {"levels": (5,)}, {"apply_to": "sideways"}, {"protocol": "val"}):
         with pytest.raises(ConfigError):
             robustness_sweep(model, ds, height=H, width=W, **kw)
 

@@ -74,3 +74,13 @@ def test_skip_snapshot_quick(tmp_path):
     assert c["buffer_bytes"] > 0 and c["threads_each_side"] >= 1
     assert r["env"]["script"]["path"] == "skip_snapshot.py" and len(r["env"]["script"]["sha256"]) == 64
     assert isinstance(r["env"]["git_dirty"], (bool, type(None)))
+
+
+def test_robustness_speed_quick(tmp_path):
+    r = _run("robustness_speed.py", tmp_path / "rob.json")
+    n = sum(r["sizes"].values())
+    points = len(r["artifacts"]) * len([x for x in r["levels"] if x > 0])
+    # shared: the clean splits once and each degraded split once per (artifact, level); nothing twice
+    assert r["shared"]["images_embedded"] == n + points * n
+    assert r["separate"]["images_embedded"] > r["shared"]["images_embedded"] and r["shared_equals_separate"]
+    assert r["model"] == {"backbone": "mobilenetv2", "init": "random", "input": [128, 64], "flip": False}

@@ -1,6 +1,7 @@
 """Analyses of trained models that make the paper's qualitative claims measurable.
 
-``robustness``: metrics per artifact and severity (paper Fig. 8 left; rlq's own protocol, docs/method.md §12);
+``robustness``: metrics per artifact and severity (paper Fig. 8 left) under rlq's own grid, a corruption-benchmark
+grid, or the authors' LQ test protocol, each labelled (docs/method.md §12);
 ``lq_clusters``: do LQ images cluster regardless of identity (Fig. 7); ``buckets``: metrics per query-quality
 bucket (Table 10 style); ``ranklist``: ranked-result pictures (Fig. 9) and the gender of top-1 mistakes
 (Fig. 8 right); ``report``: ``report.md`` + ``analysis.json``. Results are plain JSON-able dicts; pictures are
@@ -33,21 +34,30 @@ from .ranklist import (
 )
 from .report import demo_analysis, write_report
 from .robustness import (
+    CORRUPTION_DEFINITION,
+    CORRUPTION_PROTOCOL,
+    LQ_PROTOCOLS,
     ROBUSTNESS_DEFINITION,
     ROBUSTNESS_PROTOCOL,
+    corrupt_transform,
     degrade_transform,
     level_skip_reason,
     plot_robustness,
     robustness_markdown,
     robustness_sweep,
+    robustness_sweeps,
 )
 
 __all__ = [
+    "CORRUPTION_DEFINITION",
+    "CORRUPTION_PROTOCOL",
+    "LQ_PROTOCOLS",
     "ROBUSTNESS_DEFINITION",
     "ROBUSTNESS_PROTOCOL",
     "STATUS_COLORS",
     "bucket_metrics",
     "buckets_markdown",
+    "corrupt_transform",
     "degrade_transform",
     "demo_analysis",
     "draw_lq_plan",
@@ -71,6 +81,7 @@ __all__ = [
     "rank_list_figure",
     "robustness_markdown",
     "robustness_sweep",
+    "robustness_sweeps",
     "size_buckets",
     "size_csv_buckets",
     "top1_after_junk",

@@ -10,8 +10,9 @@ from typing import Any, List, Optional
 
 import typer
 
-from ._common import (analyze_app, app, batch_size_option, console, device_option, flip_option, lq_seed_option,
-                      mode_option, out, prefer_option, protocol_option, sample_seed_option, top_k_option, workers_option)
+from ._common import (analyze_app, app, batch_size_option, bootstrap_seed_option, console, device_option, flip_option,
+                      lq_seed_option, mode_option, out, prefer_option, protocol_option, resamples_option,
+                      sample_seed_option, top_k_option, workers_option)
 
 _DATASET_HELP = "Dataset name (ltcc, prcc, last, deepchange, celebreid, vcclothes, synthcc, manifest)."
 _CKPT_HELP = "Checkpoint folder, or a run folder (uses checkpoints/<prefer>, else the newest)."
@@ -95,21 +96,45 @@ def _done(out_dir: Path, files: list[Path]) -> None:
                   f"in {out_dir}")
 
 
+_LQ_PROTOCOL_HELP = (
+    "Robustness protocols to run, a comma list (docs/method.md §12): rlq (default): rlq's own graded grid, levels 0-4, "
+    "on the queries; official: the authors' LQ test protocol (query and gallery degraded at original resolution with "
+    "the training ranges; kinds from --official-lq, default mix); corruption: a corruption-benchmark grid "
+    "(ImageNet-C's severities 1-5 of pixelation, defocus, motion blur and JPEG, as Market-1501-C uses them), "
+    "reported for the query only, the gallery only and both.")
+_APPLY_TO_HELP = ("Splits the rlq and corruption grids degrade: a comma list of query, gallery, both (default: query "
+                  "for rlq, docs/method.md §12; all three for corruption). The official protocol always degrades both.")
+
+
+def _choices(text: str, allowed: tuple[str, ...], option: str) -> list[str]:
+    vals = list(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    bad = [v for v in vals if v not in allowed]
+    if bad or not vals:
+        raise typer.BadParameter(f"{option} {text!r}: expected a comma list of {', '.join(allowed)}"
+                                 + (f" ({', '.join(map(repr, bad))} is not one)" if bad else ""))
+    return vals
+
+
 @analyze_app.command("robustness")
 def robustness_cmd(
     checkpoints: List[Path] = typer.Argument(..., help=f"{_CKPT_HELP} Several give one curve each."),
     dataset: str = _opt_dataset(),
     root: Path = _opt_root(),
     out_dir: Path = _opt_out(),
-    artifacts: str = typer.Option("pixelation,defocus,motion,jpeg", help="Comma list of artifacts (rlq.lq.severity)."),
-    levels: str = typer.Option("0,1,2,3,4", help="Comma list of severity levels (0 = clean ... 4)."),
-    apply_to: str = typer.Option("query", help="query (docs/method.md §12) or both (query and gallery)."),
+    lq_protocol: str = typer.Option("rlq", "--lq-protocol", help=_LQ_PROTOCOL_HELP),
+    artifacts: str = typer.Option("pixelation,defocus,motion,jpeg",
+                                  help="Comma list of artifacts (rlq.lq.severity; the corruption grid has the same four)."),
+    levels: Optional[str] = typer.Option(None, help="Comma list of severity levels, 0 = clean (default: 0-4 for rlq, "
+                                         "0-5 for corruption)."),
+    apply_to: Optional[str] = typer.Option(None, "--apply-to", help=_APPLY_TO_HELP),
     seed: int = lq_seed_option(),
     protocol: str = protocol_option(),
     metric: str = typer.Option("rank1", help="Metric plotted first (rank1 and mAP are always plotted)."),
     evaluation: Optional[str] = typer.Option(None, help="Evaluation plotted (default: the protocol's selection, e.g. cc)."),
     height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
     width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
+    resamples: int = resamples_option(),
+    bootstrap_seed: int = bootstrap_seed_option(),
     batch_size: int = batch_size_option(),
     workers: int = workers_option(),
     device: str = device_option(),
@@ -122,58 +147,103 @@ def robustness_cmd(
              "rlq's grid: a comma list of mix, pixelation, gaussian, motion (or `all`). Degrades query and gallery at "
              "original resolution with the training ranges, seeded by --lq-seed; reported under `official_lq:<kind>`."),
 ) -> None:
-    """Metrics per artifact and severity level (paper Fig. 8 left; rlq's own protocol, docs/method.md §12), one curve per
-    checkpoint; optionally the authors' LQ test protocol beside it (--official-lq)."""
-    from ..analysis.report import write_report
-    from ..analysis.robustness import ROBUSTNESS_PROTOCOL, plot_robustness, robustness_markdown, robustness_sweep
-    from ..io import atomic_write_json
+    """Metrics per artifact and severity level (paper Fig. 8 left), one curve per checkpoint, under labelled protocols
+    (--lq-protocol rlq|official|corruption, docs/method.md §12).
 
+    Every point carries a 95 % percentile-bootstrap interval over queries (--resamples, 0 = none), drawn as a band.
+    Each model's clean features are extracted once; each degraded split once per artifact and level."""
+    from ..analysis.report import write_report
+    from ..analysis.robustness import (APPLY_TO, CORRUPTION_DEFINITION, CORRUPTION_PROTOCOL, LQ_PROTOCOLS,
+                                       ROBUSTNESS_PROTOCOL, SETTING_TEXT, plot_robustness, robustness_markdown,
+                                       robustness_sweeps)
+    from ..engine.recipe import checkpoint_description
+    from ..evaluation.extract import extract_features
+    from ..io import atomic_write_json
+    from ..lq.corruption import CORRUPTION_SOURCE
     from ..lq.official_test import OFFICIAL_LQ_KINDS, OFFICIAL_LQ_LABEL
 
+    protocols = _choices(lq_protocol, LQ_PROTOCOLS, "--lq-protocol")
     arts = [a.strip() for a in artifacts.split(",") if a.strip()]
-    lv = _ints(levels, "--levels")
+    lv = _ints(levels, "--levels") if levels is not None else None
+    settings = _choices(apply_to, APPLY_TO, "--apply-to") if apply_to is not None else None
+    if resamples < 0:
+        raise typer.BadParameter(f"--resamples must be >= 0 (0 = no intervals; 1000 for the reported ones), got {resamples}")
     kinds: list[str] = []
     if official_lq:
         kinds = list(OFFICIAL_LQ_KINDS) if official_lq.strip() == "all" else [k.strip() for k in official_lq.split(",") if k.strip()]
         bad = [k for k in kinds if k not in OFFICIAL_LQ_KINDS]
         if bad or not kinds:
             raise typer.BadParameter(f"--official-lq {official_lq!r}: expected `all` or a comma list of {', '.join(OFFICIAL_LQ_KINDS)}")
-    results, infos, official = {}, {}, {}
+        if "official" not in protocols:  # --official-lq KINDS: the authors' protocol beside the others, as before
+            protocols.append("official")
+    elif "official" in protocols:
+        kinds = ["mix"]
+    grids = {g: (settings or (["query"] if g == "rlq" else list(APPLY_TO))) for g in ("rlq", "corruption") if g in protocols}
+    if settings is not None and not grids:
+        console.print("[yellow]--apply-to is ignored: the official protocol always degrades query and gallery[/yellow]")
+    boot = dict(bootstrap_resamples=resamples, bootstrap_seed=bootstrap_seed)
+    swept: dict[str, dict[str, dict[str, Any]]] = {g: {} for g in grids}  # grid -> model -> {setting: result}
+    infos, official = {}, {}
     for name, ck in zip(_names(checkpoints), checkpoints):
-        model, state, hw, ds, _, dev, amp, ck_flip = _setup(ck, dataset, root, device, prefer, height, width, protocol,
-                                                            flip=flip)
+        model, state, hw, ds, proto, dev, amp, ck_flip = _setup(ck, dataset, root, device, prefer, height, width, protocol,
+                                                                flip=flip)
+        label = checkpoint_description(state)
         cache = None
         if cache_images:
             from ..data.loading import ImageCache
 
             cache = ImageCache()
-            cache.preload([s.path for n in ds.protocols[protocol].split_names for s in ds.split(n)], progress=True)
-        console.print(f"robustness of {name} ({state.get('method')}, input {hw[0]}x{hw[1]}) ...")
-        results[name] = robustness_sweep(model, ds, artifacts=arts, levels=lv, apply_to=apply_to, seed=seed, height=hw[0],
-                                         width=hw[1], device=dev, batch_size=batch_size, workers=workers, protocol=protocol,
-                                         flip=ck_flip, amp_dtype=amp, cache=cache, progress=True)
+            cache.preload([s.path for n in proto.split_names for s in ds.split(n)], progress=True)
+        console.print(f"robustness of {name} ({state.get('method')}, {label}, input {hw[0]}x{hw[1]}): "
+                      f"{', '.join(protocols)} ...")
+        common = dict(seed=seed, height=hw[0], width=hw[1], device=dev, batch_size=batch_size, workers=workers,
+                      protocol=protocol, flip=ck_flip, amp_dtype=amp, cache=cache, progress=True, checkpoint=label)
+        if grids:  # the clean features, once per model, shared by both grids
+            clean = {n: extract_features(model, [s.path for s in ds.split(n)], hw[0], hw[1], device=dev,
+                                         batch_size=batch_size, workers=workers, flip=ck_flip, amp_dtype=amp, progress=True,
+                                         desc=f"extract {n} (clean)", cache=cache) for n in proto.split_names}
+            for g, sts in grids.items():
+                swept[g][name] = robustness_sweeps(model, ds, grid=g, artifacts=arts, levels=lv, apply_to=sts,
+                                                   clean_features=clean, **boot, **common)
         if kinds:
             from ..analysis.robustness import official_lq_evaluate
 
-            official[name] = official_lq_evaluate(model, ds, kinds=kinds, seed=seed, height=hw[0], width=hw[1], device=dev,
-                                                  batch_size=batch_size, workers=workers, protocol=protocol, amp_dtype=amp, flip=ck_flip,
-                                                  cache=cache, progress=True)
+            official[name] = official_lq_evaluate(model, ds, kinds=kinds, **boot, **common)
         infos[name] = _ckpt_info(state, ck_flip)
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"protocol_label": ROBUSTNESS_PROTOCOL, "models": {n: {**infos[n], **r} for n, r in results.items()}}
+    payload: dict[str, Any] = {"protocols": protocols}
+    by_setting = {g: {st: {n: r[st] for n, r in swept[g].items()} for st in sts} for g, sts in grids.items()}
+    if "rlq" in grids:  # rlq's grid keeps the layout of earlier files: its (first) setting's models at the top
+        first = grids["rlq"][0]
+        payload.update({"protocol_label": ROBUSTNESS_PROTOCOL, "apply_to": first,
+                        "models": {n: {**infos[n], **r} for n, r in by_setting["rlq"][first].items()}})
+        if len(grids["rlq"]) > 1:
+            payload["rlq_settings"] = {st: {"models": {n: {**infos[n], **r} for n, r in m.items()}}
+                                       for st, m in by_setting["rlq"].items()}
+    if "corruption" in grids:
+        payload["corruption"] = {"protocol_label": CORRUPTION_PROTOCOL, "definition": CORRUPTION_DEFINITION,
+                                 "source": CORRUPTION_SOURCE,
+                                 "settings": {st: {"models": {n: {**infos[n], **r} for n, r in m.items()}}
+                                              for st, m in by_setting["corruption"].items()}}
     if official:  # the authors' protocol, under its own key and label
         payload["official_lq"] = {"protocol_label": OFFICIAL_LQ_LABEL,
                                   "models": {n: {**infos[n], **r} for n, r in official.items()}}
     atomic_write_json(out_dir / "robustness.json", payload)
-    files, images = [out_dir / "robustness.json"], {}
-    if _have_matplotlib():
-        for m in dict.fromkeys([metric, "rank1", "mAP"]):
-            png = plot_robustness(results, out_dir / f"robustness_{m}.png", metric=m, evaluation=evaluation)
-            images[f"robustness ({m})"] = png
-            files.append(png)
-    md = robustness_markdown(results, evaluation)
-    out.print(md)
-    sections = {"Robustness per artifact": md}
+    files, images, sections = [out_dir / "robustness.json"], {}, {}
+    plots = _have_matplotlib()
+    for g, sts in grids.items():
+        for i, st in enumerate(sts):
+            results = by_setting[g][st]
+            stem = "robustness" if (g == "rlq" and i == 0) else f"robustness_{g}_{st}"
+            title = f"{'rlq grid' if g == 'rlq' else 'corruption grid'}, {SETTING_TEXT[st]}"
+            if plots:
+                for m in dict.fromkeys([metric, "rank1", "mAP"]):
+                    png = plot_robustness(results, out_dir / f"{stem}_{m}.png", metric=m, evaluation=evaluation)
+                    images[f"robustness: {title} ({m})"] = png
+                    files.append(png)
+            md = robustness_markdown(results, evaluation)
+            out.print(md)
+            sections["Robustness per artifact" if stem == "robustness" else f"Robustness per artifact: {title}"] = md
     if official:
         from ..analysis.robustness import official_lq_markdown
 

@@ -368,7 +368,7 @@ def _eval_official_lq(model, state, ds, lq, seed, split, h, w, dev, batch_size, 
         raise typer.BadParameter(f"--resamples must be >= 1 (1000 for the reported intervals), got {resamples}")
     rep = official_lq_evaluate(model, ds, kinds=(kind,), seed=seed, height=h, width=w, device=dev, batch_size=batch_size,
                                workers=workers, protocol=split, flip=flip, amp_dtype=amp, progress=world.is_main,
-                               world=world, keep_raw=True)
+                               world=world, keep_raw=True, bootstrap_resamples=0)  # intervals below, with --resamples
     if not world.is_main:
         return
     from ..evaluation.bootstrap import add_intervals, ci_info

@@ -49,6 +49,7 @@ __all__ = [
     "amp_mode",
     "run_eval_settings",
     "precision_name",
+    "checkpoint_description",
 ]
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,29 @@ def run_eval_settings(state: dict[str, Any], device: torch.device) -> tuple[bool
     if device.type != "cuda":
         return flip, None
     return flip, AMP_DTYPES[amp_mode((spec.get("train") or {}).get("amp", "auto"), device)]
+
+
+def checkpoint_description(state: dict[str, Any]) -> str:
+    """Which weights a loaded checkpoint holds, in words, for pictures and reports (epochs counted from 1).
+
+    ``best (selected on test, epoch 3)`` for a selected checkpoint; ``weights after the last epoch (epoch 3 of 3)``
+    for the final numbered checkpoint of a finished run (what a run's ``test@last`` results were computed on);
+    ``weights after epoch 2 of 3`` or ``weights mid-epoch 2 of 3`` for an earlier one; else the folder's name.
+    """
+    name = Path(str(state.get("checkpoint") or "")).name or "checkpoint"
+    if state.get("selected_on") is not None and state.get("epoch") is not None:
+        return f"{name} (selected on {state['selected_on']}, epoch {int(state['epoch']) + 1})"
+    pos = state.get("position")
+    if isinstance(pos, dict) and pos.get("epoch") is not None:
+        total = ((state.get("spec") or {}).get("train") or {}).get("epochs")
+        of = f" of {int(total)}" if total else ""
+        done = int(pos["epoch"])
+        if pos.get("phase", 0) or pos.get("batch", 0):
+            return f"weights mid-epoch {done + 1}{of} ({name})"
+        if total and done == int(total):
+            return f"weights after the last epoch (epoch {done}{of})"
+        return f"weights after epoch {done}{of} ({name})"
+    return name
 
 
 def dataset_options(name: str, skip_bad: bool = False, camera_rule: str = "unique") -> dict[str, Any]:
