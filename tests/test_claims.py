@@ -170,3 +170,34 @@ def test_gender_probe_separates_a_visible_attribute_and_not_noise(bench):
     visible[:, 0] += 6.0 * np.array([gender[int(p)] for p in pids])  # one coordinate carries the gender
     assert bench.gender_probe(visible, pids, gender) > 0.95
     assert bench.gender_probe(noise, pids, gender) < 0.75  # grouped folds: no identity leaks between folds
+
+
+def test_quick_run_end_to_end_and_resume(bench, synthcc_tiny, tmp_path, one_thread):
+    """`--quick` for two arms on one schedule: C1 and C10 (bm and cap) get effects, intervals and a verdict, every
+    claim that needs an arm not trained stays pending with its missing runs; a second call retrains nothing and
+    reuses the cached feature measures, giving the same claims."""
+    import shutil
+
+    work = tmp_path / "work"
+    shutil.copytree(synthcc_tiny, work / "synthcc")
+    out = tmp_path / "claims.json"
+    args = ["--quick", "--arms", "bm", "cap", "--schedules", "demo", "--threads", "1", "--resamples", "50",
+            "--work", str(work), "--out", str(out)]
+    assert bench.main(args) == 0
+    got = json.loads(out.read_text())
+    assert got["env"]["script"]["path"] == "synthcc_claims.py" and got["rules"] == "docs/claims.md"
+    by = {c["id"]: c for c in got["claims"]}
+    assert set(by) == {f"C{i}" for i in range(1, 12)} and {c["schedule"] for c in got["claims"]} == {"demo"}
+    for cid in ("C1", "C10"):
+        c = by[cid]
+        assert c["seeds"] == [0, 1] and c["verdict"] in bench.VERDICTS and len(c["per_seed"]) == 2
+        assert c["ci_queries"][0] <= c["effect"] <= c["ci_queries"][1]
+    assert by["C4"]["verdict"] == "pending" and "demo/seed0/tad" in by["C4"]["missing_runs"]
+    assert (work / "demo" / "seed0" / "bm" / "claims_measures.npz").is_file()
+    assert not (work / "demo" / "seed0" / "teacher").exists()  # no arm distils: no teacher trained
+    stamp = (work / "demo" / "seed0" / "bm" / "claims_measures.npz").stat().st_mtime_ns
+    assert bench.main(args) == 0
+    again = json.loads(out.read_text())
+    assert again["claims"] == got["claims"]
+    assert (work / "demo" / "seed0" / "bm" / "claims_measures.npz").stat().st_mtime_ns == stamp  # cache reused
+    assert bench.main(["--table", "--out", str(out)]) == 0
