@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from rlq.data.recolor import PALETTES, synthetic_label
-from rlq.spec import LossSpec, TADSpec
 from rlq.engine.trainer import Trainer
+from rlq.spec import LossSpec, TADSpec
 
 
 def target_batch(b: int, h: int, w: int, num_ids: int, num_clothes: int, seed: int = 0,

@@ -51,11 +51,20 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import (MiB, Timer, add_common_args, alternate, env_info, load, median_ratio,  # noqa: E402
-                   peak_in_child, threads, write_json)
-
-from rlq.evaluation import DEFAULT_MEMORY_BUDGET_MB, evaluate, evaluate_features  # noqa: E402
-from rlq.evaluation.rerank import RerankSettings, rerank_chunks, rerank_dense  # noqa: E402
+from _util import (
+    MiB,
+    Timer,
+    add_common_args,
+    alternate,
+    env_info,
+    load,
+    median_ratio,
+    peak_in_child,
+    threads,
+    write_json,
+)
+from rlq.evaluation import DEFAULT_MEMORY_BUDGET_MB, evaluate, evaluate_features
+from rlq.evaluation.rerank import RerankSettings, rerank_chunks, rerank_dense
 
 log = logging.getLogger("eval_speed")
 

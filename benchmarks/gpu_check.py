@@ -47,9 +47,10 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -111,7 +112,7 @@ class Sizes:
     torchrun_timeout_s: int
 
     @classmethod
-    def make(cls, dry: bool) -> "Sizes":
+    def make(cls, dry: bool) -> Sizes:
         if dry:
             return cls(dry=True, device=torch.device("cpu"), backbone="tiny", h=32, w=16, b=8, src_hw=(32, 16),
                        num_ids=8, num_clothes=16, curve_steps=3, curve_early=3, eval_small=(40, 300, 16),
@@ -573,9 +574,9 @@ def check_step_ratio(s: Sizes) -> tuple[str, dict]:
 def check_lq_throughput(s: Sizes) -> tuple[str, dict]:
     from torch.utils.data import DataLoader
 
-    from rlq.data.recolor import PALETTES
     from rlq.data.datasets import load_dataset
     from rlq.data.loading import TrainSet
+    from rlq.data.recolor import PALETTES
     from rlq.data.samplers import PKSampler
     from rlq.data.side_tables import build_side_inputs
     from rlq.data.synth import generate_synthcc
@@ -728,7 +729,7 @@ def time_limit(seconds: float):
         yield
         return
 
-    def handler(signum, frame):  # noqa: ARG001
+    def handler(signum, frame):
         raise CheckTimeout(f"ran past its time budget of {seconds:.0f} s")
 
     old = signal.signal(signal.SIGALRM, handler)
@@ -752,7 +753,7 @@ def run_check(name: str, fn: Callable[[Sizes], tuple[str, dict]], s: Sizes, budg
         r.status = "PASS"
     except Skip as e:
         r.status, r.summary = "SKIP", str(e)
-    except BaseException as e:  # noqa: BLE001 - every failure becomes a row
+    except BaseException as e:
         if isinstance(e, KeyboardInterrupt):
             raise
         r.status = "FAIL"

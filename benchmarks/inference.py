@@ -27,18 +27,18 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import MiB, Timer, add_common_args, env_info, rss_bytes, write_json  # noqa: E402
-
-from rlq.deploy import GalleryIndex  # noqa: E402
-from rlq.models import build_model  # noqa: E402
-from rlq.models.reid import Embedder  # noqa: E402
+from _util import MiB, Timer, add_common_args, env_info, rss_bytes, write_json
+from rlq.deploy import GalleryIndex
+from rlq.models import build_model
+from rlq.models.reid import Embedder
 
 log = logging.getLogger("inference")
 

@@ -31,9 +31,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 from _util import add_common_args, env_info, write_json  # noqa: E402
-from faults import (DEFAULT_PLAN, _env, final_state, metrics_lines, run_uninterrupted, run_with_kills,  # noqa: E402
-                    same_state, train_cmd)
-
+from faults import (  # noqa: E402
+    DEFAULT_PLAN,
+    _env,
+    final_state,
+    metrics_lines,
+    run_uninterrupted,
+    run_with_kills,
+    same_state,
+    train_cmd,
+)
 from rlq.errors import RlqError  # noqa: E402
 
 

@@ -26,7 +26,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _util import env_info, write_json  # noqa: E402
-
 from rlq.report_format import pct  # noqa: E402
 
 METHODS = ("bm", "rlq")

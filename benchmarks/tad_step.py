@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import add_common_args, alternate, env_info, load, median_ratio, threads, write_json  # noqa: E402
+import torch
+from PIL import Image
 
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from rlq.lq.batched import reference_synthesize, synthesize_batch  # noqa: E402
-from rlq.lq.mix import ARTIFACT_NAMES, draw_lq, mix_for_dataset  # noqa: E402
+from _util import add_common_args, alternate, env_info, load, median_ratio, threads, write_json
+from rlq.lq.batched import reference_synthesize, synthesize_batch
+from rlq.lq.mix import ARTIFACT_NAMES, draw_lq, mix_for_dataset
 
 DEFAULT_SIZES = (((256, 128), (256, 128)), ((256, 128), (384, 192)))
 
@@ -156,7 +156,6 @@ def bench_tad_step(device: str = "cpu", b: int = 4, h: int = 256, w: int = 128, 
     """Part (a): our TAD step vs a naive one that keeps the teacher's autograd graph and runs the pose
     branch (as the authors' code does), on the same batch, through the engine's optimizer step."""
     from _training import external_batch, stepper, tad_method
-
     from rlq.methods.tad import TADMethod
     from rlq.models import build_model
 

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from rlq.cli import main
-from cli_helpers import run_cli  # noqa: E402
+from cli_helpers import run_cli
 
 TINY = ["data.height=64", "data.width=32", "data.batch_size=8", "data.workers=0", "data.cache_images=true",
         "model.backbone=tiny", "model.pretrained=none", "train.epochs=2", "train.eval_every=1",

@@ -13,8 +13,8 @@ import yaml
 
 from cli_helpers import run_cli
 from rlq.cli.train import load_run_spec
-from rlq.spec import RunSpec, field_choices
 from rlq.errors import ConfigError
+from rlq.spec import RunSpec, field_choices
 
 #: str fields whose values are open: paths, CSV column names, an informational label. Each is used as given and
 #: checked where it is read (a missing file is an error naming the key), not against a list.
@@ -168,12 +168,12 @@ def test_the_issue_command_names_every_bad_field(tmp_path, monkeypatch, capsys):
 def test_choice_sets_are_the_consumers_own():
     """The schema's sets are the tuples the consuming code checks against (one definition each)."""
     from rlq.data.samplers import FRACTION_BY
-    from rlq.spec import LossSpec, ModelSpec, TADSpec, TrainSpec
     from rlq.losses.divergence import KL_WEIGHTINGS
     from rlq.methods.tad import TAD_VARIANTS
     from rlq.models import SPLITS
     from rlq.models.backbones import BACKBONES
     from rlq.runtime.device import AMP_DTYPES, AMP_MODES
+    from rlq.spec import LossSpec, ModelSpec, TADSpec, TrainSpec
 
     fields = {f.name: f for cls in (ModelSpec, LossSpec, TADSpec, TrainSpec) for f in dataclasses.fields(cls)}
     assert field_choices(fields["backbone"]) == BACKBONES and field_choices(fields["split"]) == SPLITS

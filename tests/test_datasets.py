@@ -454,7 +454,6 @@ def test_parsers_do_not_import_torch():
 def test_standard_protocols_match_the_parsers(tmp_path, name):
     """`rlq eval FEATURES.npz` uses standard_protocols without the data; it must equal what each parser attaches."""
     from dataset_trees import write_dataset
-
     from rlq.data.datasets import load_dataset, standard_protocols
 
     ds = load_dataset(name, write_dataset(name, tmp_path / name))

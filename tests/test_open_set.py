@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_helpers import run_cli  # noqa: E402
+from cli_helpers import run_cli
 from rlq.evaluation.open_set import dir_at_far, open_set_rates, rank1_outcomes, threshold_at_far
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,8 +8,15 @@ import torch
 
 from rlq.errors import RlqError
 from rlq.evaluation.ranking import evaluate, evaluate_features
-from rlq.evaluation.rerank import (RerankSettings, dense_fits, dense_peak_bytes, knn_graph, rerank_chunks, rerank_dense,
-                                  sparse_peak_bytes)
+from rlq.evaluation.rerank import (
+    RerankSettings,
+    dense_fits,
+    dense_peak_bytes,
+    knn_graph,
+    rerank_chunks,
+    rerank_dense,
+    sparse_peak_bytes,
+)
 
 
 def slow_rerank(qf: np.ndarray, gf: np.ndarray, k1: int, k2: int, lam: float) -> np.ndarray:

@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from cli_helpers import run_cli
+from rlq.errors import ConfigError
 from rlq.runtime.distributed import (
     DistInfo,
     RankFailure,
@@ -28,9 +30,6 @@ from rlq.runtime.distributed import (
     shard_bounds,
     sync_buffers,
 )
-from rlq.errors import ConfigError
-
-from cli_helpers import run_cli
 
 gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                           reason="torch.distributed gloo backend unavailable")

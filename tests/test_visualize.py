@@ -8,15 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from rlq.analysis import STATUS_COLORS, match_status, rank_list_figure
 from rlq.data.records import Sample
 from rlq.errors import ConfigError
 from rlq.evaluation.ranking import evaluate_features
-
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

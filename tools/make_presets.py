@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's rlq, not an installed one
-from rlq.methods import get_method  # noqa: E402  (a plain table: no torch)
+from rlq.methods import get_method
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "rlq" / "configs"
 

@@ -9,8 +9,9 @@ objects: the CLI turns them into explicit keyword arguments.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -95,7 +96,7 @@ def _resolve_base(base: str, parent: Path) -> Path:
     near = _closest_presets(base, n=3)
     raise ConfigError(
         f"{parent}: _base_ file {base!r} not found; looked at " + ", ".join(str(t) for t in dict.fromkeys(tried))
-        + f". A _base_ path is relative to the file, or names a shipped preset (e.g. synthcc/bm.yaml)."
+        + ". A _base_ path is relative to the file, or names a shipped preset (e.g. synthcc/bm.yaml)."
         + (f" Closest shipped presets: {', '.join(near)}" if near else "")
     )
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -286,7 +287,7 @@ def list_images(
 def require_mediapipe() -> Any:
     """The mediapipe module, or RlqError saying how to install the ``[pose]`` extra."""
     try:
-        import mediapipe as mp  # noqa: PLC0415 - optional dependency, imported lazily
+        import mediapipe as mp
     except ImportError as e:
         raise RlqError(f"the built-in pose / parsing estimator needs mediapipe, which cannot be imported ({e}); "
                        f"{POSE_INSTALL_HINT}") from None

@@ -15,8 +15,9 @@ the batch touched, so a skipped batch changes nothing.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Mapping, Union
+from typing import TYPE_CHECKING, Any, ContextManager, Union
 
 import torch
 from torch import nn

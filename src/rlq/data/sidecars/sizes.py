@@ -9,7 +9,6 @@ from rlq.errors import SideInputError
 
 from ._common import _check_header, _check_width, _csv_rows, _parse_count, _put_once
 
-
 SIZE_BUCKETS = ("<32", "32-64", "64-128", "128-256", ">256")
 _SIZE_EDGES = (32, 64, 128, 256)
 
