@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from pathlib import Path
 
@@ -53,9 +54,9 @@ def _leaves(cls: type = RunSpec, prefix: str = "") -> list[tuple[str, dataclasse
 
 
 def _base(t: typing.Any) -> typing.Any:
-    """``Optional[X]`` -> X."""
+    """``X | None`` (or ``Optional[X]``) -> X."""
     args = [a for a in typing.get_args(t) if a is not type(None)]
-    return args[0] if typing.get_origin(t) is typing.Union and len(args) == 1 else t
+    return args[0] if typing.get_origin(t) in (typing.Union, types.UnionType) and len(args) == 1 else t
 
 
 STR_FIELDS = [(k, f) for k, f, t in _leaves() if _base(t) is str]
