@@ -287,7 +287,7 @@ def list_images(
 def require_mediapipe() -> Any:
     """The mediapipe module, or RlqError saying how to install the ``[pose]`` extra."""
     try:
-        import mediapipe as mp
+        import mediapipe as mp  # optional dependency, imported lazily
     except ImportError as e:
         raise RlqError(f"the built-in pose / parsing estimator needs mediapipe, which cannot be imported ({e}); "
                        f"{POSE_INSTALL_HINT}") from None
@@ -312,7 +312,7 @@ def _pose_model(mp: Any, model_complexity: int, min_confidence: float, segmentat
     try:
         return mp.solutions.pose.Pose(static_image_mode=True, model_complexity=model_complexity,
                                       enable_segmentation=segmentation, min_detection_confidence=min_confidence)
-    except Exception as e:  # download failures, graph errors: one clear message
+    except Exception as e:  # noqa: BLE001 - download failures, graph errors: one clear message
         raise RlqError(f"cannot start mediapipe Pose (model_complexity={model_complexity}): {type(e).__name__}: {e}; "
                        "model_complexity=1 uses the model shipped in the wheel and runs offline") from None
 

@@ -151,7 +151,7 @@ def detection_vectors(
         )
     if not with_pose:
         return np.zeros((0, pose_dim(kind))), mask
-    kp = np.stack([detections[k].keypoints for k in with_pose])  # type: ignore[union-attr]
+    kp = np.stack([detections[k].keypoints for k in with_pose])  # type: ignore[union-attr] - with_pose holds no None
     sizes = np.asarray([tuple(image_sizes[k]) for k in with_pose], dtype=np.float64)
     return pose_vectors(kp, sizes, kind), mask
 

@@ -68,7 +68,7 @@ class Detection:
             and np.array_equal(self.keypoints, other.keypoints)
         )
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment] - unhashable: __eq__ compares arrays
 
 
 def _load_json(path: Path, what: str) -> Any:
