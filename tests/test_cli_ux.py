@@ -121,7 +121,7 @@ def _kind(p) -> str:
     if p.is_flag:
         return "flag"
     ann = p.type_descriptor.annotation
-    while typing.get_origin(ann) in (typing.Union, list, list) or str(typing.get_origin(ann)) == "types.UnionType":
+    while typing.get_origin(ann) in (typing.Union, list) or str(typing.get_origin(ann)) == "types.UnionType":
         ann = next(a for a in typing.get_args(ann) if a is not type(None))
     return getattr(ann, "__name__", str(ann))
 

@@ -220,6 +220,8 @@ def test_torchrun_extract_and_eval_match_one_process(synthcc_tiny, checkpoint, t
     for split in ("query", "gallery"):
         assert fa[split].shape[0] == {"query": 12, "gallery": 52}[split]
         assert fa[split].tobytes() == fb[split].tobytes(), split
+        for k in ("pids", "camids", "clothes_ids", "keys", "paths"):
+            np.testing.assert_array_equal(getattr(la[split], k), getattr(lb[split], k), err_msg=f"{split} {k}")
 
     ev = ["eval", str(checkpoint), *data, "--resamples", "50"]
     p = _torchrun(*ev, "--json", str(tmp_path / "ddp.json"), "--per-query", str(tmp_path / "ddp_pq.npz"))
