@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 from rlq.data.recolor import PALETTES, synthetic_label
-from rlq.spec import LossSpec, TADSpec
 from rlq.engine.trainer import Trainer
+from rlq.spec import LossSpec, TADSpec
 
 
 def target_batch(b: int, h: int, w: int, num_ids: int, num_clothes: int, seed: int = 0,
@@ -20,7 +20,9 @@ def target_batch(b: int, h: int, w: int, num_ids: int, num_clothes: int, seed: i
     pal = np.asarray(PALETTES["default"], np.uint8)
     pids = np.repeat(np.arange(b // 4) % num_ids, 4)
     lo, up = g.integers(0, 9, b), g.integers(0, 9, b)
-    box = lambda: [[int(g.integers(0, h // 2)), int(g.integers(0, w // 2)), h // 4, w // 4] for _ in range(b)]  # noqa: E731
+    def box() -> list[list[int]]:
+        return [[int(g.integers(0, h // 2)), int(g.integers(0, w // 2)), h // 4, w // 4] for _ in range(b)]
+
     return {
         "img": torch.from_numpy(g.integers(0, 256, (b, 3, h, w), dtype=np.uint8)),
         "erase": torch.tensor(box()),

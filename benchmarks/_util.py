@@ -28,9 +28,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from rlq.io import atomic_write_json
 
@@ -205,7 +206,7 @@ class PeakRSS:
             self.peak = max(self.peak, rss_bytes())
             time.sleep(self.interval)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self._maxrss0 = maxrss_bytes()
         self.start = self.peak = rss_bytes()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -229,7 +230,7 @@ class PeakRSS:
 class Timer:
     """``with Timer() as t: ...`` then ``t.seconds`` (wall clock) and ``t.cpu`` (process CPU time)."""
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self._t0, self._c0 = time.perf_counter(), time.process_time()
         return self
 

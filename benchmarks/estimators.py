@@ -33,10 +33,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import Timer, add_common_args, env_info, write_json  # noqa: E402
-
-from rlq.attributes.estimators import estimate_parsing, estimate_poses  # noqa: E402
-from rlq.data.sidecars import read_alphapose, read_parsing, read_quality_csv, select_person  # noqa: E402
+from _util import Timer, add_common_args, env_info, write_json
+from rlq.attributes.estimators import estimate_parsing, estimate_poses
+from rlq.data.sidecars import read_alphapose, read_parsing, read_quality_csv, select_person
 
 KEYPOINTS = ("nose", "l_eye", "r_eye", "l_ear", "r_ear", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow",
              "l_wrist", "r_wrist", "l_hip", "r_hip", "l_knee", "r_knee", "l_ankle", "r_ankle")

@@ -51,11 +51,20 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import (MiB, Timer, add_common_args, alternate, env_info, load, median_ratio,  # noqa: E402
-                   peak_in_child, threads, write_json)
-
-from rlq.evaluation import DEFAULT_MEMORY_BUDGET_MB, evaluate, evaluate_features  # noqa: E402
-from rlq.evaluation.rerank import RerankSettings, rerank_chunks, rerank_dense  # noqa: E402
+from _util import (
+    MiB,
+    Timer,
+    add_common_args,
+    alternate,
+    env_info,
+    load,
+    median_ratio,
+    peak_in_child,
+    threads,
+    write_json,
+)
+from rlq.evaluation import DEFAULT_MEMORY_BUDGET_MB, evaluate, evaluate_features
+from rlq.evaluation.rerank import RerankSettings, rerank_chunks, rerank_dense
 
 log = logging.getLogger("eval_speed")
 
@@ -320,7 +329,8 @@ def run_compare(nq: int, ng: int, dim: int, seed: int, budget_mb: float, nthread
             "evaluate_features computes -cos in torch by chunks; the baseline's dense matrix comes from a NumPy "
             "matmul, whose float32 rounding may differ by an ulp, which can reorder near-tied items")},
     }
-    del dist, P
+    # free the arrays before the memory children start (`del` would leave the closures above with unbound names)
+    dist = P = None
     log.info("compare: peak memory of each side, each in a process of its own")
     mem = {side: peak_in_child(_child_compare, side, nq, ng, dim, seed, budget_mb, nthreads=nthreads)
            for side in ("ours", "baseline")}
@@ -350,9 +360,13 @@ def run_ties(nq: int, ng: int, dim: int, seed: int, budget_mb: float, nthreads: 
         out["numpy_matmul_ties_exact"] = bool(np.array_equal(d_tied[:, dup], d_tied[:, src]))
         d_tied[:, dup] = d_tied[:, src]  # exact ties whatever the BLAS blocking did
         out["control_exactly_equal_fraction"] = float(np.mean(d_free[:, dup] == d_free[:, src]))
-        ev = lambda d: evaluate(d, *labels, max_rank=max_rank, memory_budget_mb=budget_mb)  # noqa: E731
-        evf = lambda X: evaluate_features(X["q"], X["g"], *labels, max_rank=max_rank,  # noqa: E731
-                                          memory_budget_mb=budget_mb)
+
+        def ev(d):
+            return evaluate(d, *labels, max_rank=max_rank, memory_budget_mb=budget_mb)
+
+        def evf(X):
+            return evaluate_features(X["q"], X["g"], *labels, max_rank=max_rank, memory_budget_mb=budget_mb)
+
         sides = {
             "ours_ranking_tie_free": lambda: ev(d_free),
             "ours_ranking_tied": lambda: ev(d_tied),

@@ -47,9 +47,10 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,8 +61,8 @@ sys.path.insert(0, str(HERE))
 if str(REPO / "src") not in sys.path:  # running from the repo without an installed rlq
     sys.path.insert(1, str(REPO / "src"))
 
-from _training import external_batch, plain_ce_step, reid_method, stepper, tad_method, target_batch  # noqa: E402
-from _util import env_info, quick_out, write_json  # noqa: E402
+from _training import external_batch, plain_ce_step, reid_method, stepper, tad_method, target_batch  # noqa: E402 - needs the sys.path set-up above
+from _util import env_info, quick_out, write_json  # noqa: E402 - needs the sys.path set-up above
 
 DEFAULT_OUT = "benchmarks/results/gpu_check.json"
 METHODS = ("cal", "bm", "cap", "tad", "rlq")
@@ -111,7 +112,7 @@ class Sizes:
     torchrun_timeout_s: int
 
     @classmethod
-    def make(cls, dry: bool) -> "Sizes":
+    def make(cls, dry: bool) -> Sizes:
         if dry:
             return cls(dry=True, device=torch.device("cpu"), backbone="tiny", h=32, w=16, b=8, src_hw=(32, 16),
                        num_ids=8, num_clothes=16, curve_steps=3, curve_early=3, eval_small=(40, 300, 16),
@@ -232,7 +233,7 @@ def check_train_steps(s: Sizes) -> tuple[str, dict]:
                     sync(dev)
                     if tr.scaler is not None:
                         row["grad_scale"] = float(tr.scaler.get_scale()) if tr.scaler.is_enabled() else None
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:  # noqa: BLE001 - any failure becomes the row's error, and the check goes on
                     row["error"] = f"{type(e).__name__}: {e}"
                     row["traceback"] = traceback.format_exc()
                     bad.append(f"{name}/{amp}/channels_last={cl}: {row['error'][:300]}")
@@ -273,7 +274,7 @@ def check_bf16_vs_fp32(s: Sizes) -> tuple[str, dict]:
     rel = [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(bf16, fp32)]
     early = max(rel[: s.curve_early])
     details = {"steps": s.curve_steps, "fp32_losses": fp32, "bf16_losses": bf16, "rel_diff": rel,
-               "max_rel_diff_first_%d" % s.curve_early: early, "max_rel_diff": max(rel), "tolerance_early": 0.05,
+               f"max_rel_diff_first_{s.curve_early:d}": early, "max_rel_diff": max(rel), "tolerance_early": 0.05,
                "reference": "fp32 with TF32 off (cuDNN and cuBLAS)"}
     if not all(math.isfinite(v) for v in fp32 + bf16):
         raise CheckFailed(f"non-finite loss: fp32 {fp32}, bf16 {bf16}", details)
@@ -573,9 +574,9 @@ def check_step_ratio(s: Sizes) -> tuple[str, dict]:
 def check_lq_throughput(s: Sizes) -> tuple[str, dict]:
     from torch.utils.data import DataLoader
 
-    from rlq.data.recolor import PALETTES
     from rlq.data.datasets import load_dataset
     from rlq.data.loading import TrainSet
+    from rlq.data.recolor import PALETTES
     from rlq.data.samplers import PKSampler
     from rlq.data.side_tables import build_side_inputs
     from rlq.data.synth import generate_synthcc
@@ -643,7 +644,7 @@ def check_lq_throughput(s: Sizes) -> tuple[str, dict]:
 
 def check_onnx(s: Sizes) -> tuple[str, dict]:
     try:
-        import onnx  # noqa: F401
+        import onnx  # noqa: F401 - only whether it imports: export_onnx needs it
         import onnxruntime as ort
     except ImportError as e:
         raise Skip(f"onnx / onnxruntime not importable ({e})") from None
@@ -728,7 +729,7 @@ def time_limit(seconds: float):
         yield
         return
 
-    def handler(signum, frame):  # noqa: ARG001
+    def handler(signum, frame):
         raise CheckTimeout(f"ran past its time budget of {seconds:.0f} s")
 
     old = signal.signal(signal.SIGALRM, handler)
@@ -752,7 +753,7 @@ def run_check(name: str, fn: Callable[[Sizes], tuple[str, dict]], s: Sizes, budg
         r.status = "PASS"
     except Skip as e:
         r.status, r.summary = "SKIP", str(e)
-    except BaseException as e:  # noqa: BLE001 - every failure becomes a row
+    except BaseException as e:  # every failure becomes a row
         if isinstance(e, KeyboardInterrupt):
             raise
         r.status = "FAIL"

@@ -27,18 +27,18 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import MiB, Timer, add_common_args, env_info, rss_bytes, write_json  # noqa: E402
-
-from rlq.deploy import GalleryIndex  # noqa: E402
-from rlq.models import build_model  # noqa: E402
-from rlq.models.reid import Embedder  # noqa: E402
+from _util import MiB, Timer, add_common_args, env_info, rss_bytes, write_json
+from rlq.deploy import GalleryIndex
+from rlq.models import build_model
+from rlq.models.reid import Embedder
 
 log = logging.getLogger("inference")
 
@@ -80,7 +80,7 @@ def bench_extraction(backbone: str, height: int, width: int, batch: int, device:
             out["variants"][name] = {"images_per_s": batch * calls / sec, "seconds": sec, "calls": calls,
                                      "max_abs_diff_vs_eager": float((feats - ref).abs().max()), **(extra or {})}
             log.info("%s %s %s: %.1f img/s", backbone, device, name, batch * calls / sec)
-        except Exception as e:  # record and go on: one runtime failing must not hide the others
+        except Exception as e:  # noqa: BLE001 - record and go on: one runtime failing must not hide the others
             out["variants"][name] = {"error": f"{type(e).__name__}: {e}"[:2000], **(extra or {})}
             log.warning("%s %s %s failed: %s", backbone, device, name, e)
 
@@ -115,7 +115,7 @@ def bench_extraction(backbone: str, height: int, width: int, batch: int, device:
                         return compiled(x)
 
                 record(f"compile_{amp}", comp, {"compile_seconds": compile_s})
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - a failed compile is a row of the report, not the end of it
                 out["variants"][f"compile_{amp}"] = {"error": f"{type(e).__name__}: {e}"[:2000]}
                 log.warning("torch.compile failed: %s", e)
         elif amp == amp_modes[0]:
@@ -139,7 +139,7 @@ def bench_onnxruntime(model: torch.nn.Module, x: torch.Tensor, ref: torch.Tensor
             t0 = time.perf_counter()
             info = export_onnx(copy.deepcopy(model).cpu(), Path(tmp) / "m.onnx", input_size=(height, width), write_card=False)
             export_s = time.perf_counter() - t0
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - a failed export is a row of the report, not the end of it
             return {"onnxruntime": {"error": f"export failed: {type(e).__name__}: {e}"[:2000]}}
         parity = {k: info["parity"][k] for k in ("max_abs_diff", "max_l2_diff", "min_cosine", "passed")}
         xs = x.cpu().numpy()
@@ -153,13 +153,13 @@ def bench_onnxruntime(model: torch.nn.Module, x: torch.Tensor, ref: torch.Tensor
             name = "onnxruntime_cpu" if prov == "CPUExecutionProvider" else "onnxruntime_cuda"
             try:
                 feats = torch.from_numpy(sess.run(["features"], {"images": xs})[0])
-                sec, calls = time_calls(lambda: sess.run(["features"], {"images": xs}), torch.device("cpu"), reps, min_seconds)
+                sec, calls = time_calls(lambda sess=sess: sess.run(["features"], {"images": xs}), torch.device("cpu"), reps, min_seconds)
                 res[name] = {"images_per_s": xs.shape[0] * calls / sec, "seconds": sec, "calls": calls,
                              "max_abs_diff_vs_eager": float((feats - ref).abs().max()), "export_seconds": export_s,
                              "intra_op_threads": opts.intra_op_num_threads, "parity": parity,
                              "note": "input copied from host each call" if prov != "CPUExecutionProvider" else ""}
                 log.info("onnxruntime %s: %.1f img/s", prov, xs.shape[0] * calls / sec)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - one runtime failing must not hide the others
                 res[name] = {"error": f"{type(e).__name__}: {e}"[:2000]}
     return res
 

@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import Timer, add_common_args, env_info, write_json  # noqa: E402
-
-from rlq.attributes.pose import BODY_LINES, cluster_poses, pose_vector, pose_vectors  # noqa: E402
+from _util import Timer, add_common_args, env_info, write_json
+from rlq.attributes.pose import BODY_LINES, cluster_poses, pose_vector, pose_vectors
 
 
 def structured_vectors(n: int, k: int, seed: int) -> np.ndarray:

@@ -27,14 +27,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
-from _util import add_common_args, env_info, write_json  # noqa: E402
-from faults import (DEFAULT_PLAN, _env, final_state, metrics_lines, run_uninterrupted, run_with_kills,  # noqa: E402
-                    same_state, train_cmd)
-
-from rlq.errors import RlqError  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from _util import add_common_args, env_info, write_json
+from faults import (
+    DEFAULT_PLAN,
+    _env,
+    final_state,
+    metrics_lines,
+    run_uninterrupted,
+    run_with_kills,
+    same_state,
+    train_cmd,
+)
+from rlq.errors import RlqError
 
 
 def corrupt_images(d: Path) -> dict[str, Path]:
@@ -126,7 +132,7 @@ def malformed_inputs(d: Path) -> list[dict]:
             rows.append({"input": name, "handled": "ACCEPTED"})
         except RlqError as e:
             rows.append({"input": name, "handled": type(e).__name__, "message": str(e)[:200]})
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - anything but an RlqError is what this report is looking for
             rows.append({"input": name, "handled": "UNEXPECTED", "error": f"{type(e).__name__}: {e}"[:200]})
     return rows
 

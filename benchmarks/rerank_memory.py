@@ -23,11 +23,10 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import MiB, Timer, add_common_args, env_info, load, peak_in_child, write_json  # noqa: E402
-from eval_speed import labels_of, make_problem  # noqa: E402
-
-from rlq.evaluation import evaluate_features  # noqa: E402
-from rlq.evaluation import rerank as rr  # noqa: E402
+from _util import MiB, Timer, add_common_args, env_info, load, peak_in_child, write_json
+from eval_speed import labels_of, make_problem
+from rlq.evaluation import evaluate_features
+from rlq.evaluation import rerank as rr
 
 log = logging.getLogger("rerank_memory")
 

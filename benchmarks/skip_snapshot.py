@@ -20,13 +20,11 @@ from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from _training import reid_method, target_batch  # noqa: E402
-from _util import add_common_args, alternate, env_info, median_ratio, threads, write_json  # noqa: E402
-
-from rlq.engine.trainer import Trainer, _Undo  # noqa: E402
-from rlq.models import build_model  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _training import reid_method, target_batch
+from _util import add_common_args, alternate, env_info, median_ratio, threads, write_json
+from rlq.engine.trainer import Trainer, _Undo
+from rlq.models import build_model
 
 
 def bench(backbone: str, b: int, h: int, w: int, rounds: int, nthreads: int) -> dict:

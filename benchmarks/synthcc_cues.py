@@ -19,14 +19,15 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _util import add_common_args, env_info, write_json  # noqa: E402
+from _util import add_common_args, env_info, write_json
 
 #: Label ids of the LIP parsing maps SynthCC writes (docs/datasets.md §5.2).
 PARTS: dict[str, tuple[int, ...]] = {"hair": (2,), "face": (13,), "limbs": (14, 15, 16, 17)}

@@ -32,16 +32,16 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _util import add_common_args, env_info, write_json  # noqa: E402
-
-from rlq.evaluation.bootstrap import (  # noqa: E402
+from _util import add_common_args, env_info, write_json
+from rlq.evaluation.bootstrap import (
     DEFAULT_LEVEL,
     DEFAULT_RESAMPLES,
     PerQuery,
@@ -49,7 +49,7 @@ from rlq.evaluation.bootstrap import (  # noqa: E402
     bootstrap_means,
     ci_info,
 )
-from rlq.report_format import pct  # noqa: E402
+from rlq.report_format import pct
 
 METHODS = ("cal", "bm", "cap", "tad", "rlq")
 EVALS = ("general", "cc", "cc/clean", "cc/LQ")

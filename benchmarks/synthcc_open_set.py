@@ -23,11 +23,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from _util import env_info, write_json  # noqa: E402
-
-from rlq.report_format import pct  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import env_info, write_json
+from rlq.report_format import pct
 
 METHODS = ("bm", "rlq")
 FARS = "0.05,0.01"

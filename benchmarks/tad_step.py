@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import add_common_args, alternate, env_info, load, median_ratio, threads, write_json  # noqa: E402
+import torch
+from PIL import Image
 
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from rlq.lq.batched import reference_synthesize, synthesize_batch  # noqa: E402
-from rlq.lq.mix import ARTIFACT_NAMES, draw_lq, mix_for_dataset  # noqa: E402
+from _util import add_common_args, alternate, env_info, load, median_ratio, threads, write_json
+from rlq.lq.batched import reference_synthesize, synthesize_batch
+from rlq.lq.mix import ARTIFACT_NAMES, draw_lq, mix_for_dataset
 
 DEFAULT_SIZES = (((256, 128), (256, 128)), ((256, 128), (384, 192)))
 
@@ -88,7 +88,7 @@ def bench_lq_synthesis(
 
     Every side runs with ``nthreads`` torch / OpenCV / BLAS threads, and the sides alternate round by
     round; speed-ups are medians of per-round ratios."""
-    import cv2  # noqa: F401  (imported before threads() so that its thread count is set too)
+    import cv2  # noqa: F401 - imported before threads() so that its thread count is set too
 
     mix = mix_for_dataset(dataset)
     rng = np.random.default_rng(seed)
@@ -109,10 +109,10 @@ def bench_lq_synthesis(
         src = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).contiguous()
         case: dict[str, Any] = {"src_hw": list(src_hw), "out_hw": list(out_hw), "images_per_s": {}, "seconds_per_batch": {}}
 
-        def official() -> list[np.ndarray]:
+        def official(pil=pil, out_hw=out_hw) -> list[np.ndarray]:
             return [official_per_image(im, int(c), p, out_hw) for im, c, p in zip(pil, codes.tolist(), params.numpy())]
 
-        def ref() -> list[np.ndarray]:
+        def ref(pil=pil, out_hw=out_hw) -> list[np.ndarray]:
             return [reference_synthesize(im, int(c), p, out_hw) for im, c, p in zip(pil, codes.tolist(), params.numpy())]
 
         sides: dict[str, Callable[[], Any]] = {"per_image_official": official}
@@ -122,12 +122,12 @@ def bench_lq_synthesis(
         for device in devices:
             dev = torch.device(device)
             s_dev, c_dev, p_dev = src.to(dev), codes.to(dev), params.to(dev)
-            sides[f"batched_{dev.type}"] = (lambda s_dev=s_dev, c_dev=c_dev, p_dev=p_dev:
+            sides[f"batched_{dev.type}"] = (lambda s_dev=s_dev, c_dev=c_dev, p_dev=p_dev, out_hw=out_hw:
                                             synthesize_batch(s_dev, c_dev, p_dev, out_hw))
             if dev.type == "cuda":
                 syncs.append(lambda dev=dev: torch.cuda.synchronize(dev))
         with threads(nthreads):
-            tm = alternate(sides, repeats, warmup=1, sync=lambda: [f() for f in syncs])
+            tm = alternate(sides, repeats, warmup=1, sync=lambda syncs=syncs: [f() for f in syncs])
         case["timing"] = tm
         for k, t in tm["median_s"].items():
             case["seconds_per_batch"][k] = t
@@ -156,7 +156,6 @@ def bench_tad_step(device: str = "cpu", b: int = 4, h: int = 256, w: int = 128, 
     """Part (a): our TAD step vs a naive one that keeps the teacher's autograd graph and runs the pose
     branch (as the authors' code does), on the same batch, through the engine's optimizer step."""
     from _training import external_batch, stepper, tad_method
-
     from rlq.methods.tad import TADMethod
     from rlq.models import build_model
 

@@ -23,11 +23,10 @@ import torch
 import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _training import plain_ce_step, reid_method, stepper, target_batch  # noqa: E402
-from _util import add_common_args, alternate, env_info, load, median_ratio, threads, write_json  # noqa: E402
-
-from rlq.models import build_model  # noqa: E402
-from rlq.models.backbones import set_last_stride_one  # noqa: E402
+from _training import plain_ce_step, reid_method, stepper, target_batch
+from _util import add_common_args, alternate, env_info, load, median_ratio, threads, write_json
+from rlq.models import build_model
+from rlq.models.backbones import set_last_stride_one
 
 
 def bench_device(device: torch.device, b: int, h: int, w: int, backbone: str, rounds: int, amp: str,
@@ -74,9 +73,9 @@ def bench_data(h: int, w: int, b: int, workers: int, batches: int, preset: str =
     """Real TrainSet (PIL geometry + recolour ingredients) on SynthCC through a DataLoader."""
     from torch.utils.data import DataLoader
 
-    from rlq.data.recolor import PALETTES
     from rlq.data.datasets import load_dataset
     from rlq.data.loading import TrainSet
+    from rlq.data.recolor import PALETTES
     from rlq.data.samplers import PKSampler
     from rlq.data.side_tables import build_side_inputs
     from rlq.data.synth import generate_synthcc

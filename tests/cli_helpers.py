@@ -5,8 +5,7 @@ from __future__ import annotations
 
 def run_cli(args: list[str]) -> int:
     """``rlq ARGS`` in this process; the exit code (0 when the command returns normally)."""
-    import rlq.cli.deploy  # noqa: F401  (registers `rlq search` / `rlq export`)
-    from rlq.cli import main
+    from rlq.cli import main  # rlq.cli registers every command module (search and export too)
 
     try:
         main(args)

@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from rlq.analysis import (
@@ -288,7 +287,9 @@ def test_quality_buckets_partition_and_equal_direct_evaluation(synth, clean):
     assert sum(b["num_queries"] for b in r["buckets"].values()) == len(qs)
     assert set(r["buckets"]) == set(buckets.values()) and len(r["buckets"]) >= 2
     labels = np.array([buckets[s.key] for s in qs])
-    lab = lambda ss, f: [getattr(s, f) for s in ss]  # noqa: E731
+    def lab(ss, f):
+        return [getattr(s, f) for s in ss]
+
     for name, b in r["buckets"].items():
         sel = np.flatnonzero(labels == name)
         sub = [qs[i] for i in sel]
@@ -345,7 +346,6 @@ def test_write_report(tmp_path):
 
 
 def _run(args: list[str]) -> int:
-    import rlq.cli.analysis  # noqa: F401  (registers the commands)
     from cli_helpers import run_cli
 
     return run_cli(args)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from rlq.data.batch_ops import apply_erasing, erase_fill_01, geo_batch
 from rlq.data.recolor import (
     PALETTES,
     draw_recolor,
@@ -17,7 +18,6 @@ from rlq.data.recolor import (
     recolor_batch,
     synthetic_label,
 )
-from rlq.data.batch_ops import apply_erasing, erase_fill_01, geo_batch
 from rlq.data.transforms import ERASE_FILL_NORMALISED, IMAGENET_MEAN, IMAGENET_STD, GeoParams, apply_geo, draw_erase_box
 
 

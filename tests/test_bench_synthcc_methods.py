@@ -58,9 +58,11 @@ def test_pooled_bootstrap_and_paired_difference_by_hand(bench):
     hit_avg, ap_avg = np.array([1, 0.5, 0.5, 0]), np.array([0.95, 0.4, 0.4, 0.15])
     idx = next(bootstrap_indices(4, 200, 0))  # the same draws, by the documented loop
     ref_r1 = np.quantile(hit_avg[idx].mean(axis=1), [0.025, 0.975])
+    ref_map = np.quantile(ap_avg[idx].mean(axis=1), [0.025, 0.975])
     qb = ra["query_bootstrap"]
     assert qb["rank1"] == pytest.approx(0.5) and qb["mAP"] == pytest.approx(0.475)
     assert qb["rank1_ci"] == pytest.approx(ref_r1.tolist()) and qb["num_queries"] == 4
+    assert qb["mAP_ci"] == pytest.approx(ref_map.tolist())
     d = agg["vs_bm"]["a"]["cc"]
     # per-query seed-averaged differences a - bm: hits [1-.5, .5-0, .5-.5, 0] = [.5, .5, 0, 0]
     d_hit = np.array([0.5, 0.5, 0.0, 0.0])

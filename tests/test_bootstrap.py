@@ -192,11 +192,10 @@ def test_query_group_rows_equal_evaluating_the_subset():
 
 
 def test_results_json_has_intervals_and_clean_lq_rows(synthcc_tiny, tmp_path, one_thread):
-    from test_engine import tiny_spec
-
     from rlq.data.datasets import load_dataset
     from rlq.data.side_tables import quality_groups
     from rlq.engine.recipe import per_query_path, run_training
+    from test_engine import tiny_spec
 
     run = tmp_path / "run"
     run_training(tiny_spec(synthcc_tiny, run, epochs=1, steps=1))

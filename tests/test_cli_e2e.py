@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from rlq.cli import main
-from cli_helpers import run_cli  # noqa: E402
+from cli_helpers import run_cli
 
 TINY = ["data.height=64", "data.width=32", "data.batch_size=8", "data.workers=0", "data.cache_images=true",
         "model.backbone=tiny", "model.pretrained=none", "train.epochs=2", "train.eval_every=1",
@@ -138,8 +137,6 @@ def test_torchrun_two_processes_gloo(synthcc_tiny, tmp_path):
 def test_eval_and_visualize_default_to_the_runs_own_flip(synthcc_tiny, tmp_path):
     """A run trained and evaluated with eval.flip=false: `rlq eval` and `rlq visualize` on it use no flip unless told,
     so they reproduce the run's own numbers; --flip adds the flipped embedding (docs/method.md §2.5)."""
-    import rlq.cli.analysis  # noqa: F401  (registers `visualize`)
-
     run = tmp_path / "run"
     assert run_cli(["train", "--config", "configs/ltcc/bm.yaml", "data.dataset=synthcc", f"data.root={synthcc_tiny}",
                     f"output={run}", "data.gender_csv=null", "data.pose_csv=null", "data.parsing_root=null",

@@ -8,10 +8,8 @@ import json
 import pytest
 import typer.main
 
-from rlq.cli import app, main
-from cli_helpers import run_cli  # noqa: E402
-
-
+from cli_helpers import run_cli
+from rlq.cli import app
 
 
 def _walk(cmd, path: str):
@@ -123,7 +121,7 @@ def _kind(p) -> str:
     if p.is_flag:
         return "flag"
     ann = p.type_descriptor.annotation
-    while typing.get_origin(ann) in (typing.Union, list, typing.List) or str(typing.get_origin(ann)) == "types.UnionType":
+    while typing.get_origin(ann) in (typing.Union, list) or str(typing.get_origin(ann)) == "types.UnionType":
         ann = next(a for a in typing.get_args(ann) if a is not type(None))
     return getattr(ann, "__name__", str(ann))
 

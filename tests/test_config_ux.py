@@ -7,13 +7,10 @@ import dataclasses
 
 import pytest
 
-from rlq.cli import main
+from cli_helpers import run_cli
 from rlq.config import PACKAGE_CONFIGS, load_config, load_yaml_with_bases, resolve_config_path, schema_keys
-from rlq.spec import RunSpec
 from rlq.errors import ConfigError
-from cli_helpers import run_cli  # noqa: E402
-
-
+from rlq.spec import RunSpec
 
 
 def test_base_resolves_relative_to_the_file_first(tmp_path):

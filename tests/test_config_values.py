@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from pathlib import Path
 
@@ -13,8 +14,8 @@ import yaml
 
 from cli_helpers import run_cli
 from rlq.cli.train import load_run_spec
-from rlq.spec import RunSpec, field_choices
 from rlq.errors import ConfigError
+from rlq.spec import RunSpec, field_choices
 
 #: str fields whose values are open: paths, CSV column names, an informational label. Each is used as given and
 #: checked where it is read (a missing file is an error naming the key), not against a list.
@@ -53,9 +54,9 @@ def _leaves(cls: type = RunSpec, prefix: str = "") -> list[tuple[str, dataclasse
 
 
 def _base(t: typing.Any) -> typing.Any:
-    """``Optional[X]`` -> X."""
+    """``X | None`` (or ``Optional[X]``) -> X."""
     args = [a for a in typing.get_args(t) if a is not type(None)]
-    return args[0] if typing.get_origin(t) is typing.Union and len(args) == 1 else t
+    return args[0] if typing.get_origin(t) in (typing.Union, types.UnionType) and len(args) == 1 else t
 
 
 STR_FIELDS = [(k, f) for k, f, t in _leaves() if _base(t) is str]
@@ -168,12 +169,12 @@ def test_the_issue_command_names_every_bad_field(tmp_path, monkeypatch, capsys):
 def test_choice_sets_are_the_consumers_own():
     """The schema's sets are the tuples the consuming code checks against (one definition each)."""
     from rlq.data.samplers import FRACTION_BY
-    from rlq.spec import LossSpec, ModelSpec, TADSpec, TrainSpec
     from rlq.losses.divergence import KL_WEIGHTINGS
     from rlq.methods.tad import TAD_VARIANTS
     from rlq.models import SPLITS
     from rlq.models.backbones import BACKBONES
     from rlq.runtime.device import AMP_DTYPES, AMP_MODES
+    from rlq.spec import LossSpec, ModelSpec, TADSpec, TrainSpec
 
     fields = {f.name: f for cls in (ModelSpec, LossSpec, TADSpec, TrainSpec) for f in dataclasses.fields(cls)}
     assert field_choices(fields["backbone"]) == BACKBONES and field_choices(fields["split"]) == SPLITS

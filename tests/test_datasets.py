@@ -378,7 +378,9 @@ def test_vcclothes_camera_subsets(tmp_path):
     assert [(s.pid, s.camid, s.clothes_id) for s in ds.split("query")] == [
         (10, 0, 0), (10, 1, 0), (10, 2, 0), (11, 2, 2), (11, 3, 3)
     ]
-    names = lambda split: [Path(s.path).name for s in ds.split(split)]  # noqa: E731
+    def names(split):
+        return [Path(s.path).name for s in ds.split(split)]
+
     assert names("query_sc") == ["0010-02-01-0002.jpg", "0010-03-01-0003.jpg", "0011-03-01-0002.jpg"]
     assert names("gallery_sc") == ["0010-02-02-0004.jpg", "0010-03-01-0005.jpg", "0011-02-02-0004.jpg"]
     assert names("query_cc") == ["0010-03-01-0003.jpg", "0011-03-01-0002.jpg", "0011-04-02-0001.jpg"]
@@ -454,7 +456,6 @@ def test_parsers_do_not_import_torch():
 def test_standard_protocols_match_the_parsers(tmp_path, name):
     """`rlq eval FEATURES.npz` uses standard_protocols without the data; it must equal what each parser attaches."""
     from dataset_trees import write_dataset
-
     from rlq.data.datasets import load_dataset, standard_protocols
 
     ds = load_dataset(name, write_dataset(name, tmp_path / name))

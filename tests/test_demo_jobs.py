@@ -17,6 +17,12 @@ def _settings(**kw) -> DemoSettings:
     return DemoSettings(synth_preset="tiny", analysis=False, max_steps_per_epoch=2, batch_size=8, overrides=TINY, **kw)
 
 
+def _losses(lines: list[str]) -> list[dict]:
+    """metrics.jsonl lines without their timings."""
+    return [{k: v for k, v in json.loads(x).items() if k not in ("img_per_s", "data_s", "step_s", "seconds")}
+            for x in lines]
+
+
 def _numbers(out) -> dict:
     r = json.loads((out / "results.json").read_text())
     return {m: r[m] for m in ("teacher", "bm", "tad")}
@@ -49,9 +55,7 @@ def test_side_by_side_equals_one_after_another(synthcc_tiny, tmp_path, one_threa
     assert _numbers(outs[1]) == _numbers(outs[2])
     for m in ("bm", "tad"):
         a, b = ((outs[j] / m / "metrics.jsonl").read_text().splitlines() for j in (1, 2))
-        losses = lambda lines: [{k: v for k, v in json.loads(x).items() if k not in ("img_per_s", "data_s", "step_s", "seconds")}  # noqa: E731
-                                for x in lines]
-        assert losses(a) == losses(b)
+        assert _losses(a) == _losses(b)
 
 
 def test_a_failing_side_by_side_run_stops_the_demo(synthcc_tiny, tmp_path, one_thread):

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cli_helpers import run_cli  # noqa: E402
+from cli_helpers import run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -208,9 +208,7 @@ def test_every_embedding_command_has_the_same_flip_option():
     """One `--flip/--no-flip` (rlq.cli._common.flip_option): same flags, default None (= the run's), same help."""
     import typer.main
 
-    import rlq.cli.analysis  # noqa: F401
-    import rlq.cli.deploy  # noqa: F401
-    from rlq.cli._common import FLIP_HELP, app
+    from rlq.cli._common import FLIP_HELP, app  # importing rlq.cli registers every command
 
     root = typer.main.get_command(app)
     found = {}

@@ -14,9 +14,9 @@ import torch
 
 from rlq.engine.checkpoint import CheckpointManager, read_checkpoint, verify_checkpoint
 from rlq.engine.recipe import run_training
-from rlq.spec import DataSpec, EvalSpec_, LossSpec, ModelSpec, OptimSpec, RunSpec, TADSpec, TrainSpec
 from rlq.engine.trainer import Selection, TrainingInterrupted, lr_at_epoch
 from rlq.errors import CheckpointError, ConfigError, TrainingError
+from rlq.spec import DataSpec, EvalSpec_, LossSpec, ModelSpec, OptimSpec, RunSpec, TADSpec, TrainSpec
 
 
 def tiny_spec(root: Path, out: Path, method: str = "bm", epochs: int = 2, steps: int = 3, **over) -> RunSpec:

@@ -212,7 +212,6 @@ def test_missing_mediapipe_message(no_mediapipe, tmp_path):
 
 
 def test_cli_missing_mediapipe_exits_2(no_mediapipe, tmp_path, capsys):
-    import rlq.cli.estimate  # noqa: F401  (registers the commands)
     from rlq.cli import main
 
     _img(tmp_path / "imgs" / "a.png")
@@ -228,7 +227,6 @@ def test_cli_missing_mediapipe_exits_2(no_mediapipe, tmp_path, capsys):
 def test_cli_help(group):
     from typer.testing import CliRunner
 
-    import rlq.cli.estimate  # noqa: F401
     from rlq.cli import app
 
     res = CliRunner().invoke(app, [group, "estimate", "--help"], env={"COLUMNS": "200"})

@@ -148,7 +148,9 @@ def test_torch_inputs_and_float32(seed):
     dist, qp, gp, qc, gc, qcl, gcl = random_problem(seed)
     d32 = torch.from_numpy(dist.astype(np.float32))
     ref = reference(d32.numpy(), qp, gp, qc, gc, qcl, gcl, "general", 10)
-    t = lambda a: torch.from_numpy(np.asarray(a))  # noqa: E731
+    def t(a):
+        return torch.from_numpy(np.asarray(a))
+
     res = evaluate(d32, t(qp), t(gp), t(qc), t(gc), max_rank=10, chunk_size=(seed % 4) + 1)
     assert_same(res, ref)
     # half precision distances are widened exactly

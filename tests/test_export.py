@@ -11,15 +11,15 @@ import pytest
 import torch
 from PIL import Image
 
+from rlq.deploy import FeatureExtractor
+from rlq.engine.recipe import save_model_checkpoint
+from rlq.errors import RlqError
+from rlq.export import build_model_card, responsible_use_text
+from rlq.export.onnx import export_onnx, model_card_path, synthetic_check_images  # imports onnx only when called
+from rlq.models import build_model
+
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-
-from rlq.deploy import FeatureExtractor  # noqa: E402
-from rlq.engine.recipe import save_model_checkpoint  # noqa: E402
-from rlq.errors import RlqError  # noqa: E402
-from rlq.export import build_model_card, responsible_use_text  # noqa: E402
-from rlq.export.onnx import export_onnx, model_card_path, synthetic_check_images  # noqa: E402
-from rlq.models import build_model  # noqa: E402
 
 H, W = 64, 32
 
@@ -138,7 +138,6 @@ def test_model_card_without_run_metadata_and_responsible_text():
 
 
 def test_cli_export_and_no_flip(tmp_path, image_paths, capsys):
-    import rlq.cli.deploy  # noqa: F401
     from rlq.cli import main
 
     model = tiny_model(seed=2)

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli_helpers import run_cli
 from rlq.data.frames import mask_box, middle_frame, prepare_identity_frames
 from rlq.errors import DatasetError
-
-from cli_helpers import run_cli
 
 W, H = 64, 48
 LEVELS = (10, 60, 120, 180, 240)  # frame i is filled with grey level LEVELS[i]; the middle of 5 is index 2

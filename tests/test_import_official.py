@@ -21,10 +21,9 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from rlq.cli import main
+from cli_helpers import run_cli
 from rlq.engine.official import OfficialCheckpoint, import_official, official_to_rlq, read_official_checkpoint
 from rlq.errors import CheckpointError, ConfigError, RlqError
-from cli_helpers import run_cli  # noqa: E402
 
 LAYOUT = json.loads((Path(__file__).parent / "data" / "official_layout_ltcc.json").read_text())
 J3 = [(k, tuple(s)) for k, s in LAYOUT["model_state_dict resnet50_joint3_3"]]

@@ -337,7 +337,7 @@ def test_kl_gradients_reach_both_arguments() -> None:
     assert a.grad is not None and b.grad is not None
     assert a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
     for w in ("official", "paper"):
-        assert torch.autograd.gradcheck(lambda x, y: kl_divergence(x, y, 0.8, w), (_t(A, grad=True), _t(B, grad=True)))
+        assert torch.autograd.gradcheck(lambda x, y, w=w: kl_divergence(x, y, 0.8, w), (_t(A, grad=True), _t(B, grad=True)))
     with pytest.raises(ConfigError, match="weighting"):
         kl_divergence(a, b, weighting="mean")
 

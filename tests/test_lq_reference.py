@@ -92,7 +92,9 @@ def test_pixelate_restore_and_content():
     assert back.size == (64, 128)
     assert np.array_equal(np.asarray(back), np.asarray(small.resize((64, 128), Image.Resampling.BILINEAR)))
     # Pixelating noise removes high-frequency energy.
-    hf = lambda a: np.abs(np.diff(a.astype(float), axis=1)).mean()  # noqa: E731
+    def hf(a):
+        return np.abs(np.diff(a.astype(float), axis=1)).mean()
+
     assert hf(np.asarray(back)) < 0.5 * hf(arr)
     # A constant image stays constant.
     flat = Image.new("RGB", (64, 128), (90, 140, 200))

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from cli_helpers import run_cli
 
+from cli_helpers import run_cli
 from rlq.errors import ConfigError
 from rlq.methods import MethodEntry, ModelParts, get_method, method_names, register_method, unregister_method
 from rlq.methods.base import MAIN
@@ -78,6 +78,8 @@ def test_the_toy_method_trains_evaluates_and_exports_from_python(toy, synthcc_ti
     from rlq import export_onnx, run_training
     from rlq.data.datasets import load_dataset
     from rlq.engine.recipe import load_model_checkpoint
+    from rlq.evaluation.extract import extract_features
+    from rlq.evaluation.protocols import evaluate_protocol
     from rlq.spec import (
         DataSpec,
         EvalSpec_,
@@ -86,8 +88,6 @@ def test_the_toy_method_trains_evaluates_and_exports_from_python(toy, synthcc_ti
         RunSpec,
         TrainSpec,
     )
-    from rlq.evaluation.extract import extract_features
-    from rlq.evaluation.protocols import evaluate_protocol
 
     run = tmp_path / "run"
     spec = RunSpec(  # no YAML (docs/design.md boundary 1)
@@ -179,8 +179,8 @@ def test_unknown_method_names_the_registered_ones_closest_first():
 def test_an_unknown_method_in_a_config_is_refused_before_any_work(synthcc_tiny, tmp_path, capsys, monkeypatch):
     from omegaconf import OmegaConf
 
-    from rlq.engine import recipe
     from rlq.config import load_config
+    from rlq.engine import recipe
     from rlq.spec import RunSpec
 
     monkeypatch.setattr(recipe, "load_dataset", lambda *a, **k: pytest.fail("the data was read"))

@@ -189,7 +189,9 @@ def test_output_shapes_every_method_and_mode(method):
 
 
 def test_tad_has_bm_architecture_and_rlq_has_cap_architecture():
-    keys = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    def keys(m):
+        return {k: tuple(v.shape) for k, v in m.state_dict().items()}
+
     assert keys(tiny("tad")) == keys(tiny("bm"))
     assert keys(tiny("rlq")) == keys(tiny("cap"))
     assert keys(tiny("bm+g")) != keys(tiny("bm"))

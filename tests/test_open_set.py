@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cli_helpers import run_cli  # noqa: E402
+from cli_helpers import run_cli
 from rlq.evaluation.open_set import dir_at_far, open_set_rates, rank1_outcomes, threshold_at_far
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -217,7 +217,7 @@ def test_eval_open_set_prints_dir_at_far(holdout_run, tmp_path, capsys):
                     "--json", str(out)]) == 0
     rep = json.loads(out.read_text())
     assert set(rep["open_set"]) == {"general", "cc"}
-    for name, r in rep["open_set"].items():
+    for r in rep["open_set"].values():
         row = r["rows"][0]
         assert row["far_target"] == 0.1 and row["far"] <= 0.1 and 0 <= row["dir"] <= 1
         assert r["num_unknown"] > 0 and r["num_known"] > 0 and len(r["curve"]) == 10

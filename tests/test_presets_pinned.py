@@ -8,22 +8,22 @@ folder and checks that the committed YAML is exactly the generator's output (no 
 from __future__ import annotations
 
 import importlib.util
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from rlq.config import PACKAGE_CONFIGS, load_config
-from rlq.spec import RunSpec
 from rlq.lq.mix import LQ_RANGES
+from rlq.spec import RunSpec
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ("ltcc", "prcc", "deepchange", "last")
 TWO_BRANCH = ("bm", "bm_g", "bm_p", "cap", "tad", "rlq")
 
 
-@lru_cache(maxsize=None)
+@cache
 def spec(name: str) -> RunSpec:  # read-only use: the tests never mutate a spec
     return OmegaConf.to_object(load_config(f"configs/{name}.yaml", schema=RunSpec))
 

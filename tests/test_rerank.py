@@ -8,8 +8,15 @@ import torch
 
 from rlq.errors import RlqError
 from rlq.evaluation.ranking import evaluate, evaluate_features
-from rlq.evaluation.rerank import (RerankSettings, dense_fits, dense_peak_bytes, knn_graph, rerank_chunks, rerank_dense,
-                                  sparse_peak_bytes)
+from rlq.evaluation.rerank import (
+    RerankSettings,
+    dense_fits,
+    dense_peak_bytes,
+    knn_graph,
+    rerank_chunks,
+    rerank_dense,
+    sparse_peak_bytes,
+)
 
 
 def slow_rerank(qf: np.ndarray, gf: np.ndarray, k1: int, k2: int, lam: float) -> np.ndarray:
@@ -199,8 +206,11 @@ def test_protocol_evaluation_with_reranking_equals_ranking_the_dense_distances()
     st = RerankSettings(8, 3, 0.3)
     res = evaluate_protocol({"query": (qf, qs), "gallery": (gf, gs)}, proto, rerank=st)
     D = rerank_dense(torch.from_numpy(qf), torch.from_numpy(gf), st).numpy()
-    lab = lambda ss, a: [getattr(s, a) for s in ss]  # noqa: E731
-    for name, r in res.items():
+
+    def lab(ss, a):
+        return [getattr(s, a) for s in ss]
+
+    for r in res.values():
         ref = evaluate(D, lab(qs, "pid"), lab(gs, "pid"), lab(qs, "camid"), lab(gs, "camid"), lab(qs, "clothes_id"),
                        lab(gs, "clothes_id"), mode=r["mode"])
         np.testing.assert_allclose(r["ap"], ref["ap"], atol=1e-6, equal_nan=True)

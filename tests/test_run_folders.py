@@ -108,10 +108,10 @@ def test_trainer_api_refuses_by_default_and_overwrites_on_request(tmp_path):
     import numpy as np
     import torch
 
-    from rlq.spec import LossSpec
     from rlq.engine.trainer import Trainer
     from rlq.methods.reid import ReIDMethod
     from rlq.models import build_model
+    from rlq.spec import LossSpec
 
     def trainer(run: Path) -> Trainer:
         model = build_model(method="bm", num_ids=2, backbone="tiny", pretrained="none")

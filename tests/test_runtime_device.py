@@ -7,7 +7,15 @@ import pytest
 import torch
 
 from rlq.errors import ConfigError
-from rlq.runtime.device import AMP_DTYPES, AMP_MODES, amp_mode, autocast_context, precision_name, resolve_amp, resolve_device
+from rlq.runtime.device import (
+    AMP_DTYPES,
+    AMP_MODES,
+    amp_mode,
+    autocast_context,
+    precision_name,
+    resolve_amp,
+    resolve_device,
+)
 
 CPU = torch.device("cpu")
 

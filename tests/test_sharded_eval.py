@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from cli_helpers import run_cli
+from rlq.errors import ConfigError
 from rlq.runtime.distributed import (
     DistInfo,
     RankFailure,
@@ -28,9 +30,6 @@ from rlq.runtime.distributed import (
     shard_bounds,
     sync_buffers,
 )
-from rlq.errors import ConfigError
-
-from cli_helpers import run_cli
 
 gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                           reason="torch.distributed gloo backend unavailable")
@@ -221,6 +220,8 @@ def test_torchrun_extract_and_eval_match_one_process(synthcc_tiny, checkpoint, t
     for split in ("query", "gallery"):
         assert fa[split].shape[0] == {"query": 12, "gallery": 52}[split]
         assert fa[split].tobytes() == fb[split].tobytes(), split
+        for k in ("pids", "camids", "clothes_ids", "keys", "paths"):
+            np.testing.assert_array_equal(getattr(la[split], k), getattr(lb[split], k), err_msg=f"{split} {k}")
 
     ev = ["eval", str(checkpoint), *data, "--resamples", "50"]
     p = _torchrun(*ev, "--json", str(tmp_path / "ddp.json"), "--per-query", str(tmp_path / "ddp_pq.npz"))

@@ -225,7 +225,7 @@ def test_alphapose_json_is_valid_and_matches_label_maps(synth):
             best = max(dets, key=lambda d: d["score"])  # docs/method.md §3.4 person selection
             kp = np.asarray(best["keypoints"], float).reshape(17, 3)
 
-            def near_labels(i: int) -> set[int]:
+            def near_labels(i: int, kp=kp, labels=labels) -> set[int]:
                 x, y = int(kp[i, 0]), int(kp[i, 1])
                 return set(labels[max(0, y - 1):y + 2, max(0, x - 1):x + 2].ravel().tolist())
 
@@ -337,7 +337,9 @@ def test_default_preset_test_split_has_1000_clothes_changing_queries():
     tasks, _, ids = gen_mod._target_plan(p, 0, cams)
     again, _, _ = gen_mod._target_plan(p, 0, gen_mod.make_cameras(p.cameras, gen_mod._gen(0, gen_mod._TAG_CAMERAS)))
     assert [t.rel for t in tasks] == [t.rel for t in again]
-    rec = lambda t: (t.ident.pid, t.outfit.index, t.camera.index)  # noqa: E731
+    def rec(t):
+        return (t.ident.pid, t.outfit.index, t.camera.index)
+
     queries = [rec(t) for t in tasks if t.split == "query"]
     gallery = [rec(t) for t in tasks if t.split == "test"]
     assert len(ids["test_pids"]) == p.test_ids and len(queries) >= 1000
@@ -353,6 +355,6 @@ def test_default_preset_test_split_has_1000_clothes_changing_queries():
         per_outfit.setdefault((pid, outfit), set()).add(cam)
     assert {len(c) for c in per_outfit.values()} == {2}
     n_out = {}
-    for pid, outfit in per_outfit:
+    for pid, _outfit in per_outfit:
         n_out[pid] = n_out.get(pid, 0) + 1
     assert set(n_out.values()) <= {2, 3}

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
-import synthcc_cues  # noqa: E402
+import synthcc_cues
 
 
 def test_part_colours_hand_case():

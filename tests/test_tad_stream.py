@@ -149,8 +149,8 @@ def test_percent_of_identities_sampler(world):
 def test_run_spec_builds_an_identity_folder_stream(tmp_path):
     from types import SimpleNamespace
 
-    from rlq.runtime.distributed import DistInfo
     from rlq.engine.recipe import _external_loader
+    from rlq.runtime.distributed import DistInfo
     from rlq.spec import RunSpec, TADSpec
 
     _identity_tree(tmp_path, {"a": 5, "b": 4, "c": 8})

@@ -8,15 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from rlq.analysis import STATUS_COLORS, match_status, rank_list_figure
 from rlq.data.records import Sample
 from rlq.errors import ConfigError
 from rlq.evaluation.ranking import evaluate_features
-
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -121,7 +118,9 @@ def test_worst_and_random_orders(synth, tmp_path):
     gf = extract_features(model, [s.path for s in gs], 64, 32, workers=0)
     r = rank_list_figure(qs, gs, query_feats=qf, gallery_feats=gf, mode="cc", order="worst", num_queries=4, top_k=5,
                          out_png=tmp_path / "w.png")
-    lab = lambda ss, f: [getattr(s, f) for s in ss]  # noqa: E731
+    def lab(ss, f):
+        return [getattr(s, f) for s in ss]
+
     ev = evaluate_features(qf, gf, lab(qs, "pid"), lab(gs, "pid"), lab(qs, "camid"), lab(gs, "camid"),
                            lab(qs, "clothes_id"), lab(gs, "clothes_id"), mode="cc")
     valid = np.flatnonzero(ev["valid"])
@@ -143,7 +142,6 @@ def test_worst_and_random_orders(synth, tmp_path):
 
 
 def test_cli_visualize(synth, tmp_path):
-    import rlq.cli.analysis  # noqa: F401  (registers the commands)
     from rlq.cli import main
     from rlq.engine.recipe import save_model_checkpoint
     from rlq.models import build_model

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # this checkout's rlq, not an installed one
-from rlq.methods import get_method  # noqa: E402  (a plain table: no torch)
+from rlq.methods import get_method  # a plain table: no torch
 
 ROOT = Path(__file__).resolve().parents[1] / "src" / "rlq" / "configs"
 
@@ -130,7 +130,7 @@ def main() -> None:
         dump(ROOT / "methods" / f"{name}.yaml", data,
              f"Method {data['method']}: {get_method(data['method']).description}"
              f"{' + clothes recolouring' if name == 'cal_aug' else ''}.")
-    for ds, data in DATASETS.items():
+    for ds in DATASETS:
         for m in METHODS:
             for preset in BASES:
                 extra: dict = {}

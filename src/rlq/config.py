@@ -9,8 +9,9 @@ objects: the CLI turns them into explicit keyword arguments.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -95,7 +96,7 @@ def _resolve_base(base: str, parent: Path) -> Path:
     near = _closest_presets(base, n=3)
     raise ConfigError(
         f"{parent}: _base_ file {base!r} not found; looked at " + ", ".join(str(t) for t in dict.fromkeys(tried))
-        + f". A _base_ path is relative to the file, or names a shipped preset (e.g. synthcc/bm.yaml)."
+        + ". A _base_ path is relative to the file, or names a shipped preset (e.g. synthcc/bm.yaml)."
         + (f" Closest shipped presets: {', '.join(near)}" if near else "")
     )
 
@@ -145,6 +146,7 @@ def schema_keys(schema: type) -> list[dict[str, Any]]:
     import dataclasses
     import inspect
     import re
+    import types
     import typing
 
     def comments(cls: type) -> dict[str, str]:
@@ -159,6 +161,12 @@ def schema_keys(schema: type) -> list[dict[str, Any]]:
                 found[m.group(1)] = m.group(2).strip()
         return found
 
+    def type_name(t: Any) -> str:
+        args = [a for a in typing.get_args(t) if a is not type(None)]
+        if typing.get_origin(t) in (typing.Union, types.UnionType) and len(args) == 1:  # X | None, Optional[X]
+            return f"Optional[{type_name(args[0])}]"
+        return t.__name__ if typing.get_origin(t) is None and isinstance(t, type) else str(t).replace("typing.", "")
+
     def walk(cls: type, prefix: str) -> list[dict[str, Any]]:
         hints = typing.get_type_hints(cls)
         notes = comments(cls)
@@ -170,12 +178,11 @@ def schema_keys(schema: type) -> list[dict[str, Any]]:
                 continue
             if f.default is not dataclasses.MISSING:
                 default = f.default
-            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-                default = f.default_factory()  # type: ignore[misc]
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc] - mypy's dataclasses.Field typing
+                default = f.default_factory()  # type: ignore[misc] - as above
             else:  # pragma: no cover - every field has a default
                 default = None
-            name = t.__name__ if typing.get_origin(t) is None and isinstance(t, type) else str(t).replace("typing.", "")
-            rows.append({"key": prefix + f.name, "type": name, "default": default, "help": notes.get(f.name, "")})
+            rows.append({"key": prefix + f.name, "type": type_name(t), "default": default, "help": notes.get(f.name, "")})
         return rows
 
     return walk(schema, "")
@@ -233,7 +240,7 @@ def load_config(
 
 def to_container(cfg: DictConfig) -> dict:
     """Plain, resolved dict of a config."""
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value] - a DictConfig gives a dict
 
 
 def write_snapshot(cfg: DictConfig | dict, out_dir: str | os.PathLike, extra_meta: dict | None = None) -> Path:

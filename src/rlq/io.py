@@ -12,8 +12,9 @@ import os
 import re
 import sys
 import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator, Sequence
+from typing import IO, Any
 
 __all__ = ["save_figure", "replace_dir", "aside_name", "commit_staged_dir", "atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "sha256_file",
            "json_dumps", "strict_json_value", "csv_cell", "csv_cell_value", "atomic_write_csv"]

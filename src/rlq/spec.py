@@ -21,7 +21,7 @@ import math
 import pkgutil
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from .data.datasets import DATASET_NAMES, dataset_key
 from .data.datasets.celebreid import CAMERA_RULES
@@ -86,15 +86,15 @@ class DataSpec:
     camera_rule: str = _choice("unique", CAMERA_RULES)  # Celeb-reID camid at evaluation (docs/datasets.md §3.7): unique | official
     # Recolouring (§3.3)
     recolor: bool = True
-    parsing_root: Optional[str] = None
+    parsing_root: str | None = None
     parsing_missing: str = _choice("error", PARSING_MISSING)  # error | copy (lenient: unmodified copy keeping the real clothes label)
-    faulty_pant: Optional[str] = None
-    faulty_shirt: Optional[str] = None
+    faulty_pant: str | None = None
+    faulty_shirt: str | None = None
     palette: str = _choice("auto", ("auto",), "rlq.data.recolor:PALETTES")  # auto (by dataset) | default | last
     # CAP side inputs (§3.4, §3.5)
-    gender_csv: Optional[str] = None
+    gender_csv: str | None = None
     gender_missing: str = _choice("error", GENDER_MISSING)  # error | ignore | male | female
-    pose_csv: Optional[str] = None
+    pose_csv: str | None = None
     pose_column: str = "R_LA_15"
     pose_missing: str = _choice("error", POSE_MISSING)  # error | null (missing keys -> cluster 0)
     # Model selection on a validation set (§7 `default`): LTCC/PRCC need an opt-in identity hold-out
@@ -148,12 +148,12 @@ class OptimSpec:
 
 @dataclass
 class TADSpec:
-    teacher: Optional[str] = None  # checkpoint of a Base Model trained on the external data (§5.3, §9)
+    teacher: str | None = None  # checkpoint of a Base Model trained on the external data (§5.3, §9)
     force_teacher: bool = False  # accept a teacher checkpoint without recipe metadata
     # any dataset name; "folder" (any folder of person crops, unlabeled); or "identity_folders" (one subfolder per
     # identity, sampled P x K over its identities, e.g. NTU for paper Table 8)
     external_dataset: str = _choice("celebreid", EXTERNAL_FOLDERS, DATASET_NAMES, key=_external_key)
-    external_root: Optional[str] = None
+    external_root: str | None = None
     external_batch_size: int = _num(32, ge=1)  # B per replica for the external stream (the presets tie it to data.batch_size, as the code)
     external_num_instances: int = _num(4, ge=1)
     fraction: float = _num(1.0, gt=0, le=1, hint="e.g. 0.08 for the Fig. 6 ablation")  # §5.1 amount (Fig. 6 ablation: ~0.08)
@@ -198,7 +198,7 @@ class TrainSpec:
     nonfinite: str = _choice("error", NONFINITE_POLICIES)  # error | skip (skip the batch, counted)
     device: str = field(default="auto", metadata={"pattern": r"auto|cpu|cuda(:\d+)?", "hint": "auto, cpu, cuda or cuda:N"})  # auto | cpu | cuda | cuda:N
     num_threads: int = _num(0, ge=0)  # torch intra-op threads on CPU (0 = torch default)
-    dist_timeout_min: Optional[float] = _num(None, gt=0, hint="null: env RLQ_DIST_TIMEOUT_MIN, else 60")  # torchrun collective timeout, minutes (null: env RLQ_DIST_TIMEOUT_MIN, else 60)
+    dist_timeout_min: float | None = _num(None, gt=0, hint="null: env RLQ_DIST_TIMEOUT_MIN, else 60")  # torchrun collective timeout, minutes (null: env RLQ_DIST_TIMEOUT_MIN, else 60)
 
 
 @dataclass
@@ -206,13 +206,13 @@ class EvalSpec_:
     batch_size: int = _num(128, ge=1)
     workers: int = _num(4, ge=0)
     flip: bool = True  # §2.5
-    chunk_size: Optional[int] = _num(None, ge=1)  # query rows per distance chunk (null: from a memory budget)
+    chunk_size: int | None = _num(None, ge=1)  # query rows per distance chunk (null: from a memory budget)
     max_rank: int = _num(50, ge=1)
     # 95 % percentile-bootstrap intervals of rank-1 / mAP over queries (docs/datasets.md, Confidence intervals)
     bootstrap_resamples: int = _num(1000, ge=1, hint="1000 for the reported intervals")
     bootstrap_seed: int = _num(0, ge=0)
     # clean / LQ query rows: a Category,Image,Artifact,Severity,Param table (None: <data.root>/quality.csv if present)
-    quality_csv: Optional[str] = None
+    quality_csv: str | None = None
 
 
 @dataclass

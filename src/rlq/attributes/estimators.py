@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -286,7 +287,7 @@ def list_images(
 def require_mediapipe() -> Any:
     """The mediapipe module, or RlqError saying how to install the ``[pose]`` extra."""
     try:
-        import mediapipe as mp  # noqa: PLC0415 - optional dependency, imported lazily
+        import mediapipe as mp  # optional dependency, imported lazily
     except ImportError as e:
         raise RlqError(f"the built-in pose / parsing estimator needs mediapipe, which cannot be imported ({e}); "
                        f"{POSE_INSTALL_HINT}") from None
@@ -311,7 +312,7 @@ def _pose_model(mp: Any, model_complexity: int, min_confidence: float, segmentat
     try:
         return mp.solutions.pose.Pose(static_image_mode=True, model_complexity=model_complexity,
                                       enable_segmentation=segmentation, min_detection_confidence=min_confidence)
-    except Exception as e:  # download failures, graph errors: one clear message
+    except Exception as e:  # noqa: BLE001 - download failures, graph errors: one clear message
         raise RlqError(f"cannot start mediapipe Pose (model_complexity={model_complexity}): {type(e).__name__}: {e}; "
                        "model_complexity=1 uses the model shipped in the wheel and runs offline") from None
 

@@ -7,8 +7,9 @@ import html
 import io
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -134,7 +135,7 @@ def _thumb_bytes(path: str, size: tuple[int, int]) -> bytes:
     try:
         with Image.open(path) as img:
             img = img.convert("RGB")
-    except Exception as e:  # PIL raises many types for unreadable files
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for unreadable files
         raise DatasetError(
             f"gender sheet: cannot read image {path} ({type(e).__name__}: {e}); check the file"
         ) from None

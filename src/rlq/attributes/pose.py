@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -150,7 +151,7 @@ def detection_vectors(
         )
     if not with_pose:
         return np.zeros((0, pose_dim(kind))), mask
-    kp = np.stack([detections[k].keypoints for k in with_pose])  # type: ignore[union-attr]
+    kp = np.stack([detections[k].keypoints for k in with_pose])  # type: ignore[union-attr] - with_pose holds no None
     sizes = np.asarray([tuple(image_sizes[k]) for k in with_pose], dtype=np.float64)
     return pose_vectors(kp, sizes, kind), mask
 

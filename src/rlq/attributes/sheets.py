@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -42,7 +42,7 @@ def _thumbnail(path: str, thumb: tuple[int, int], keypoints: np.ndarray | None):
     try:
         with Image.open(path) as img:
             img = img.convert("RGB")
-    except Exception as e:  # PIL raises many types for unreadable files
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for unreadable files
         raise DatasetError(
             f"contact sheet: cannot read image {path} ({type(e).__name__}: {e}); check the path or the file"
         ) from None

@@ -22,7 +22,8 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 def erase_fill_01() -> tuple[float, float, float]:
     """The CAL fill values of the normalised tensor, expressed in the 0-1 input space of the model."""
-    return tuple(v * s + m for v, s, m in zip(ERASE_FILL_NORMALISED, IMAGENET_STD, IMAGENET_MEAN))  # type: ignore[return-value]
+    r, g, b = (v * s + m for v, s, m in zip(ERASE_FILL_NORMALISED, IMAGENET_STD, IMAGENET_MEAN))
+    return r, g, b
 
 
 def apply_erasing(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:

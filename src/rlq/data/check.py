@@ -9,8 +9,9 @@ NOT USABLE because training and evaluation stop at the first one they read (a Da
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from tqdm import tqdm
 

@@ -16,8 +16,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -70,7 +70,7 @@ def _read_mask(path: Path) -> np.ndarray:
     return arr
 
 
-def mask_box(mask: np.ndarray) -> Optional[tuple[int, int, int, int]]:
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     """(left, top, right, bottom), right/bottom exclusive, of the non-zero pixels; None when the mask is empty."""
     ys, xs = np.nonzero(np.asarray(mask))
     if ys.size == 0:
@@ -78,7 +78,7 @@ def mask_box(mask: np.ndarray) -> Optional[tuple[int, int, int, int]]:
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
-def _find_mask(masks: Path, rel: Path) -> Optional[Path]:
+def _find_mask(masks: Path, rel: Path) -> Path | None:
     stem = masks / rel.with_suffix("")
     for ext in (*MASK_IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS):
         p = stem.with_suffix(ext)

@@ -69,7 +69,7 @@ def _load(path: str | os.PathLike, max_pixels: int | None, decode: bool = True) 
         raise _BadImage(f"decompression bomb: {exc}") from None
     except UnidentifiedImageError:
         raise _BadImage("not a readable image (unknown format or corrupt header)") from None
-    except Exception as exc:  # PIL raises many types for corrupt headers
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt headers
         raise _BadImage(f"corrupt image ({type(exc).__name__}: {exc})") from None
     with im:
         w, h = im.size
@@ -83,7 +83,7 @@ def _load(path: str | os.PathLike, max_pixels: int | None, decode: bool = True) 
                 return None
             im.load()
             return to_rgb(im)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt or truncated data
             msg = str(exc)
             if "truncated" in msg.lower() or isinstance(exc, EOFError):
                 raise _BadImage(f"truncated image ({msg})") from None

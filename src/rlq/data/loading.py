@@ -8,7 +8,7 @@ and LQ synthesis happen batched on the device (:mod:`rlq.data.batch_ops`, :mod:`
 from __future__ import annotations
 
 import logging
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image

@@ -6,8 +6,9 @@ Nothing here imports torch. A parser turns a folder into a :class:`Dataset`; eve
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -186,7 +187,7 @@ def relabel_train(raw: Sequence[RawSample]) -> tuple[tuple[Sample, ...], int, in
 
 
 def relabel_test_clothes(
-    splits: Mapping[str, Iterable[RawSample]], pid_of: "Mapping[str, int] | None" = None
+    splits: Mapping[str, Iterable[RawSample]], pid_of: Mapping[str, int] | None = None
 ) -> dict[str, tuple[Sample, ...]]:
     """Turn raw test splits into samples; outfit keys relabelled jointly over all given splits.
 

@@ -10,7 +10,7 @@ seeds the draws that repeat every epoch, the second the flips and the Gaussian s
 from __future__ import annotations
 
 import random
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 

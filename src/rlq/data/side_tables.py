@@ -12,8 +12,15 @@ import numpy as np
 
 from ..errors import ConfigError, SideInputError
 from .records import Dataset
-from .sidecars import (check_coverage, match_gender, parsing_path, read_faulty, read_gender_csv, read_pose_clusters,
-                       read_quality_csv)
+from .sidecars import (
+    check_coverage,
+    match_gender,
+    parsing_path,
+    read_faulty,
+    read_gender_csv,
+    read_pose_clusters,
+    read_quality_csv,
+)
 
 __all__ = ["TrainSideInputs", "build_side_inputs", "default_side_paths", "quality_groups", "POSE_MISSING", "PARSING_MISSING"]
 

@@ -11,7 +11,7 @@ size pairs, which can move pixels next to clipped bicubic overshoot by up to ~10
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

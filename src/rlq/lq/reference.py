@@ -7,7 +7,8 @@ the SynthCC generator uses them to degrade its images. The tests compare them wi
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from PIL import Image

@@ -15,8 +15,9 @@ the batch touched, so a skipped batch changes nothing.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Mapping, Union
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -52,7 +53,7 @@ class StepContext:
     epoch: int
     step: int
     generator: torch.Generator  # device-side randomness of this step, seeded from (seed, epoch, rank, step)
-    autocast: Callable[[], ContextManager] = contextlib.nullcontext
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     channels_last: bool = False
 
 
@@ -68,7 +69,7 @@ class StepOutput:
 
 
 #: What ``training_step`` returns: one (main) stage, or a generator of stages, the main one last.
-StepResult = Union[StepOutput, Iterator[StepOutput]]
+StepResult = StepOutput | Iterator[StepOutput]
 
 
 class Method:

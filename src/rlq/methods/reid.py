@@ -7,16 +7,16 @@ the backbone loss terms for the main optimizer. The trainer takes both steps, in
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..data.recolor import positive_clothes_matrix, recolor_batch
 from ..data.batch_ops import apply_erasing, to_float
+from ..data.recolor import positive_clothes_matrix, recolor_batch
 from ..data.records import Dataset
-from ..spec import LossSpec, RunSpec
 from ..losses import (
     abs_cos_loss,
     batch_hard_triplet,
@@ -26,6 +26,7 @@ from ..losses import (
     label_smoothed_ce,
 )
 from ..models import build_clothes_classifier
+from ..spec import LossSpec, RunSpec
 from .base import Method, Phase, StepContext, StepOutput, StepResult
 
 __all__ = ["ReIDMethod", "assemble_target_batch", "lq_views"]

@@ -9,15 +9,16 @@ epoch) or `step` (paper: one TAD step before every ReID step, the external loade
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..data.batch_ops import apply_erasing, to_float
 from ..data.records import Dataset
-from ..spec import TAD_ALTERNATIONS, TAD_VARIANTS, TEACHER_VARIANTS, RunSpec, TADSpec
 from ..losses import kl_divergence, ss_mse, tad_distillation
+from ..spec import TAD_ALTERNATIONS, TAD_VARIANTS, TEACHER_VARIANTS, RunSpec, TADSpec
 from .base import Phase, StepContext, StepOutput, StepResult
 from .reid import ReIDMethod, lq_views
 

@@ -12,9 +12,9 @@ import importlib.metadata
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from torch import nn
@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 STAGE_NAMES: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
 
 # name -> (block, blocks per stage, widths of layer1..4 (planes), stem width)
-_SPECS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int], tuple[int, int, int, int], int]] = {
+_Block = type[tv_resnet.BasicBlock] | type[tv_resnet.Bottleneck]
+_SPECS: dict[str, tuple[_Block, tuple[int, int, int, int], tuple[int, int, int, int], int]] = {
     "resnet18": (tv_resnet.BasicBlock, (2, 2, 2, 2), (64, 128, 256, 512), 64),
     "resnet34": (tv_resnet.BasicBlock, (3, 4, 6, 3), (64, 128, 256, 512), 64),
     "resnet50": (tv_resnet.Bottleneck, (3, 4, 6, 3), (64, 128, 256, 512), 64),
@@ -94,7 +95,7 @@ IMAGENET_BACKBONES: dict[str, str] = {
 class _ResNetTrunk(nn.Module):
     """A torchvision-layout ResNet without avgpool/fc (state-dict keys match torchvision's)."""
 
-    def __init__(self, block: type[nn.Module], layers: tuple[int, ...], widths: tuple[int, ...], stem: int) -> None:
+    def __init__(self, block: _Block, layers: tuple[int, ...], widths: tuple[int, ...], stem: int) -> None:
         super().__init__()
         self.inplanes = stem
         self.conv1 = nn.Conv2d(3, stem, kernel_size=7, stride=2, padding=3, bias=False)
@@ -114,8 +115,8 @@ class _ResNetTrunk(nn.Module):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)
 
-    def _make_layer(self, block: type[nn.Module], planes: int, blocks: int, stride: int) -> nn.Sequential:
-        expansion = block.expansion  # type: ignore[attr-defined]
+    def _make_layer(self, block: _Block, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        expansion = block.expansion
         downsample = None
         if stride != 1 or self.inplanes != planes * expansion:
             downsample = nn.Sequential(
@@ -356,10 +357,10 @@ def build_backbone(name: str, pretrained: str | os.PathLike | None = "none", las
     if name == "mobilenetv2":
         features = _mobilenetv2_features()
         if not _is_none(pretrained):
-            _load_mobilenetv2(features, pretrained)  # type: ignore[arg-type]
+            _load_mobilenetv2(features, pretrained)  # type: ignore[arg-type] - not None: _is_none above
         if _check_last_stride(last_stride) == 1:
             set_mobilenetv2_last_stride_one(features)
-        features.out_channels = features[-1].out_channels  # type: ignore[assignment]
+        features.out_channels = features[-1].out_channels  # type: ignore[assignment] - an attribute torchvision lacks
         return features
     if name not in _SPECS:
         raise ConfigError(f"unknown backbone {name!r}; choose one of {list(BACKBONES)}")
@@ -380,7 +381,7 @@ def build_backbone(name: str, pretrained: str | os.PathLike | None = "none", las
         load_resnet_state_dict(net, _read_state_dict(path), repr(str(path)))
         log.info("loaded ImageNet weights for %s from %s", name, path)
     else:
-        path = Path(pretrained)  # type: ignore[arg-type]
+        path = Path(pretrained)  # type: ignore[arg-type] - not None: _is_none above
         load_resnet_state_dict(net, _read_state_dict(path), repr(str(path)))
         log.info("loaded backbone weights for %s from %s", name, path)
     if last_stride == 1:
@@ -407,14 +408,14 @@ def build_backbone_stages(name: str, pretrained: str | os.PathLike | None = "non
         parts = {stage: features[a:b] for stage, (a, b) in MOBILENETV2_STAGES.items()}
         channels = tuple(_stage_out_channels(parts[n]) for n in STAGE_NAMES)
         return BackboneStages(
-            **parts,  # type: ignore[arg-type]
+            **parts,  # type: ignore[arg-type] - the keys are STAGE_NAMES
             out_channels=channels[-1],
-            stage_channels=channels,  # type: ignore[arg-type]
+            stage_channels=channels,  # type: ignore[arg-type] - five stages, five counts
         )
     net = build_backbone(name, pretrained, last_stride)
     stem = nn.Sequential(OrderedDict(conv1=net.conv1, bn1=net.bn1, relu=net.relu, maxpool=net.maxpool))
     widths = _SPECS[name][2]
-    expansion = _SPECS[name][0].expansion  # type: ignore[attr-defined]
+    expansion = _SPECS[name][0].expansion
     channels = (net.conv1.out_channels, *(w * expansion for w in widths))
     return BackboneStages(
         stem=stem,
@@ -423,5 +424,5 @@ def build_backbone_stages(name: str, pretrained: str | os.PathLike | None = "non
         layer3=net.layer3,
         layer4=net.layer4,
         out_channels=net.out_channels,
-        stage_channels=channels,  # type: ignore[arg-type]
+        stage_channels=channels,  # type: ignore[arg-type] - five stages, five counts
     )

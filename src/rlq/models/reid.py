@@ -287,7 +287,9 @@ class ReIDModel(nn.Module):
         e = self.forward(x, "embed")
         assert isinstance(e, torch.Tensor)
         if flip:
-            e = e + self.forward(torch.flip(x, dims=[3]), "embed")  # type: ignore[operator]
+            e_flip = self.forward(torch.flip(x, dims=[3]), "embed")
+            assert isinstance(e_flip, torch.Tensor)
+            e = e + e_flip
         return F.normalize(e.float(), dim=1)
 
     def extra_repr(self) -> str:

@@ -6,7 +6,8 @@ of its own (the clothes classifier's, docs/method.md §4) does the same through 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Callable, Mapping, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 from rlq.data.records import Dataset, EvalSpec, Protocol
 from rlq.errors import DatasetError

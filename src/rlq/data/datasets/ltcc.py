@@ -8,7 +8,17 @@ from pathlib import Path
 
 from rlq.data.records import Dataset, EvalSpec, Protocol, RawSample
 
-from ._common import Problems, check_layout, layout_missing, make_dataset, require_nonempty, resolve_root, scan_flat, stem, test_relabel
+from ._common import (
+    Problems,
+    check_layout,
+    layout_missing,
+    make_dataset,
+    require_nonempty,
+    resolve_root,
+    scan_flat,
+    stem,
+    test_relabel,
+)
 
 __all__ = ["load_ltcc", "load_synthcc", "TREE", "SYNTHCC_TREE", "NAME_PATTERN", "missing"]
 

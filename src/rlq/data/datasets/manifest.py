@@ -9,9 +9,10 @@ import logging
 import os
 import posixpath
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import yaml

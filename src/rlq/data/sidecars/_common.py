@@ -8,8 +8,9 @@ import io
 import math
 import os
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from rlq.errors import SideInputError
 from rlq.io import atomic_write_csv, csv_cell_value

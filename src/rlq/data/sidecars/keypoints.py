@@ -6,9 +6,10 @@ import json
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class Detection:
             and np.array_equal(self.keypoints, other.keypoints)
         )
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment] - unhashable: __eq__ compares arrays
 
 
 def _load_json(path: Path, what: str) -> Any:

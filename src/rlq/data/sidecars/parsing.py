@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -69,7 +69,7 @@ def read_parsing(path: str | os.PathLike, expected_size: tuple[int, int] | None 
     if path.suffix.lower() == ".npy":
         try:
             arr = np.load(path, allow_pickle=False)
-        except Exception as e:  # ValueError, OSError, EOFError, ...: any unreadable file
+        except Exception as e:  # noqa: BLE001 - ValueError, OSError, EOFError, ...: any unreadable file
             raise SideInputError(f"parsing logits {path} cannot be read as .npy ({type(e).__name__}: {e})") from None
         if not isinstance(arr, np.ndarray):  # an .npz archive renamed .npy
             arr.close()
@@ -98,7 +98,7 @@ def read_parsing(path: str | os.PathLike, expected_size: tuple[int, int] | None 
             labels = np.array(img, dtype=np.uint8)
     except SideInputError:
         raise
-    except Exception as e:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError, ...)
+    except Exception as e:  # noqa: BLE001 - PIL raises many types (UnidentifiedImageError, OSError, SyntaxError, ...)
         raise SideInputError(f"parsing map {path} cannot be read as an image ({type(e).__name__}: {e})") from None
     if labels.ndim != 2 or labels.size == 0:
         raise SideInputError(f"parsing map {path} has shape {labels.shape}; expected H x W")
@@ -147,7 +147,7 @@ def read_legacy_masks(mask_dir: str | os.PathLike, key: str) -> dict[str, np.nda
         try:
             with Image.open(p) as img:
                 arr = np.asarray(img.convert("RGB"))
-        except Exception as e:  # any undecodable file
+        except Exception as e:  # noqa: BLE001 - any undecodable file
             raise SideInputError(f"legacy mask {p} cannot be read as an image ({type(e).__name__}: {e})") from None
         if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
             raise SideInputError(f"legacy mask {p} has shape {arr.shape}; expected H x W x 3")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from rlq.errors import SideInputError
 
 from ._common import _check_cell, _check_width, _csv_rows, _first, _parse_count, _put_once, _write_csv
-
 
 POSE_CLUSTER_KS = (5, 10, 15, 20, 25, 30, 35, 40)
 POSE_VECTOR_KINDS = ("R_LA", "R_LAC", "R_A", "N_LA", "N_LAC", "N_A")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from rlq.errors import SideInputError
 
@@ -19,7 +19,6 @@ from ._common import (
     _put_once,
     _write_csv,
 )
-
 
 QUALITY_HEADER = ("Category", "Image", "Artifact", "Severity", "Param")
 #: Artifact kinds. Param: pixelation = target shorter side (px), defocus = Gaussian sigma,

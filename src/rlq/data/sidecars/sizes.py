@@ -9,7 +9,6 @@ from rlq.errors import SideInputError
 
 from ._common import _check_header, _check_width, _csv_rows, _parse_count, _put_once
 
-
 SIZE_BUCKETS = ("<32", "32-64", "64-128", "128-256", ">256")
 _SIZE_EDGES = (32, 64, 128, 256)
 
@@ -44,7 +43,7 @@ def read_size_csv(path: str | os.PathLike) -> dict[str, str]:
         if not key:
             raise SideInputError(f"{what} file {path} line {line}: empty Image key")
         vals = [_parse_count(v) for v in row[2:]]
-        if any(v not in (0, 1) for v in vals) or sum(vals) != 1:  # type: ignore[arg-type]
+        if any(v not in (0, 1) for v in vals) or sum(vals) != 1:  # type: ignore[arg-type] - a None fails the test on the left first
             raise SideInputError(
                 f"{what} file {path} line {line}: bucket values {row[2:]} for {key!r} are not one-hot "
                 "(exactly one 1, the rest 0); fix the row"

@@ -24,16 +24,25 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from rlq.data.lip import LIP_LABELS, lip_palette
-from rlq.data.synth.identities import Camera, Identity, Outfit, Quality, draw_quality, make_cameras, \
-    sample_identity, sample_outfits
+from rlq.data.synth.identities import (
+    Camera,
+    Identity,
+    Outfit,
+    Quality,
+    draw_quality,
+    make_cameras,
+    sample_identity,
+    sample_outfits,
+)
 from rlq.data.synth.render import render_person
 from rlq.data.synth.skeleton import COCO_KEYPOINTS, Session, frame_pose, sample_session
 from rlq.errors import ConfigError, DatasetError

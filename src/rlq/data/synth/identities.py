@@ -195,9 +195,15 @@ class Quality:
     params: dict
 
 
+def _rgb(values) -> RGB:
+    """Three values as an RGB triple of ints."""
+    r, g, b = (int(v) for v in values)
+    return r, g, b
+
+
 def _jitter_colour(rgb: RGB, rng: np.random.Generator, amount: float) -> RGB:
     c = np.asarray(rgb, dtype=np.float64) + rng.normal(0.0, amount, 3)
-    return tuple(int(v) for v in np.clip(np.rint(c), 0, 255))  # type: ignore[return-value]
+    return _rgb(np.clip(np.rint(c), 0, 255))
 
 
 def sample_identity(pid: int, rng: np.random.Generator, gender: int | None = None) -> Identity:
@@ -221,7 +227,7 @@ def sample_identity(pid: int, rng: np.random.Generator, gender: int | None = Non
     lo = int(math.floor(tone))
     hi = min(lo + 1, len(SKIN_TONES) - 1)
     ramp = (1 - (tone - lo)) * np.asarray(SKIN_TONES[lo], np.float64) + (tone - lo) * np.asarray(SKIN_TONES[hi], np.float64)
-    skin = _jitter_colour(tuple(int(v) for v in np.rint(ramp)), rng, 6.0)  # type: ignore[arg-type]
+    skin = _jitter_colour(_rgb(np.rint(ramp)), rng, 6.0)
     if rng.random() < _P_DYED:
         hair_colour = _jitter_colour(DYED_HAIR_COLOURS[str(rng.choice(list(DYED_HAIR_COLOURS)))], rng, 12.0)
     else:
@@ -299,18 +305,18 @@ def make_cameras(n: int, rng: np.random.Generator, lq: bool = True, height: int 
             profiles[int(cam)] = (QUALITY_ARTIFACTS[j % 3], levels[j % len(levels)])
     cams = []
     for i in range(n):
-        wall = tuple(int(v) for v in rng.integers(60, 220, 3))
-        wall2 = tuple(int(np.clip(v + rng.integers(-50, 50), 20, 240)) for v in wall)
-        floor = tuple(int(v) for v in rng.integers(50, 170, 3))
+        wall = _rgb(rng.integers(60, 220, 3))
+        wall2 = _rgb(np.clip(v + rng.integers(-50, 50), 20, 240) for v in wall)
+        floor = _rgb(rng.integers(50, 170, 3))
         if bgs[i] == "foliage":
             wall = (int(rng.integers(40, 90)), int(rng.integers(90, 150)), int(rng.integers(40, 80)))
             wall2 = (int(rng.integers(60, 120)), int(rng.integers(70, 120)), int(rng.integers(60, 110)))
-            floor = tuple([int(rng.integers(95, 140))] * 3)
+            floor = _rgb([rng.integers(95, 140)] * 3)
         art, level = profiles[i]
         cast = rng.normal(1.0, 0.05, 3)
         cams.append(Camera(
             index=i + 1, view=views[i], view_probs=_VIEW_PROBS[views[i]], side_right=float(rng.uniform(0.2, 0.8)),
-            background=bgs[i], wall=wall, wall2=wall2, floor=floor,  # type: ignore[arg-type]
+            background=bgs[i], wall=wall, wall2=wall2, floor=floor,
             horizon=float(rng.uniform(0.55, 0.8)), texture_scale=float(rng.uniform(0.7, 1.4)),
             brightness=float(rng.uniform(0.78, 1.15)), cast=tuple(float(c) for c in np.clip(cast, 0.88, 1.12)),
             noise=float(rng.uniform(1.0, 4.0)), height=int(height or round(heights[i])),

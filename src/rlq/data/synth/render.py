@@ -8,6 +8,7 @@ left/right (14-19) are the person's own sides, like COCO keypoints.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -179,7 +180,7 @@ def _draw_person(cv: _Canvas, fr: _Frame, ident: Identity, outfit: Outfit) -> li
     upper = outfit.upper
     upper_label = _COAT if upper.kind == "coat" else _UPPER
     lower = outfit.lower
-    items: list[tuple[float, float, object]] = []  # (layer, near, draw function)
+    items: list[tuple[float, float, Callable[[], None]]] = []  # (layer, near, draw function)
 
     # ---- arms
     for side in (1, -1):
@@ -362,7 +363,7 @@ def _draw_person(cv: _Canvas, fr: _Frame, ident: Identity, outfit: Outfit) -> li
     items.append((6.0, 0.0, draw_head))
 
     for _, _, fn in sorted(items, key=lambda it: (it[0], it[1])):
-        fn()  # type: ignore[operator]
+        fn()
     return details
 
 
