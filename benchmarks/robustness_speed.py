@@ -28,12 +28,13 @@ import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _util import Timer, add_common_args, env_info, load, threads, write_json  # noqa: E402
+from _util import Timer, add_common_args, env_info, load, threads, write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HEIGHT, WIDTH = 128, 64
@@ -47,7 +48,7 @@ class _Counter:
 
         self.rob, self.real, self.images, self.calls = rob, rob.extract_features, 0, 0
 
-    def __enter__(self) -> "_Counter":
+    def __enter__(self) -> _Counter:
         def counted(model, paths, *a, **kw):
             self.images += len(paths)
             self.calls += 1

@@ -31,19 +31,19 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _util import add_common_args, env_info, quick_out, write_json  # noqa: E402
-from synthcc_methods import _prepare_data, seed_interval  # noqa: E402
-
-from rlq.evaluation.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_means  # noqa: E402
-from rlq.report_format import fixed, pct  # noqa: E402
+from _util import add_common_args, env_info, quick_out, write_json
+from rlq.evaluation.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, bootstrap_means
+from rlq.report_format import fixed, pct
+from synthcc_methods import _prepare_data, seed_interval
 
 #: The trained arms: name -> (preset under configs/synthcc/, extra overrides). tad8: Fig. 6's ablation setting
 #: (docs/method.md "Fig. 6": one fixed per-identity 8 % subset of the external data for the whole run).
@@ -285,9 +285,9 @@ def feature_measures(run: Path, root: Path, needed: Sequence[str], *, device: st
     from rlq.analysis.ranklist import top1_after_junk
     from rlq.data.datasets import load_dataset
     from rlq.data.loading import ImageCache
+    from rlq.deploy.search import weights_sha256
     from rlq.engine.recipe import load_model_checkpoint, run_eval_settings
     from rlq.evaluation.extract import extract_features
-    from rlq.deploy.search import weights_sha256
     from rlq.io import atomic_open
 
     cache_file = run / "claims_measures.npz"

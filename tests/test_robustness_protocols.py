@@ -16,8 +16,16 @@ import pytest
 import torch
 
 import rlq.analysis.robustness as rob
-from rlq.analysis.robustness import (APPLY_TO, CORRUPTION_PROTOCOL, LQ_PROTOCOLS, ROBUSTNESS_PROTOCOL,
-                                     official_lq_evaluate, robustness_figure, robustness_sweep, robustness_sweeps)
+from rlq.analysis.robustness import (
+    APPLY_TO,
+    CORRUPTION_PROTOCOL,
+    LQ_PROTOCOLS,
+    ROBUSTNESS_PROTOCOL,
+    official_lq_evaluate,
+    robustness_figure,
+    robustness_sweep,
+    robustness_sweeps,
+)
 from rlq.data.records import EvalSpec, Protocol
 from rlq.errors import ConfigError
 from rlq.evaluation.bootstrap import DEFAULT_RESAMPLES, PerQuery
@@ -253,7 +261,6 @@ def test_the_picture_names_protocol_queries_checkpoint_and_draws_bands(ds, model
 
 
 def _cli(args: list[str]) -> int:
-    import rlq.cli.analysis  # noqa: F401  (registers the commands)
     from cli_helpers import run_cli
 
     return run_cli(args)

@@ -23,7 +23,8 @@ authors' LQ test protocol (:mod:`rlq.lq.official_test`); results carry its label
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
