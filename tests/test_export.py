@@ -15,7 +15,7 @@ pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from rlq.deploy import FeatureExtractor  # noqa: E402
-from rlq.engine.recipe import save_model_checkpoint  # noqa: E402
+from rlq.engine.model_io import save_model_checkpoint  # noqa: E402
 from rlq.errors import RlqError  # noqa: E402
 from rlq.export import build_model_card, responsible_use_text  # noqa: E402
 from rlq.export.onnx import export_onnx, model_card_path, synthetic_check_images  # noqa: E402

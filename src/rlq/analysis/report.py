@@ -101,13 +101,12 @@ def demo_analysis(
     matplotlib only the pictures that need it are skipped.
     """
     import numpy as np
-    import torch
 
     from rlq.data.loading import ImageCache
     from rlq.data.sidecars import read_quality_csv
-    from rlq.engine.recipe import load_model_checkpoint, run_eval_settings
+    from rlq.engine.evaluate import prepare_evaluation
     from rlq.errors import CheckpointError
-    from rlq.evaluation.extract import extract_features
+    from rlq.evaluation.extract import extract_protocol_features
 
     from .buckets import buckets_markdown, plot_buckets, protocol_bucket_metrics, quality_buckets, quality_order
     from .lq_clusters import lq_cluster_diagnostics, lq_clusters_markdown
@@ -126,8 +125,8 @@ def demo_analysis(
     models, flips = {}, {}
     for m in methods:
         try:
-            models[m], state = load_model_checkpoint(out / m, device=device, prefer="last")
-            flips[m] = run_eval_settings(state, torch.device(device))[0]  # as the run evaluated (the demo: no flip)
+            setup = prepare_evaluation(out / m, ds, device=device, prefer="last")
+            models[m], flips[m] = setup.model, setup.flip  # as the run evaluated (the demo: no flip)
         except CheckpointError as e:
             tell(f"analysis: no weights for `{m}` ({e}); skipped")
     if not models:
@@ -145,9 +144,7 @@ def demo_analysis(
 
     def feats_of(m: str) -> dict[str, Any]:
         if m not in feats_by_model:
-            feats_by_model[m] = {n: (extract_features(models[m], [s.path for s in ds.split(n)], cache=cache,
-                                                      flip=flips[m], **common),
-                                     ds.split(n)) for n in proto.split_names}
+            feats_by_model[m] = extract_protocol_features(models[m], ds, proto, cache=cache, flip=flips[m], **common)
         return feats_by_model[m]
 
     def robustness() -> None:
