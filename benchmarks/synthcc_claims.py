@@ -263,7 +263,7 @@ D1_CHANCE = math.log(15)
 
 def per_query_measures(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``cc_hit``, ``cc_hit/LQ``, ``cc_hit/clean``: (keys, 0/1) of the valid queries of the run's test@last."""
-    from rlq.engine.recipe import run_per_query
+    from rlq.engine.evaluate import run_per_query
     from rlq.evaluation.bootstrap import load_per_query
 
     pq = load_per_query(run_per_query(run, "test@last"))
@@ -286,7 +286,7 @@ def feature_measures(run: Path, root: Path, needed: Sequence[str], *, device: st
     from rlq.data.datasets import load_dataset
     from rlq.data.loading import ImageCache
     from rlq.deploy.search import weights_sha256
-    from rlq.engine.recipe import load_model_checkpoint, run_eval_settings
+    from rlq.engine.model_io import load_model_checkpoint, run_eval_settings
     from rlq.evaluation.extract import extract_features
     from rlq.io import atomic_open
 

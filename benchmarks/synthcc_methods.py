@@ -209,7 +209,7 @@ def _prepare_data(work: Path, preset: str, say) -> Path:
 def run_all(args: argparse.Namespace, say=print) -> dict[str, Any]:
     """Generate the data, train the teacher and every (method, seed) run that is not finished; returns the payload."""
     from rlq.demo import DemoSettings, _spec, _train_runs
-    from rlq.engine.recipe import run_per_query
+    from rlq.engine.evaluate import run_per_query
     from rlq.evaluation.bootstrap import load_per_query
 
     work = Path(args.work)

@@ -352,7 +352,7 @@ def _run(args: list[str]) -> int:
 
 
 def test_cli_analyze_commands(synth, model, tmp_path):
-    from rlq.engine.recipe import save_model_checkpoint
+    from rlq.engine.model_io import save_model_checkpoint
 
     root, _ = synth
     a = save_model_checkpoint(model, tmp_path / "ck" / "model_a", input_size=(H, W))
@@ -389,7 +389,7 @@ def test_cli_analyze_commands(synth, model, tmp_path):
 
 def test_demo_analysis_on_saved_runs(synth, model, tmp_path):
     from rlq.analysis import demo_analysis
-    from rlq.engine.recipe import save_model_checkpoint
+    from rlq.engine.model_io import save_model_checkpoint
 
     root, ds = synth
     save_model_checkpoint(model, tmp_path / "rlq", input_size=(H, W))

@@ -194,7 +194,8 @@ def test_query_group_rows_equal_evaluating_the_subset():
 def test_results_json_has_intervals_and_clean_lq_rows(synthcc_tiny, tmp_path, one_thread):
     from rlq.data.datasets import load_dataset
     from rlq.data.side_tables import quality_groups
-    from rlq.engine.recipe import per_query_path, run_training
+    from rlq.engine.evaluate import per_query_path
+    from rlq.engine.recipe import run_training
     from test_engine import tiny_spec
 
     run = tmp_path / "run"
@@ -222,7 +223,7 @@ def test_results_json_has_intervals_and_clean_lq_rows(synthcc_tiny, tmp_path, on
 def test_demo_report_tables_carry_intervals_and_paired_differences(tmp_path):
     """The demo's comparison table and paired-difference table, from run folders with per-query files."""
     from rlq.demo import _paired_differences, _report, comparison_pairs
-    from rlq.engine.recipe import per_query_path
+    from rlq.engine.evaluate import per_query_path
 
     rng = np.random.default_rng(8)
     n = 60

@@ -82,7 +82,7 @@ def test_every_shipped_preset_validates():
     from omegaconf import OmegaConf
 
     from rlq.config import PACKAGE_CONFIGS, load_config
-    from rlq.engine.recipe import validate_spec
+    from rlq.engine.validate import validate_spec
     from rlq.spec import RunSpec
 
     presets = [p for p in PACKAGE_CONFIGS.rglob("*.yaml") if "_base_" not in p.parts and p.parent.name != "methods"
@@ -163,7 +163,7 @@ def test_eval_and_visualize_default_to_the_runs_own_flip(synthcc_tiny, tmp_path)
 def test_run_eval_settings_hand_cases():
     import torch
 
-    from rlq.engine.recipe import run_eval_settings
+    from rlq.engine.model_io import run_eval_settings
 
     cpu = torch.device("cpu")
     assert run_eval_settings({}, cpu) == (True, None)  # no run spec (e.g. imported): flip, fp32 on CPU

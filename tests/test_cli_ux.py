@@ -248,7 +248,7 @@ def test_eval_takes_dataset_and_root_from_the_run():
     only for the run's own dataset; one clear error when neither the run nor the options say."""
     from pathlib import Path
 
-    from rlq.cli.train import eval_dataset_and_root
+    from rlq.engine.evaluate import eval_dataset_and_root
     from rlq.errors import ConfigError
 
     state = {"checkpoint": "runs/x/checkpoints/best", "spec": {"data": {"dataset": "ltcc", "root": "/data/LTCC_ReID"}}}
@@ -262,7 +262,7 @@ def test_eval_takes_dataset_and_root_from_the_run():
 
 
 def test_eval_of_an_imported_checkpoint_without_dataset_is_one_clear_error(tmp_path, capsys):
-    from rlq.engine.recipe import save_model_checkpoint
+    from rlq.engine.model_io import save_model_checkpoint
     from rlq.models import build_model
 
     ck = save_model_checkpoint(build_model(method="bm", num_ids=8, backbone="tiny", seed=1), tmp_path / "ck",

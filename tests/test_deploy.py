@@ -16,7 +16,7 @@ from PIL import Image
 from cli_helpers import run_cli
 from rlq.deploy import FeatureExtractor, GalleryIndex, write_search_html
 from rlq.deploy.search import topk_exact
-from rlq.engine.recipe import save_model_checkpoint
+from rlq.engine.model_io import save_model_checkpoint
 from rlq.errors import CheckpointError, ConfigError, DatasetError, RlqError
 from rlq.evaluation.extract import extract_features
 from rlq.models import build_model

@@ -121,7 +121,7 @@ def test_eval_extract_and_onnx_reproduce_the_runs_numbers(flipless_run, synthcc_
 def test_extract_and_feature_extractor_follow_the_run_and_flip_overrides(flipless_run, synthcc_tiny, tmp_path):
     from rlq import FeatureExtractor
     from rlq.data.datasets import load_dataset
-    from rlq.engine.recipe import load_model_checkpoint
+    from rlq.engine.model_io import load_model_checkpoint
     from rlq.evaluation.protocols import features_meta, load_features
 
     run, root = flipless_run, synthcc_tiny
@@ -186,7 +186,7 @@ def test_export_flip_override_is_recorded_and_the_card_says_it_does_not_reproduc
     ort = pytest.importorskip("onnxruntime")
     import onnx
 
-    from rlq.engine.recipe import load_model_checkpoint
+    from rlq.engine.model_io import load_model_checkpoint
 
     out = tmp_path / "f.onnx"
     assert run_cli(["export", str(flipless_run), "--onnx", str(out), "--flip"]) == 0

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from rlq.deploy import FeatureExtractor
-from rlq.engine.recipe import save_model_checkpoint
+from rlq.engine.model_io import save_model_checkpoint
 from rlq.errors import RlqError
 from rlq.export import build_model_card, responsible_use_text
 from rlq.export.onnx import export_onnx, model_card_path, synthetic_check_images  # imports onnx only when called
@@ -20,6 +20,7 @@ from rlq.models import build_model
 
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
+
 
 H, W = 64, 32
 

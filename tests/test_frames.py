@@ -81,7 +81,7 @@ def test_identity_folders_with_masks_full_resolution(tmp_path):
         ("P002/A01__C2__S002_a.png", "train", "P002")]
     # the two readers of the tree: the TAD stream's identity folders and the teacher's manifest dataset
     from rlq.data.datasets import load_dataset
-    from rlq.engine.recipe import identity_folder_samples
+    from rlq.engine.build import identity_folder_samples
 
     assert [s.pid for s in identity_folder_samples(out)] == [0, 0, 1]
     ds = load_dataset("manifest", out / "manifest.csv")
@@ -135,7 +135,8 @@ def test_identity_folders_train_a_teacher_without_evaluation_that_tad_can_load(t
     import torch
     from PIL import Image
 
-    from rlq.engine.recipe import load_teacher, run_training
+    from rlq.engine.model_io import load_teacher
+    from rlq.engine.recipe import run_training
     from rlq.spec import DataSpec, ModelSpec, RunSpec, TrainSpec
 
     rows = ["path,split,pid,camid,clothes"]

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 import torchvision
 
 from cli_helpers import run_cli
-from rlq.engine.official import OfficialCheckpoint, import_official, official_to_rlq, read_official_checkpoint
+from rlq.engine.model_io import import_official
+from rlq.engine.official import OfficialCheckpoint, official_to_rlq, read_official_checkpoint
 from rlq.errors import CheckpointError, ConfigError, RlqError
 
 LAYOUT = json.loads((Path(__file__).parent / "data" / "official_layout_ltcc.json").read_text())
@@ -181,7 +182,7 @@ def _check_model(model, ref: Reference, official: dict, images: torch.Tensor, po
 def test_import_writes_checkpoint_equal_to_reference(method, official, ref3, ref2, images, tmp_path):
     """The written folder, read back the way `rlq eval` / `extract` / `export` read it, is the official model."""
     from rlq.engine.checkpoint import read_checkpoint
-    from rlq.engine.recipe import load_model_checkpoint
+    from rlq.engine.model_io import load_model_checkpoint
 
     pose = method == "rlq"
     res = import_official(official["files"]["rlq" if pose else "bm"], tmp_path / "ck", method=method,
@@ -218,7 +219,7 @@ def test_bare_state_dict_extract_search(official, ref3, images, tmp_path, synthc
     extract --images` and `rlq search` read the folder and give the reference features."""
     from PIL import Image
 
-    from rlq.engine.recipe import load_model_checkpoint, load_teacher
+    from rlq.engine.model_io import load_model_checkpoint, load_teacher
 
     res = import_official(official["files"]["bare"], tmp_path / "bare", method="rlq", role="teacher", input_size=(H, W))
     assert res.missing_heads == ["cal_id_head", "clothes"] and res.num_clothes is None
@@ -259,7 +260,7 @@ def test_bare_state_dict_extract_search(official, ref3, images, tmp_path, synthc
 
 def test_cli_imports_celeb_teacher(official, ref2, images, tmp_path, capsys):
     """`rlq import-official --role teacher` on a Base Model file: TAD's teacher loader accepts the folder."""
-    from rlq.engine.recipe import load_teacher
+    from rlq.engine.model_io import load_teacher
 
     ck = tmp_path / "teacher"
     assert run_cli(["import-official", str(official["files"]["bm"]), "--method", "bm", "--num-ids", "77",
@@ -477,7 +478,7 @@ def test_output_and_role_checks(official, tmp_path):
 
 
 def test_plain_cal_checkpoint_is_named_by_its_layout(tmp_path, one_thread):
-    from rlq.engine.official import import_official
+    from rlq.engine.model_io import import_official
 
     g = torch.Generator().manual_seed(0)
     cal = {"base.0.weight": torch.randn(64, 3, 7, 7, generator=g), "base.1.weight": torch.ones(64),

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("data",),                          # records, parsers, side inputs, LIP, recolouring, loading, SynthCC
     ("evaluation", "attributes", "spec"),  # metrics, protocols, extraction; pose / gender tables, estimators; run spec
     ("methods",),                       # training strategies (docs/design.md boundary 4)
-    ("engine",),                        # trainer, checkpoints, run folders, the recipe
+    ("engine",),                        # trainer, checkpoints <-> models, run folders, the recipe, the evaluation pipeline
     ("analysis", "deploy"),             # diagnostics; feature extractor, gallery search, calibration
     ("export",),                        # ONNX export and model cards (uses deploy's calibration)
     ("config",),                        # YAML presets at the edge (docs/design.md boundary 1)

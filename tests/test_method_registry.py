@@ -77,7 +77,7 @@ def test_the_toy_method_trains_evaluates_and_exports_from_python(toy, synthcc_ti
     pytest.importorskip("onnxruntime")
     from rlq import export_onnx, run_training
     from rlq.data.datasets import load_dataset
-    from rlq.engine.recipe import load_model_checkpoint
+    from rlq.engine.model_io import load_model_checkpoint
     from rlq.evaluation.extract import extract_features
     from rlq.evaluation.protocols import evaluate_protocol
     from rlq.spec import (

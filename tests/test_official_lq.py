@@ -141,15 +141,16 @@ def test_extraction_degrades_only_with_the_transform_and_is_deterministic(tmp_pa
 
 def test_official_lq_evaluate_degrades_query_and_gallery(tmp_path, monkeypatch):
     import rlq.analysis.robustness as R
+    import rlq.evaluation.extract as X
 
     seen = []
-    real = R.extract_features
+    real = X.extract_features
 
     def spy(model, paths, *a, image_transform=None, **k):
         seen.append((tuple(paths), image_transform))
         return real(model, paths, *a, image_transform=image_transform, **k)
 
-    monkeypatch.setattr(R, "extract_features", spy)
+    monkeypatch.setattr(X, "extract_features", spy)  # official_lq_evaluate runs rlq.engine.evaluate.evaluate_model
     q, g = _tiny_dataset(tmp_path)
     ds = _as_dataset(q, g)
     rep = R.official_lq_evaluate(PixelModel(), ds, kinds=("mix", "motion"), seed=0, height=H, width=W)
@@ -171,7 +172,7 @@ def _as_dataset(q, g):
 
 def test_cli_eval_lq_official_on_synthcc(synthcc_tiny, tmp_path, one_thread):
     from rlq.cli import main
-    from rlq.engine.recipe import save_model_checkpoint
+    from rlq.engine.model_io import save_model_checkpoint
     from rlq.models import build_model
 
     ck = save_model_checkpoint(build_model(method="bm", num_ids=8, backbone="tiny", seed=1), tmp_path / "ck",
@@ -211,7 +212,7 @@ def test_cli_eval_lq_official_prints_intervals_and_modes(synthcc_tiny, tmp_path,
     """`rlq eval --lq official` prints R1 / mAP with 95 % bootstrap intervals (as its --help says) and each
     evaluation's mode, explains the `*`, and writes the intervals to --json."""
     from cli_helpers import run_cli
-    from rlq.engine.recipe import save_model_checkpoint
+    from rlq.engine.model_io import save_model_checkpoint
     from rlq.models import build_model
 
     ck = save_model_checkpoint(build_model(method="bm", num_ids=8, backbone="tiny", seed=1), tmp_path / "ck",

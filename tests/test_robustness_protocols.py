@@ -287,7 +287,7 @@ def test_cli_refuses_bad_protocol_and_apply_to(ds, tmp_path, capsys):
 
 
 def test_cli_runs_the_three_protocols(ds, model, tmp_path):
-    from rlq.engine.recipe import save_model_checkpoint
+    from rlq.engine.model_io import save_model_checkpoint
 
     ck = save_model_checkpoint(model, tmp_path / "ck" / "m", input_size=(H, W))
     out = tmp_path / "rob"

@@ -61,13 +61,15 @@ def test_one_rule_everywhere():
     """The trainer, the recipe, the evaluator, the extractor and the old engine path share these objects."""
     import rlq.deploy.extractor as ex
     import rlq.engine.distributed as old
+    import rlq.engine.evaluate as evaluate
+    import rlq.engine.model_io as model_io
     import rlq.engine.recipe as recipe
     import rlq.engine.trainer as trainer
     import rlq.evaluation.extract as ev
     import rlq.runtime.device as dev
     import rlq.runtime.distributed as rd
 
-    assert recipe.amp_mode is dev.amp_mode and recipe.precision_name is dev.precision_name
+    assert recipe.amp_mode is dev.amp_mode is model_io.amp_mode and evaluate.precision_name is dev.precision_name
     assert trainer.AMP_DTYPES is dev.AMP_DTYPES and ex.AMP_MODES is dev.AMP_MODES
     assert ex.resolve_amp is dev.resolve_amp and ex.resolve_device is dev.resolve_device is old.resolve_device
     assert ev.autocast_context is dev.autocast_context

@@ -79,7 +79,7 @@ def test_dist_timeout_setting(monkeypatch):
         dist_timeout_min()
     with pytest.raises(ConfigError, match="dist_timeout_min"):
         dist_timeout_min(0)
-    from rlq.engine.recipe import validate_spec
+    from rlq.engine.validate import validate_spec
     from rlq.spec import RunSpec
 
     spec = RunSpec()
@@ -198,7 +198,7 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from rlq.engine.recipe import save_model_checkpoint
+    from rlq.engine.model_io import save_model_checkpoint
 
     return save_model_checkpoint(_tiny_model(), tmp_path_factory.mktemp("ck") / "model", input_size=(H, W))
 

@@ -137,7 +137,7 @@ def test_edited_resumable_checkpoint_field_is_refused_naming_it(run, tmp_path, p
 
 @pytest.mark.parametrize("path,value,field", BEST_CASES, ids=[f"{c[0]}={c[1]!r:.20}" for c in BEST_CASES])
 def test_edited_best_checkpoint_field_is_refused_naming_it(run, tmp_path, path, value, field):
-    from rlq.engine.recipe import load_model_checkpoint
+    from rlq.engine.model_io import load_model_checkpoint
 
     ck = _edited(run / "checkpoints" / "best", tmp_path / "best", _set(path, value))
     with pytest.raises(CheckpointError) as e:
@@ -146,7 +146,7 @@ def test_edited_best_checkpoint_field_is_refused_naming_it(run, tmp_path, path, 
 
 
 def test_unedited_checkpoints_and_weights_only_ones_still_load(run, tmp_path):
-    from rlq.engine.recipe import load_model_checkpoint
+    from rlq.engine.model_io import load_model_checkpoint
 
     read_checkpoint(_latest(run))
     model, state = load_model_checkpoint(run / "checkpoints" / "best")
@@ -160,7 +160,7 @@ def test_unedited_checkpoints_and_weights_only_ones_still_load(run, tmp_path):
 def test_weights_that_do_not_fit_the_model_are_a_checkpoint_error(run, tmp_path):
     """A valid state whose model_args disagree with the stored tensors: load_state_dict's RuntimeError becomes a
     CheckpointError naming the checkpoint."""
-    from rlq.engine.recipe import load_model_checkpoint
+    from rlq.engine.model_io import load_model_checkpoint
 
     best = run / "checkpoints" / "best"
     n = json.loads((best / STATE).read_text())["model_args"]["num_ids"]

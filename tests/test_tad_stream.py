@@ -14,7 +14,7 @@ from PIL import Image
 from rlq.data.loading import ExternalSet
 from rlq.data.records import Sample
 from rlq.data.samplers import PKSampler
-from rlq.engine.recipe import _LQDraw, identity_folder_samples
+from rlq.engine.build import LQDraw, identity_folder_samples
 from rlq.errors import ConfigError
 from rlq.lq.mix import ARTIFACT_CODES, mix_for_dataset
 
@@ -35,7 +35,7 @@ def _images(tmp_path, n_ids=6, per_id=4):
 def _epoch_items(samples, reseed: bool, epoch: int):
     sampler = PKSampler([s.pid for s in samples], batch_size=8, seed=3, reshuffle=False, reseed_aug_each_epoch=reseed,
                         stream=1)
-    ds = ExternalSet(samples, H, W, (40, 20), _LQDraw(mix_for_dataset("ltcc"), "official"))
+    ds = ExternalSet(samples, H, W, (40, 20), LQDraw(mix_for_dataset("ltcc"), "official"))
     sampler.set_epoch(epoch)
     return [ds[item] for item in sampler]
 
@@ -149,7 +149,7 @@ def test_percent_of_identities_sampler(world):
 def test_run_spec_builds_an_identity_folder_stream(tmp_path):
     from types import SimpleNamespace
 
-    from rlq.engine.recipe import _external_loader
+    from rlq.engine.build import external_loader
     from rlq.runtime.distributed import DistInfo
     from rlq.spec import RunSpec, TADSpec
 
@@ -157,7 +157,7 @@ def test_run_spec_builds_an_identity_folder_stream(tmp_path):
     spec = RunSpec(method="tad", tad=TADSpec(external_dataset="identity_folders", external_root=str(tmp_path),
                                              external_batch_size=4, external_num_instances=2, source_height=16,
                                              source_width=8))
-    loader = _external_loader(spec, SimpleNamespace(info={}), DistInfo(), None)
+    loader = external_loader(spec, SimpleNamespace(info={}), DistInfo(), None)
     assert {s.pid for s in loader.dataset.samples} == {0, 1, 2}
     assert loader.sampler.num_instances == 2 and loader.batch_size == 4
     loader.sampler.set_epoch(0)
@@ -167,7 +167,7 @@ def test_run_spec_builds_an_identity_folder_stream(tmp_path):
 
 
 def test_bad_fraction_options_are_config_errors():
-    from rlq.engine.recipe import validate_spec
+    from rlq.engine.validate import validate_spec
     from rlq.spec import RunSpec, TADSpec
 
     with pytest.raises(ConfigError, match="tad.fraction_by"):

@@ -143,7 +143,7 @@ def test_worst_and_random_orders(synth, tmp_path):
 
 def test_cli_visualize(synth, tmp_path):
     from rlq.cli import main
-    from rlq.engine.recipe import save_model_checkpoint
+    from rlq.engine.model_io import save_model_checkpoint
     from rlq.models import build_model
 
     root, ds = synth

@@ -15,6 +15,7 @@ _LAZY = {
     "Searcher": ("rlq.deploy", "Searcher"),
     "export_onnx": ("rlq.export.onnx", "export_onnx"),
     "run_training": ("rlq.engine.recipe", "run_training"),
+    "evaluate_model": ("rlq.engine.evaluate", "evaluate_model"),
     "RunSpec": ("rlq.spec", "RunSpec"),
 }
 

@@ -571,7 +571,7 @@ def comparison_pairs(methods) -> list[tuple[str, str]]:
 
 def _paired_differences(out: Path, methods, say, **boot: Any) -> dict:
     """Paired bootstrap differences on the same test queries, from each run's per-query file of its last epoch."""
-    from .engine.recipe import run_per_query
+    from .engine.evaluate import run_per_query
     from .evaluation.bootstrap import compare_runs, load_per_query
 
     pairs = comparison_pairs(methods)

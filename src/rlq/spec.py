@@ -7,7 +7,7 @@ default comes from; every row of docs/method.md §10 is an individual key.
 
 Every field that takes one of a fixed set of values says so in its metadata (``choices``, or ``pattern``), and
 every number says its allowed range (``ge``/``gt``/``le``/``lt``; NaN and infinities are never allowed);
-:func:`value_problems` checks them all, and :func:`rlq.engine.recipe.validate_spec` refuses a spec that breaks one
+:func:`value_problems` checks them all, and :func:`rlq.engine.validate.validate_spec` refuses a spec that breaks one
 before any work starts. The sets are the ones the consuming code keeps: a ``"module:NAME"`` source is imported only
 when checked, so this schema stays free of torch; a source that is a function is called then (``method``: the names
 in the method registry, :func:`rlq.methods.method_names`, so a registered method is accepted).

@@ -105,13 +105,13 @@ def demo_analysis(
     matplotlib only the pictures that need it are skipped.
     """
     import numpy as np
-    import torch
 
     from rlq.data.loading import ImageCache
     from rlq.data.sidecars import read_quality_csv
-    from rlq.engine.recipe import checkpoint_description, load_model_checkpoint, run_eval_settings
+    from rlq.engine.evaluate import prepare_evaluation
+    from rlq.engine.model_io import checkpoint_description
     from rlq.errors import CheckpointError
-    from rlq.evaluation.extract import extract_features
+    from rlq.evaluation.extract import extract_protocol_features
 
     from .buckets import buckets_markdown, plot_buckets, protocol_bucket_metrics, quality_buckets, quality_order
     from .lq_clusters import lq_cluster_diagnostics, lq_clusters_markdown
@@ -130,10 +130,10 @@ def demo_analysis(
     models, flips, amps, labels = {}, {}, {}, {}
     for m in methods:
         try:
-            models[m], state = load_model_checkpoint(out / m, device=device, prefer="last")
+            setup = prepare_evaluation(out / m, ds, device=device, prefer="last")
             # as the run evaluated (the demo: no flip, fp32 on CPU)
-            flips[m], amps[m] = run_eval_settings(state, torch.device(device))
-            labels[m] = checkpoint_description(state)
+            models[m], flips[m], amps[m] = setup.model, setup.flip, setup.amp_dtype
+            labels[m] = checkpoint_description(setup.state)
         except CheckpointError as e:
             tell(f"analysis: no weights for `{m}` ({e}); skipped")
     if not models:
@@ -151,9 +151,8 @@ def demo_analysis(
 
     def feats_of(m: str) -> dict[str, Any]:
         if m not in feats_by_model:
-            feats_by_model[m] = {n: (extract_features(models[m], [s.path for s in ds.split(n)], cache=cache,
-                                                      flip=flips[m], amp_dtype=amps[m], **common),
-                                     ds.split(n)) for n in proto.split_names}
+            feats_by_model[m] = extract_protocol_features(models[m], ds, proto, cache=cache, flip=flips[m],
+                                                          amp_dtype=amps[m], **common)
         return feats_by_model[m]
 
     def robustness() -> None:

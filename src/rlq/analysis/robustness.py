@@ -633,15 +633,8 @@ def official_lq_evaluate(
     also ``raw``, the per-query results of :func:`evaluate_protocol` (not JSON). With ``keep_per_query`` returns
     ``(result, per_query)``, ``per_query["official_lq:<kind>"][evaluation]`` a :class:`PerQuery`.
     """
-    from rlq.lq.official_test import (
-        OFFICIAL_LQ_DEFINITION,
-        OFFICIAL_LQ_KINDS,
-        OFFICIAL_LQ_LABEL,
-        OfficialLQTransform,
-        official_lq_mix,
-        official_lq_name,
-        split_seed,
-    )
+    from rlq.engine.evaluate import evaluate_model
+    from rlq.lq.official_test import OFFICIAL_LQ_DEFINITION, OFFICIAL_LQ_KINDS, OFFICIAL_LQ_LABEL, official_lq_name
 
     resamples = _check_resamples(bootstrap_resamples)
     bad = [k for k in kinds if k not in OFFICIAL_LQ_KINDS]
@@ -650,23 +643,17 @@ def official_lq_evaluate(
     if protocol not in dataset.protocols:
         raise ConfigError(f"dataset {dataset.name!r} has no {protocol!r} protocol; it has {sorted(dataset.protocols)}")
     proto = dataset.protocols[protocol]
-    samples = {s: dataset.split(s) for s in proto.split_names}
     results: dict[str, Any] = {}
     per_query: dict[str, dict[str, PerQuery]] = {}
-    for kind in dict.fromkeys(kinds):
-        mix = official_lq_mix(kind, dataset.name)
-        feats = {}
-        for split in proto.split_names:
-            f = extract_features(
-                model, [x.path for x in samples[split]], height, width, device=device, batch_size=batch_size,
-                workers=workers, flip=flip, amp_dtype=amp_dtype, progress=progress, desc=f"{split} official LQ {kind}",
-                cache=cache, image_transform=OfficialLQTransform(mix, split_seed(seed, split)), world=world,
-            )
-            feats[split] = (f, samples[split])
-        if world is not None and not world.is_main:
+    for kind in dict.fromkeys(kinds):  # the one evaluation pipeline (rlq.engine.evaluate); bands from _point
+        ev = evaluate_model(model, dataset, protocol=protocol, device=device, flip=flip,
+                            amp="off" if amp_dtype is None else amp_dtype, height=height, width=width,
+                            batch_size=batch_size, workers=workers, lq=kind, lq_seed=seed, bootstrap_resamples=None,
+                            cache=cache, world=world, progress=progress)
+        if ev is None:  # another rank than 0
             continue
-        raw = evaluate_protocol(feats, proto, device=device)
-        results[official_lq_name(kind)] = {"kind": kind, "mix": mix.probabilities(),
+        raw = ev.results
+        results[official_lq_name(kind)] = {"kind": kind, "mix": ev.lq["mix"],
                                            "metrics": _point(raw, resamples, bootstrap_seed),
                                            **({"raw": raw} if keep_raw else {})}
         if keep_per_query:

@@ -103,7 +103,7 @@ FLIP_HELP = ("Add the flipped image's embedding (docs/method.md §2.5). Default:
 
 def flip_option() -> Any:
     """The `--flip/--no-flip` option of every command that embeds images: None (not given) = as the run evaluated
-    (``rlq.engine.recipe.run_eval_settings``, docs/method.md §2.5)."""
+    (``rlq.engine.model_io.run_eval_settings``, docs/method.md §2.5)."""
     return typer.Option(None, "--flip/--no-flip", help=FLIP_HELP)
 
 

@@ -42,32 +42,19 @@ def _have_matplotlib() -> bool:
 def _setup(checkpoint: Path, dataset: str, root: Path, device: str, prefer: str, height: Optional[int],
            width: Optional[int], protocol: str = "test", flip: Optional[bool] = None):
     """(model, state, (h, w), dataset, protocol, device, amp dtype, flip); flip and precision default to the run's own
-    evaluation (``run_eval_settings``), so the analyses see the embeddings behind the run's numbers."""
-    from ..data.datasets import load_dataset
-    from ..runtime.device import resolve_device
-    from ..engine.recipe import dataset_options, load_model_checkpoint, run_eval_settings
+    evaluation (``rlq.engine.evaluate.prepare_evaluation``), so the analyses see the embeddings behind the run's numbers."""
+    from ..engine.evaluate import prepare_evaluation
 
-    dev = resolve_device(device)
-    model, state = load_model_checkpoint(checkpoint, device=dev, prefer=prefer)
-    h, w = state.get("input_size", [384, 192])
-    ds = load_dataset(dataset, root, **dataset_options(dataset))
-    if protocol not in ds.protocols:
-        raise typer.BadParameter(f"dataset {dataset} has no {protocol!r} protocol; it has {sorted(ds.protocols)}")
-    run_flip, amp = run_eval_settings(state, dev)
-    return (model, state, (int(height or h), int(width or w)), ds, ds.protocols[protocol], dev, amp,
-            run_flip if flip is None else flip)
+    s = prepare_evaluation(checkpoint, dataset, root=root, protocol=protocol, device=device, prefer=prefer, flip=flip,
+                           height=height, width=width)
+    return s.model, s.state, (s.height, s.width), s.dataset, s.protocol, s.device, s.amp_dtype, s.flip
 
 
 def _extract(model, ds, splits, hw, dev, amp, batch_size: int, workers: int, flip: bool) -> dict:
-    from ..evaluation.extract import extract_features
+    from ..evaluation.extract import extract_protocol_features
 
-    feats = {}
-    for name in splits:
-        samples = ds.split(name)
-        f = extract_features(model, [s.path for s in samples], hw[0], hw[1], device=dev, batch_size=batch_size,
-                             workers=workers, flip=flip, amp_dtype=amp, progress=True, desc=f"extract {name}")
-        feats[name] = (f, samples)
-    return feats
+    return extract_protocol_features(model, ds, splits=list(splits), height=hw[0], width=hw[1], device=dev,
+                                     batch_size=batch_size, workers=workers, flip=flip, amp_dtype=amp, progress=True)
 
 
 def _ints(text: str, what: str) -> list[int]:
@@ -156,7 +143,7 @@ def robustness_cmd(
     from ..analysis.robustness import (APPLY_TO, CORRUPTION_DEFINITION, CORRUPTION_PROTOCOL, LQ_PROTOCOLS,
                                        ROBUSTNESS_PROTOCOL, SETTING_TEXT, plot_robustness, robustness_markdown,
                                        robustness_sweeps)
-    from ..engine.recipe import checkpoint_description
+    from ..engine.model_io import checkpoint_description
     from ..evaluation.extract import extract_features
     from ..io import atomic_write_json
     from ..lq.corruption import CORRUPTION_SOURCE

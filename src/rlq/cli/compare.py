@@ -21,7 +21,7 @@ def compare_cmd(
     json_out: Optional[Path] = json_option(),
 ) -> None:
     """Each run minus the first: R1 and mAP differences with 95 % paired bootstrap intervals (same queries resampled)."""
-    from ..engine.recipe import run_per_query
+    from ..engine.evaluate import run_per_query
     from ..evaluation.bootstrap import ci_info, load_per_query, paired_bootstrap_ci
 
     if len(runs) < 2:

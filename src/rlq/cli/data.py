@@ -120,9 +120,9 @@ def evaluate_features_cmd(features: Path, dataset: str, root: Optional[Path], pr
     95 % bootstrap intervals)."""
     from ..data.datasets import load_dataset, standard_protocols
     from ..data.side_tables import quality_groups
-    from ..evaluation.bootstrap import ci_info
+    from ..evaluation.bootstrap import ci_info, with_intervals
     from ..evaluation.protocols import evaluate_features_file, format_table, summarize
-    from .train import _ci_note, _save_per_query, _with_intervals
+    from .train import _check_resamples, _ci_note, _save_per_query
 
     if root is not None:
         protocols = load_dataset(dataset, root).protocols
@@ -133,7 +133,8 @@ def evaluate_features_cmd(features: Path, dataset: str, root: Optional[Path], pr
     protocol = protocols[protocol_name]
     res = evaluate_features_file(features, protocol, max_rank=max_rank, device=device, rerank=rerank)
     groups = quality_groups(".", quality_csv) if quality_csv is not None else None
-    res = _with_intervals(res, groups, resamples, ci_seed, str(quality_csv))
+    _check_resamples(resamples)
+    res = with_intervals(res, groups=groups, source=str(quality_csv), num_resamples=resamples, seed=ci_seed)
     human(json_out).print(format_table(res, selection=protocol.selection), soft_wrap=True, markup=False, highlight=False)
     console.print(_ci_note(resamples, ci_seed))
     if per_query:

@@ -215,9 +215,9 @@ def calibrate_cmd(
     DIR and FAR with 95 % bootstrap intervals."""
     from ..deploy.calibration import calibrate, write_calibration
     from ..runtime.device import resolve_device
-    from ..engine.recipe import load_model_checkpoint
+    from ..engine.evaluate import eval_dataset_and_root
+    from ..engine.model_io import load_model_checkpoint
     from ..evaluation.open_set import parse_fars
-    from .train import eval_dataset_and_root
 
     fars = parse_fars(far)
     if resamples < 1:

@@ -27,7 +27,7 @@ def import_official_cmd(
 
     The folder it writes works with `rlq eval`, `extract`, `search`, `export` and as TAD's teacher.
     """
-    from ..engine.official import import_official
+    from ..engine.model_io import import_official
 
     res = import_official(checkpoint, out_dir, method=method, num_ids=num_ids, pose_clusters=pose_clusters,
                           num_clothes=num_clothes, role=role, dataset=dataset, clothes_head=not no_clothes_head)

@@ -25,7 +25,7 @@ def load_run_spec(config: Optional[str], overrides: List[str]):
     from omegaconf import OmegaConf
 
     from ..config import load_config
-    from ..engine.recipe import validate_spec
+    from ..engine.validate import validate_spec
     from ..spec import RunSpec
 
     cfg = load_config(config, overrides, schema=RunSpec)
@@ -192,59 +192,73 @@ def eval_cmd(
                               json_out=json_out, resamples=resamples, ci_seed=ci_seed, quality_csv=quality_csv,
                               per_query=per_query, rerank=rerank_settings(rerank, rerank_k1, rerank_k2, rerank_lambda))
         return
-    from ..data.datasets import load_dataset
-    from ..data.side_tables import quality_groups
-    from ..engine.recipe import dataset_options, load_model_checkpoint, run_eval_settings
+    from ..engine.evaluate import evaluate_model, prepare_evaluation
     from ..evaluation.bootstrap import ci_info
-    from ..evaluation.extract import extract_features
-    from ..evaluation.protocols import evaluate_protocol, format_table, summarize
+    from ..evaluation.protocols import format_table
 
-    world, dev = _init_world(device)  # under torchrun the ranks share the extraction; rank 0 reports and writes
-    model, state = load_model_checkpoint(checkpoint, device=dev, prefer=prefer)
-    dataset, root = eval_dataset_and_root(state, dataset, root)
-    h, w = state.get("input_size", [384, 192])
-    h, w = height or h, width or w
-    ds = load_dataset(dataset, root, **dataset_options(dataset, camera_rule=camera_rule))
-    if split not in ds.protocols:
-        raise typer.BadParameter(f"dataset {dataset} has no {split!r} protocol; it has {sorted(ds.protocols)}")
-    protocol = ds.protocols[split]
-    # Evaluate as the run did: its eval.flip and its precision (the official/paper/default presets: fp32,
-    # train.amp=off); a checkpoint without a run spec flips (docs/method.md §2.5) and keeps bf16 on CUDA.
-    run_flip, amp = run_eval_settings(state, dev)
-    flip = run_flip if flip is None else flip
     if open_set and lq is not None:
         raise typer.BadParameter("--open-set is not available with --lq; evaluate one or the other")
-    if lq is not None:
-        if rerank:
-            raise typer.BadParameter("--rerank is not available with --lq (the authors' LQ protocol ranks by cosine)")
-        _eval_official_lq(model, state, ds, lq, seed, split, h, w, dev, batch_size, workers, flip, amp, json_out,
-                          dataset, world, resamples, ci_seed)
-        return
-    feats = {}
-    for name in protocol.split_names:
-        samples = ds.split(name)
-        f = extract_features(model, [s.path for s in samples], h, w, device=dev, batch_size=batch_size, workers=workers,
-                             flip=flip, amp_dtype=amp, progress=world.is_main, desc=f"extract {name}", world=world)
-        feats[name] = (f, samples)
-    if not world.is_main:
-        return
+    if lq is not None and rerank:
+        raise typer.BadParameter("--rerank is not available with --lq (the authors' LQ protocol ranks by cosine)")
+    kind = _lq_kind(lq)
+    _check_resamples(resamples)
+    rr = rerank_settings(rerank, rerank_k1, rerank_k2, rerank_lambda)
+    world, dev = _init_world(device)  # under torchrun the ranks share the extraction; rank 0 reports and writes
+    # Evaluate as the run did: its eval.flip and its precision (the official/paper/default presets: fp32,
+    # train.amp=off); a checkpoint without a run spec flips (docs/method.md §2.5) and keeps bf16 on CUDA.
+    setup = prepare_evaluation(checkpoint, dataset, root=root, protocol=split, device=dev, prefer=prefer, flip=flip,
+                               height=height, width=width, camera_rule=camera_rule)
+    state, h, w, flip = setup.state, setup.height, setup.width, setup.flip
     if open_set:
-        _eval_open_set(feats, protocol, state, far, unknown_fraction, open_seed, flip, amp, resamples, ci_seed,
-                       rerank_settings(rerank, rerank_k1, rerank_k2, rerank_lambda), json_out, dataset, split)
+        feats = setup.extract(batch_size=batch_size, workers=workers, progress=world.is_main, world=world)
+        if world.is_main:
+            _eval_open_set(feats, setup.protocol, state, far, unknown_fraction, open_seed, flip, setup.amp_dtype,
+                           resamples, ci_seed, rr, json_out, setup.dataset_name, split)
         return
-    res = evaluate_protocol(feats, protocol, device=dev,
-                            rerank=rerank_settings(rerank, rerank_k1, rerank_k2, rerank_lambda))
-    groups = quality_groups(ds.root, quality_csv)
-    res = _with_intervals(res, groups, resamples, ci_seed, str(quality_csv or Path(ds.root) / "quality.csv"))
-    human(json_out).print(format_table(res, selection=protocol.selection), soft_wrap=True, markup=False, highlight=False)
+    ev = evaluate_model(setup, batch_size=batch_size, workers=workers, rerank=rr, lq=kind, lq_seed=seed,
+                        quality_csv=quality_csv, bootstrap_resamples=resamples, bootstrap_seed=ci_seed,
+                        per_query=per_query if kind is None else None, world=world, progress=world.is_main)
+    if ev is None:  # another rank than 0
+        return
+    shown = human(json_out)
+    head = {"checkpoint": state["checkpoint"], "dataset": setup.dataset_name, "protocol": split, "flip": flip}
+    if ev.lq is not None:
+        name = ev.lq["name"]
+        shown.print(f"{name}: {ev.lq['label']}, LQ seed {seed}", highlight=False, markup=False, soft_wrap=True)
+        shown.print(format_table(ev.results, selection=setup.protocol.selection), soft_wrap=True, markup=False,
+                    highlight=False)
+        console.print(_ci_note(resamples, ci_seed, groups=False))
+        console.print(f"checkpoint: {state['checkpoint']} ({state.get('method')}, input {h}x{w}, flip {'on' if flip else 'off'})")
+        write_json(json_out, {**head, "lq_protocol": name, "protocol_label": ev.lq["label"],
+                              "definition": ev.lq["definition"], "seed": seed, "mix": ev.lq["mix"], name: ev.summary(),
+                              "confidence_intervals": ci_info(resamples, ci_seed)})
+        return
+    shown.print(format_table(ev.results, selection=setup.protocol.selection), soft_wrap=True, markup=False,
+                highlight=False)
     console.print(_ci_note(resamples, ci_seed))
     console.print(f"checkpoint: {state['checkpoint']} ({state.get('method')}, input {h}x{w}, flip {'on' if flip else 'off'}); "
-                  f"dataset: {dataset} at {root}", highlight=False, markup=False, soft_wrap=True)
+                  f"dataset: {setup.dataset_name} at {setup.root}", highlight=False, markup=False, soft_wrap=True)
     if per_query:
-        _save_per_query(per_query, res, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split,
-                                         "flip": flip})
-    write_json(json_out, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split,
-                          "flip": flip, "results": summarize(res), "confidence_intervals": ci_info(resamples, ci_seed)})
+        console.print(f"wrote {per_query}")
+    write_json(json_out, {**head, "results": ev.summary(), "confidence_intervals": ci_info(resamples, ci_seed)})
+
+
+def _lq_kind(lq: Optional[str]) -> Optional[str]:
+    """The official LQ kind of `--lq` (rlq.lq.official_test), or None."""
+    if lq is None:
+        return None
+    from ..errors import ConfigError
+    from ..lq.official_test import parse_lq_option
+
+    try:
+        return parse_lq_option(lq)
+    except ConfigError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+def _check_resamples(resamples: int) -> None:
+    if resamples < 1:
+        raise typer.BadParameter(f"--resamples must be >= 1 (1000 for the reported intervals), got {resamples}")
 
 
 def _eval_open_set(feats, protocol, state, far, unknown_fraction, seed, flip, amp, resamples, ci_seed, rr, json_out,
@@ -254,12 +268,10 @@ def _eval_open_set(feats, protocol, state, far, unknown_fraction, seed, flip, am
 
     from ..deploy.calibration import load_calibration, settings_mismatch
     from ..deploy.search import weights_sha256
-    from ..engine.recipe import precision_name
     from ..evaluation.bootstrap import ci_info
     from ..evaluation.open_set import evaluate_open_set, parse_fars
+    from ..runtime.device import precision_name
 
-    if resamples < 1:
-        raise typer.BadParameter(f"--resamples must be >= 1 (1000 for the reported intervals), got {resamples}")
     fars = parse_fars(far)
     cal = load_calibration(state["checkpoint"])
     cal_note = "no calibration beside the checkpoint (`rlq calibrate RUN` makes one)"
@@ -304,43 +316,6 @@ def _eval_open_set(feats, protocol, state, far, unknown_fraction, seed, flip, am
                           "open_set": res, "confidence_intervals": ci_info(resamples, ci_seed)})
 
 
-def eval_dataset_and_root(state: dict, dataset: Optional[str], root: Optional[Path]) -> tuple[str, Path]:
-    """(dataset, root) to evaluate a checkpoint on: the options, else what its run recorded (spec.data.dataset /
-    spec.data.root). The run's root is used only for the run's own dataset."""
-    from ..errors import ConfigError
-
-    data = (state.get("spec") or {}).get("data") or {}
-    run_ds, run_root = data.get("dataset") or None, data.get("root") or None
-    ck = state.get("checkpoint", "the checkpoint")
-    if dataset is None:
-        if run_ds is None:
-            raise ConfigError(f"{ck} records no dataset (not a run of `rlq train`, e.g. an imported checkpoint): "
-                              "pass --dataset NAME --root DIR")
-        dataset = str(run_ds)
-    if root is None:
-        from ..data.datasets import canonical_name
-
-        same = run_ds is not None and canonical_name(str(run_ds)) == canonical_name(dataset)
-        if not same or run_root is None:
-            raise ConfigError(f"{ck} records no root for dataset {dataset!r}"
-                              + (f" (its run trained on {run_ds})" if run_ds and not same else "")
-                              + ": pass --root DIR (the dataset's folder)")
-        root = Path(str(run_root))
-    return dataset, root
-
-
-def _with_intervals(res: dict, groups: Optional[dict], resamples: int, seed: int, source: str) -> dict:
-    """Add clean / LQ query rows (when the quality is known) and 95 % bootstrap intervals to every result."""
-    from ..evaluation.bootstrap import add_intervals
-    from ..evaluation.protocols import query_group_results
-
-    if resamples < 1:
-        raise typer.BadParameter(f"--resamples must be >= 1 (1000 for the reported intervals), got {resamples}")
-    if groups is not None:
-        res = {**res, **query_group_results(res, groups, source=source)}
-    return add_intervals(res, num_resamples=resamples, seed=seed)
-
-
 def _ci_note(resamples: int, seed: int, groups: bool = True) -> str:
     return (f"R1 and mAP: value [95 % percentile bootstrap interval over queries, {resamples} resamples, seed {seed}]"
             + ("; <name>/clean and <name>/LQ: queries of that quality against the whole gallery" if groups else ""))
@@ -351,42 +326,6 @@ def _save_per_query(path: Path, res: dict, extra: dict) -> None:
 
     save_per_query(path, {n: PerQuery.from_result(r) for n, r in res.items()}, extra=extra)
     console.print(f"wrote {path}")
-
-
-def _eval_official_lq(model, state, ds, lq, seed, split, h, w, dev, batch_size, workers, flip, amp, json_out, dataset,
-                      world, resamples: int = 1000, ci_seed: int = 0) -> None:
-    from ..analysis.robustness import official_lq_evaluate
-    from ..errors import ConfigError
-    from ..evaluation.protocols import format_table
-    from ..lq.official_test import OFFICIAL_LQ_LABEL, official_lq_name, parse_lq_option
-
-    try:
-        kind = parse_lq_option(lq)
-    except ConfigError as e:
-        raise typer.BadParameter(str(e)) from None
-    if resamples < 1:
-        raise typer.BadParameter(f"--resamples must be >= 1 (1000 for the reported intervals), got {resamples}")
-    rep = official_lq_evaluate(model, ds, kinds=(kind,), seed=seed, height=h, width=w, device=dev, batch_size=batch_size,
-                               workers=workers, protocol=split, flip=flip, amp_dtype=amp, progress=world.is_main,
-                               world=world, keep_raw=True, bootstrap_resamples=0)  # intervals below, with --resamples
-    if not world.is_main:
-        return
-    from ..evaluation.bootstrap import add_intervals, ci_info
-    from ..evaluation.protocols import summarize
-
-    name = official_lq_name(kind)
-    res = add_intervals(rep["results"][name]["raw"], num_resamples=resamples, seed=ci_seed)
-    metrics = summarize(res)
-    selection = ds.protocols[split].selection
-    shown = human(json_out)
-    shown.print(f"{name}: {OFFICIAL_LQ_LABEL}, LQ seed {seed}", highlight=False, markup=False, soft_wrap=True)
-    shown.print(format_table(res, selection=selection), soft_wrap=True, markup=False, highlight=False)
-    console.print(_ci_note(resamples, ci_seed, groups=False))
-    console.print(f"checkpoint: {state['checkpoint']} ({state.get('method')}, input {h}x{w}, flip {'on' if flip else 'off'})")
-    write_json(json_out, {"checkpoint": state["checkpoint"], "dataset": dataset, "protocol": split,
-                          "flip": flip, "lq_protocol": name, "protocol_label": OFFICIAL_LQ_LABEL,
-                          "definition": rep["definition"], "seed": seed, "mix": rep["results"][name]["mix"],
-                          name: metrics, "confidence_intervals": ci_info(resamples, ci_seed)})
 
 
 @app.command("extract")
@@ -408,10 +347,12 @@ def extract_cmd(
     the file's meta records the flip and the precision.
 
     Under torchrun the ranks share the images (contiguous blocks of whole batches); rank 0 writes the file."""
-    from ..engine.recipe import dataset_options, load_model_checkpoint, precision_name, run_eval_settings
-    from ..evaluation.extract import extract_features
     from ..deploy.search import model_identity
+    from ..engine.model_io import load_model_checkpoint, run_eval_settings
+    from ..engine.validate import dataset_options
+    from ..evaluation.extract import extract_features, extract_protocol_features
     from ..evaluation.protocols import save_features
+    from ..runtime.device import precision_name
 
     if (images is None) == (dataset is None):
         raise typer.BadParameter("give either --images DIR or --dataset NAME --root DIR")
@@ -443,16 +384,12 @@ def extract_cmd(
             raise typer.BadParameter("--dataset needs --root")
         ds = load_dataset(dataset, root, **dataset_options(dataset))
         names = splits.split(",") if splits else list(ds.protocols["test"].split_names)
-        feats, samples = {}, {}
-        for n in names:
-            ss = ds.split(n)
-            feats[n] = extract_features(model, [s.path for s in ss], h, w, device=dev, batch_size=batch_size,
-                                        workers=workers, flip=flip, amp_dtype=amp, progress=world.is_main,
-                                        desc=f"extract {n}", world=world)
-            samples[n] = ss
+        got = extract_protocol_features(model, ds, splits=names, height=h, width=w, device=dev, batch_size=batch_size,
+                                        workers=workers, flip=flip, amp_dtype=amp, progress=world.is_main, world=world)
         if not world.is_main:
             return
-        save_features(out_path, feats, samples, {**meta, "dataset": dataset, "root": str(root)})
+        save_features(out_path, {n: f for n, (f, _) in got.items()}, {n: ss for n, (_, ss) in got.items()},
+                      {**meta, "dataset": dataset, "root": str(root)})
     console.print(f"wrote {out_path} (flip {'on' if flip else 'off'}, {precision_name(amp)})")
 
 

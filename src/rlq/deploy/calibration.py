@@ -134,7 +134,9 @@ def calibrate(checkpoint: str | os.PathLike, dataset: str, root: str | os.PathLi
     import torch
 
     from ..data.datasets import canonical_name, load_dataset
-    from ..engine.recipe import dataset_options, load_model_checkpoint, precision_name, run_eval_settings
+    from ..engine.model_io import load_model_checkpoint, run_eval_settings
+    from ..engine.validate import dataset_options
+    from ..runtime.device import precision_name
     from ..evaluation.bootstrap import ci_info
     from ..evaluation.extract import extract_features
     from ..evaluation.open_set import dir_at_far, open_set_split, rank1_outcomes, threshold_at_far

@@ -141,7 +141,7 @@ class FeatureExtractor:
     with ``embed(x, flip)`` such as :class:`rlq.models.ReIDModel` (``input_size`` then defaults to 384 x 192).
 
     ``flip`` and ``amp`` default to None: features are made the way the checkpoint's run was evaluated (its
-    ``eval.flip`` and precision, :func:`rlq.engine.recipe.run_eval_settings`), so they are the features behind the
+    ``eval.flip`` and precision, :func:`rlq.engine.model_io.run_eval_settings`), so they are the features behind the
     run's reported numbers (docs/method.md §2.5); for a model or a checkpoint without a run spec that is the flip-sum
     and ``amp="auto"``. ``flip=True/False`` and ``amp="off"|"bf16"|"fp16"|"auto"`` override, resolved by the
     trainer's rule (:func:`rlq.runtime.device.amp_mode`: ``auto`` is fp32 on the CPU; ``bf16`` / ``fp16`` autocast on
@@ -168,7 +168,7 @@ class FeatureExtractor:
         input_size: tuple[int, int] | None = None,
         prefer: str = "best",
     ) -> None:
-        from ..engine.recipe import run_eval_settings
+        from ..engine.model_io import run_eval_settings
 
         self.device = resolve_device(device)
         amp_dtype = None if amp is None else resolve_amp(amp, self.device)  # the trainer's rule (rlq.runtime.device)
@@ -186,7 +186,7 @@ class FeatureExtractor:
             model = checkpoint_or_model.to(self.device)
             size = input_size or _DEFAULT_INPUT_SIZE
         elif isinstance(checkpoint_or_model, (str, os.PathLike)):
-            from ..engine.recipe import load_model_checkpoint
+            from ..engine.model_io import load_model_checkpoint
 
             model, self.state = load_model_checkpoint(checkpoint_or_model, device=self.device, prefer=prefer)
             self.checkpoint = str(self.state.get("checkpoint", checkpoint_or_model))

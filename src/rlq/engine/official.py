@@ -1,4 +1,5 @@
-"""Import the authors' released ``.pth.tar`` checkpoints into rlq checkpoint folders.
+"""Read the authors' released ``.pth.tar`` checkpoints and convert them into rlq models (the entry point that
+writes an rlq checkpoint folder is :func:`rlq.engine.model_io.import_official`).
 
 The authors' code (RLQ-CGAL-UBD) saves ``torch.save({"model_state_dict", "classifier_state_dict",
 "clothes_classifier_state_dict", "rank1", "epoch"})``. Its model is ``resnet50_joint2`` (the Base Model,
@@ -41,19 +42,15 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, ConfigError
-from ..io import sha256_file
-from ..spec import ROLES as _ROLES
 
 __all__ = [
     "OFFICIAL_METHODS",
     "OFFICIAL_BACKBONES",
     "OfficialCheckpoint",
-    "ImportResult",
     "numpy_safe_globals",
     "read_official_checkpoint",
     "official_name",
     "official_to_rlq",
-    "import_official",
 ]
 
 log = logging.getLogger(__name__)
@@ -452,95 +449,3 @@ def official_to_rlq(
         "not_imported": sorted({k.rsplit(".", 1)[0] for k in not_imported}),
     }
     return model, clothes_w, info
-
-
-@dataclass
-class ImportResult:
-    """What :func:`import_official` wrote."""
-
-    checkpoint: Path
-    method: str
-    role: str
-    num_ids: int
-    pose_clusters: int | None
-    num_clothes: int | None
-    official_backbone: str
-    missing_heads: list[str]
-    notes: list[str]
-
-
-def import_official(
-    path: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    method: str,
-    num_ids: int | None = None,
-    pose_clusters: int | None = None,
-    num_clothes: int | None = None,
-    role: str = "model",
-    dataset: str | None = None,
-    input_size: tuple[int, int] = (384, 192),
-    clothes_head: bool = True,
-) -> ImportResult:
-    """Convert an official checkpoint into an rlq checkpoint folder (safetensors + JSON + SHA-256 manifest).
-
-    The folder is what `rlq eval`, `extract`, `search`, `export` and :func:`~rlq.engine.recipe.load_teacher`
-    read. ``role="teacher"`` marks it as a TAD teacher (docs/method.md §5.3). ``input_size`` is the
-    authors' 384×192 (docs/method.md §2.1). ``clothes_head=False`` leaves the clothes head out (LaST's is
-    803 M parameters; nothing at inference or in TAD's teacher reads it).
-    """
-    from .recipe import save_model_checkpoint
-
-    if role not in _ROLES:
-        raise ConfigError(f"unknown --role {role!r}; choose one of {list(_ROLES)}")
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CheckpointError(f"output {str(out)!r} exists and is not an empty folder; choose a new --out")
-    ck = read_official_checkpoint(path)
-    model, clothes_w, info = official_to_rlq(ck, method=method, num_ids=num_ids, pose_clusters=pose_clusters,
-                                             num_clothes=num_clothes)
-    notes: list[str] = []
-    if ck.bare:
-        notes.append(
-            "bare model state dict: the CAL identity head and the clothes head are not in the file; the "
-            "checkpoint carries rlq's initial values for the CAL-ID head (docs/method.md §2.3). Inference "
-            "(eval, extract, search, export) and a TAD teacher use no heads (docs/method.md §2.5, §5.3), but do "
-            "not fine-tune or resume from it")
-    elif info["missing_heads"]:
-        notes.append(f"the file lacks {info['missing_heads']}; they keep rlq's initial values")
-    if info["not_imported"]:
-        notes.append(f"{info['not_imported']} are not in the authors' files (train-only); they keep rlq's "
-                     f"initial values")
-    if ck.ignored_keys:
-        notes.append(f"ignored top-level keys {ck.ignored_keys}")
-    for n in notes:
-        log.warning("%s: %s", ck.path, n)
-    extra: dict[str, torch.Tensor] = {}
-    if clothes_w is not None and clothes_head:
-        extra["clothes.weight"] = clothes_w
-    meta: dict[str, Any] = {
-        "role": role,
-        "imported_from": {
-            "file": str(ck.path.resolve()),
-            "sha256": sha256_file(ck.path),
-            "format": "RLQ-CGAL-UBD torch.save (official)",
-            "official_backbone": info["official_backbone"],
-            "rank1": ck.rank1,
-            # their file's `epoch` key holds the 0-based loop index; their file names and logs count from 1
-            # (checkpoint_ep<index + 1>.pth.tar)
-            "epoch_index_0based": ck.epoch,
-            "epoch_1based": None if ck.epoch is None else ck.epoch + 1,
-            "bare_state_dict": ck.bare,
-        },
-        "num_train_ids": info["num_ids"],
-        "num_clothes": info["num_clothes"] if (clothes_w is not None and clothes_head) else None,
-        "missing_heads": info["missing_heads"],
-        "not_imported": info["not_imported"],
-        "notes": notes,
-    }
-    if dataset:
-        meta["dataset"] = dataset
-    written = save_model_checkpoint(model, out, input_size=input_size, extra_tensors=extra, **meta)
-    return ImportResult(checkpoint=written, method=method, role=role, num_ids=info["num_ids"],
-                        pose_clusters=info["pose_clusters"], num_clothes=meta["num_clothes"],
-                        official_backbone=info["official_backbone"], missing_heads=info["missing_heads"], notes=notes)

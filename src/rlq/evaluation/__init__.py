@@ -11,6 +11,7 @@ from rlq.evaluation.bootstrap import (
     load_per_query,
     paired_bootstrap_ci,
     save_per_query,
+    with_intervals,
 )
 from rlq.evaluation.protocols import (
     SplitLabels,
@@ -35,6 +36,7 @@ __all__ = [
     "paired_bootstrap_ci",
     "query_group_results",
     "save_per_query",
+    "with_intervals",
     "SplitLabels",
     "chunk_size_for",
     "evaluate",

@@ -41,6 +41,7 @@ __all__ = [
     "paired_bootstrap_ci",
     "compare_runs",
     "add_intervals",
+    "with_intervals",
     "ci_info",
     "save_per_query",
     "load_per_query",
@@ -249,6 +250,20 @@ def add_intervals(results: Mapping[str, Mapping[str, Any]], *, num_resamples: in
         c = bootstrap_ci(np.asarray(r["ap"])[valid], hit[valid], num_resamples=num_resamples, seed=seed, level=level)
         out[name] = {**r, "rank1_ci": c["rank1_ci"], "mAP_ci": c["mAP_ci"]}
     return out
+
+
+def with_intervals(results: Mapping[str, Mapping[str, Any]], *, groups: Mapping[str, str] | None = None,
+                   source: str = "the quality table", num_resamples: int | None = DEFAULT_RESAMPLES,
+                   seed: int = DEFAULT_SEED) -> dict[str, dict[str, Any]]:
+    """Results plus, with ``groups`` ({query key: group}, e.g. clean / LQ), a ``<name>/<group>`` row per evaluation
+    and group (:func:`rlq.evaluation.protocols.query_group_results`; ``source`` names the table in its errors), then
+    :func:`add_intervals` on every row (``num_resamples`` None: no intervals)."""
+    out = dict(results)
+    if groups is not None:
+        from .protocols import query_group_results
+
+        out.update(query_group_results(results, groups, source=source))
+    return out if num_resamples is None else add_intervals(out, num_resamples=num_resamples, seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------------

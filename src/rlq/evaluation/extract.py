@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ..runtime.device import autocast_context
 
-__all__ = ["extract_features", "autocast_context"]
+__all__ = ["extract_features", "extract_protocol_features", "autocast_context"]
 
 
 @torch.no_grad()
@@ -65,6 +65,48 @@ def extract_features(
         error = e
     check_all_ranks(error, f"feature extraction ({desc}, rows {rows[0]}:{rows[1]} of {len(paths)} on this rank)", world)
     return gather_rows(local, world)
+
+
+def extract_protocol_features(
+    model: nn.Module,
+    dataset: Any,
+    protocol: Any = "test",
+    *,
+    splits: Sequence[str] | None = None,
+    height: int,
+    width: int,
+    device: torch.device | str = "cpu",
+    batch_size: int = 128,
+    workers: int = 2,
+    flip: bool = True,
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = False,
+    desc: str = "extract {split}",
+    cache=None,
+    batch_transform_for: Callable[[str], Callable | None] | None = None,
+    image_transform_for: Callable[[str], Callable | None] | None = None,
+    world=None,
+) -> dict[str, tuple[np.ndarray, Sequence[Any]]]:
+    """``{split: (features, samples)}`` for every split of a dataset's protocol (the input of
+    :func:`rlq.evaluation.protocols.evaluate_protocol`), each split through :func:`extract_features`.
+
+    ``protocol`` is a :class:`~rlq.data.records.Protocol` or the name of one of ``dataset.protocols``; ``splits``
+    (default: the protocol's ``split_names``) picks which splits, in that order (then ``protocol`` is not read). ``batch_transform_for(split)`` and
+    ``image_transform_for(split)`` give that split's ``batch_transform`` / ``image_transform`` (None: none), e.g. a
+    degradation seeded per split. ``desc`` is the progress label, ``{split}`` filled in. Every other argument goes
+    to :func:`extract_features` (with ``world``, every rank must call this and gets every row)."""
+    if splits is None:
+        splits = (dataset.protocols[protocol] if isinstance(protocol, str) else protocol).split_names
+    out: dict[str, tuple[np.ndarray, Sequence[Any]]] = {}
+    for split in splits:
+        samples = dataset.split(split)
+        out[split] = (extract_features(
+            model, [s.path for s in samples], height, width, device=device, batch_size=batch_size, workers=workers,
+            flip=flip, amp_dtype=amp_dtype, progress=progress, desc=desc.format(split=split), cache=cache,
+            batch_transform=batch_transform_for(split) if batch_transform_for is not None else None,
+            image_transform=image_transform_for(split) if image_transform_for is not None else None, world=world,
+        ), samples)
+    return out
 
 
 def _extract(model, paths, height, width, *, device, batch_size, workers, flip, amp_dtype, channels_last, progress, desc,

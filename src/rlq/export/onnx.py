@@ -153,7 +153,7 @@ def _load(checkpoint_or_model: Any, prefer: str) -> tuple[nn.Module, dict[str, A
         # a CPU fp32 copy: the caller's model keeps its device and mode
         return copy.deepcopy(checkpoint_or_model).float().cpu().eval(), {}
     if isinstance(checkpoint_or_model, (str, os.PathLike)):
-        from ..engine.recipe import load_model_checkpoint
+        from ..engine.model_io import load_model_checkpoint
 
         return load_model_checkpoint(checkpoint_or_model, device="cpu", prefer=prefer)
     raise RlqError(f"checkpoint_or_model must be a checkpoint path or an nn.Module, got {type(checkpoint_or_model).__name__}")
@@ -174,14 +174,14 @@ def export_onnx(
     """Export the inference feature to ONNX, check parity with PyTorch, then write the model and its card.
 
     ``flip`` None (the default) exports the feature the checkpoint's run was evaluated with (its ``eval.flip``,
-    :func:`rlq.engine.recipe.run_eval_settings`; the flip-sum for a model or a checkpoint without a run spec), so
+    :func:`rlq.engine.model_io.run_eval_settings`; the flip-sum for a model or a checkpoint without a run spec), so
     the model card's numbers are the exported model's (docs/method.md §2.5); True/False overrides. The model
     computes in fp32; the metadata and the card record the flip and the precision.
 
     Raises RlqError (and writes nothing) when the parity check fails. Returns the paths, the model
     description and the parity numbers.
     """
-    from ..engine.recipe import run_eval_settings
+    from ..engine.model_io import run_eval_settings
     from ..models.reid import Embedder
     from .model_card import build_model_card, find_run_results
 

@@ -30,6 +30,7 @@ __all__ = [
     "official_lq_mix",
     "split_seed",
     "OfficialLQTransform",
+    "official_lq_transforms",
 ]
 
 #: `--lq official:KIND`: mix = the target dataset's training mix (no --LR-TYPE); the others = --LR-TYPE LR / OOF / MB.
@@ -92,3 +93,12 @@ class OfficialLQTransform:
         if artifact == "defocus":
             return reference.defocus(img, int(round(float(p[0]))), float(p[1]))
         return reference.motion_blur(img, int(round(float(p[0]))), float(p[1]))
+
+
+def official_lq_transforms(mix: LQMix, seed: int):
+    """``transform_for(split)``: each split's :class:`OfficialLQTransform`, seeded by (``seed``, split)."""
+
+    def transform_for(split: str) -> OfficialLQTransform:
+        return OfficialLQTransform(mix, split_seed(seed, split))
+
+    return transform_for

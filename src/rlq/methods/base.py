@@ -76,7 +76,7 @@ class Method:
     """Base class: subclasses implement :meth:`from_run`, :meth:`phases` and :meth:`training_step`.
 
     A method is registered with its strategy class in :mod:`rlq.methods.registry` (docs/design.md "Adding a method");
-    :func:`rlq.engine.recipe.build_method` builds it with :meth:`from_run`."""
+    :func:`rlq.engine.build.build_method` builds it with :meth:`from_run`."""
 
     name = "method"
     #: some parameters are unused in some steps (pose branch in TAD steps): DDP must look for them.

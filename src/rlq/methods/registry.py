@@ -2,7 +2,7 @@
 
 An entry says everything the rest of rlq needs to know about a method: its name, the model parts it trains
 (:class:`ModelParts`, read by :class:`rlq.models.ReIDModel`), whether it trains on an external stream and distils
-from a teacher (read by :mod:`rlq.engine.recipe` and the demo), its training strategy (a
+from a teacher (read by :mod:`rlq.engine.recipe`, :mod:`rlq.engine.build` and the demo), its training strategy (a
 :class:`rlq.methods.base.Method` subclass that builds itself from a run with ``from_run``), the loss terms it logs,
 and a one-line description (the model card, the demo report, the help texts). The run spec's ``method`` choices are
 :func:`method_names`, read when a spec is checked, so a registered method is accepted everywhere and a bad name is
