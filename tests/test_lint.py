@@ -20,25 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 #: Paths (relative to the repository root) that ruff leaves clean. The rest joins as other work lands, until this
 #: is the whole repository.
-CLEAN_PATHS: tuple[str, ...] = (
-    "src/rlq/attributes",
-    "src/rlq/data",
-    "src/rlq/losses",
-    "src/rlq/lq",
-    "src/rlq/methods",
-    "src/rlq/models",
-    "src/rlq/runtime",
-    "src/rlq/config.py",
-    "src/rlq/errors.py",
-    "src/rlq/io.py",
-    "src/rlq/report_format.py",
-    "src/rlq/safe_yaml.py",
-    "src/rlq/spec.py",
-    "benchmarks",
-    "tests",
-    "tools",
-)
-#: Files under CLEAN_PATHS that other work is changing now; they leave this list when that work lands.
+CLEAN_PATHS: tuple[str, ...] = ("src", "benchmarks", "tests", "tools")  # the whole repository's Python
+#: Files under CLEAN_PATHS not linted yet (none: keep it that way).
 NOT_YET: tuple[str, ...] = ()
 
 _CODES = r"[A-Z]+[0-9]+(?:\s*,\s*[A-Z]+[0-9]+)*"

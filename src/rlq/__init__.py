@@ -29,4 +29,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'rlq' has no attribute {name!r}")
 
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__"] + list(_LAZY)

@@ -16,17 +16,18 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from .spec import RunSpec
 from .errors import RlqError, TrainingError
 from .io import atomic_write_json, atomic_write_text
 from .methods.registry import get_method
 from .report_format import fixed, pct
+from .spec import RunSpec
 
 __all__ = ["DemoSettings", "DemoRunFailed", "run_demo", "demo_tasks", "chance_rank1", "comparison_pairs", "DEMO_METHODS"]
 
@@ -144,7 +145,7 @@ def _train_job(spec: RunSpec, overwrite: bool, resume: bool) -> dict:
     return run_training(spec, resume=resume and folder_holds_files(Path(spec.output)))
 
 
-def _raise_interrupt(signum, frame) -> None:  # noqa: ARG001
+def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -292,7 +293,7 @@ def _side_by_side(todo: list[tuple[str, RunSpec]], s: DemoSettings, jobs: int, s
                 send.close()
                 running[name] = (proc, recv, spec, time.time())
             wait([r[1] for r in running.values()] + [r[0].sentinel for r in running.values()])
-            for name, (proc, conn, spec, t0) in list(running.items()):
+            for name, (proc, conn, _spec, t0) in list(running.items()):
                 if not (conn.poll() or not proc.is_alive()):
                     continue
                 status, payload = _child_result(proc, conn)

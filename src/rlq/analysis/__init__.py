@@ -21,7 +21,14 @@ from .buckets import (
     size_buckets,
     size_csv_buckets,
 )
-from .lq_clusters import draw_lq_plan, lq_cluster_diagnostics, lq_cluster_metrics, lq_clusters_markdown, nearest_neighbours, plot_tsne
+from .lq_clusters import (
+    draw_lq_plan,
+    lq_cluster_diagnostics,
+    lq_cluster_metrics,
+    lq_clusters_markdown,
+    nearest_neighbours,
+    plot_tsne,
+)
 from .ranklist import (
     STATUS_COLORS,
     gender_awareness,

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePath
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ def image_heights(samples: Sequence[Sample]) -> np.ndarray:
         try:
             with Image.open(s.path) as im:
                 out[i] = im.height
-        except Exception as e:  # PIL raises many types for unreadable files
+        except Exception as e:  # noqa: BLE001 - PIL raises many types for unreadable files; re-raised as DatasetError
             raise DatasetError(f"cannot read the size of image {s.path} ({type(e).__name__}: {e}); "
                                "`rlq check-data` lists unreadable images") from None
     return out

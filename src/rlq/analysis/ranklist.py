@@ -13,8 +13,9 @@ import html
 import io
 import logging
 import os
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Collection, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import numpy as np
@@ -50,7 +51,7 @@ STATUS_COLORS: dict[str, tuple[int, int, int]] = {
     "junk": (150, 150, 150),
     "query": (40, 90, 220),
 }
-_CSS_COLORS = {k: "#%02x%02x%02x" % v for k, v in STATUS_COLORS.items()}
+_CSS_COLORS = {k: "#{:02x}{:02x}{:02x}".format(*v) for k, v in STATUS_COLORS.items()}
 QUERY_ORDERS = ("worst", "random", "hits", "given")
 _PAD, _BORDER, _LINE, _CAPTION_LINES, _GAP = 6, 4, 12, 3, 14
 

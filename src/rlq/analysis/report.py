@@ -6,8 +6,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from rlq.io import atomic_write_json, atomic_write_text
 
@@ -79,11 +80,9 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _have_matplotlib() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def demo_analysis(

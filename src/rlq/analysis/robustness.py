@@ -24,9 +24,10 @@ import math
 import os
 import textwrap
 import zlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,8 +39,13 @@ from rlq.evaluation.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, PerQuery, 
 from rlq.evaluation.extract import extract_features
 from rlq.evaluation.protocols import evaluate_protocol, summarize
 from rlq.io import save_figure
-from rlq.lq.corruption import (CORRUPTION_ARTIFACTS, CORRUPTION_GRID, CORRUPTION_MAX_LEVEL, CORRUPTION_SOURCE,
-                               corrupt_batch)
+from rlq.lq.corruption import (
+    CORRUPTION_ARTIFACTS,
+    CORRUPTION_GRID,
+    CORRUPTION_MAX_LEVEL,
+    CORRUPTION_SOURCE,
+    corrupt_batch,
+)
 from rlq.lq.severity import MAX_LEVEL, SEVERITY_ARTIFACTS, SEVERITY_GRID, degrade_batch
 from rlq.report_format import pct
 

@@ -12,16 +12,18 @@ from rich.markup import escape
 from ..errors import RlqError, root_message
 from ._common import VERBOSE, app, console
 
-# Command modules register themselves on `app` when imported.
-from . import data as _data  # noqa: F401,E402
-from . import train as _train  # noqa: F401,E402
-from . import attributes as _attributes  # noqa: F401,E402
-from . import demo as _demo  # noqa: F401,E402
-from . import estimate as _estimate  # noqa: F401,E402
-from . import analysis as _analysis  # noqa: F401,E402
-from . import deploy as _deploy  # noqa: F401,E402
-from . import compare as _compare  # noqa: F401,E402
-from . import official as _official  # noqa: F401,E402
+# Command modules register themselves on `app` when imported; this order is the order of `rlq --help`.
+# isort: off
+from . import data as _data  # noqa: F401 - registers its commands
+from . import train as _train  # noqa: F401 - registers its commands
+from . import attributes as _attributes  # noqa: F401 - registers its commands
+from . import demo as _demo  # noqa: F401 - registers its commands
+from . import estimate as _estimate  # noqa: F401 - registers its commands
+from . import analysis as _analysis  # noqa: F401 - registers its commands
+from . import deploy as _deploy  # noqa: F401 - registers its commands
+from . import compare as _compare  # noqa: F401 - registers its commands
+from . import official as _official  # noqa: F401 - registers its commands
+# isort: on
 
 __all__ = ["app", "main"]
 

@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -36,7 +36,7 @@ app.add_typer(lq_app, name="lq")
 app.add_typer(analyze_app, name="analyze")
 
 
-def _console_width(stream: Any) -> Optional[int]:
+def _console_width(stream: Any) -> int | None:
     """None (rich measures the terminal) on a terminal; else $COLUMNS, or wide enough that nothing wraps.
 
     Not on a terminal (a log file, CI, a pipe) rich would wrap at 80 columns: tables and long lines are kept whole.
@@ -74,7 +74,7 @@ def setup_logging(verbose: bool = False) -> None:
         else:  # a log file or CI: plain lines (rich pads every record to the console width)
             h = logging.StreamHandler(sys.stderr)
             h.setFormatter(logging.Formatter("%(levelname)-8s %(message)s"))
-        h._rlq = True  # type: ignore[attr-defined]
+        h._rlq = True  # type: ignore[attr-defined] - our marker on the handler, so a second call adds none
         root.addHandler(h)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root.propagate = False
@@ -152,7 +152,7 @@ UNKNOWN_FRACTION_HELP = ("Open-set: fraction of the query identities made unknow
                          "drawn with --sample-seed.")
 
 
-def _json_path(value: Optional[Path]) -> Optional[Path]:
+def _json_path(value: Path | None) -> Path | None:
     if value is not None and str(value).startswith("-") and str(value) != "-":
         raise typer.BadParameter(f"--json takes a file path (or - for stdout), got {str(value)!r}; "
                                  "put the path right after --json")
@@ -164,16 +164,16 @@ def json_option() -> Any:
     return typer.Option(None, "--json", metavar="PATH", help=JSON_HELP, callback=_json_path)
 
 
-def json_to_stdout(path: Optional[Path]) -> bool:
+def json_to_stdout(path: Path | None) -> bool:
     return path is not None and str(path) == "-"
 
 
-def human(path: Optional[Path]) -> Console:
+def human(path: Path | None) -> Console:
     """Where the human-readable output goes: stdout, or stderr when ``--json -`` puts the JSON on stdout."""
     return console if json_to_stdout(path) else out
 
 
-def write_json(path: Optional[Path], payload: Any, *, say: bool = False) -> None:
+def write_json(path: Path | None, payload: Any, *, say: bool = False) -> None:
     """``--json PATH``: write ``payload`` there atomically (strict JSON), or print it to stdout for ``-``."""
     from ..io import atomic_write_json, json_dumps
 

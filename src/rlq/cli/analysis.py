@@ -6,13 +6,28 @@ Each writes its numbers (`<command>.json`), its picture(s), and `report.md` + `a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any
 
 import typer
 
-from ._common import (analyze_app, app, batch_size_option, bootstrap_seed_option, console, device_option, flip_option,
-                      lq_seed_option, mode_option, out, prefer_option, protocol_option, resamples_option,
-                      sample_seed_option, top_k_option, workers_option)
+from ._common import (
+    analyze_app,
+    app,
+    batch_size_option,
+    bootstrap_seed_option,
+    console,
+    device_option,
+    flip_option,
+    lq_seed_option,
+    mode_option,
+    out,
+    prefer_option,
+    protocol_option,
+    resamples_option,
+    sample_seed_option,
+    top_k_option,
+    workers_option,
+)
 
 _DATASET_HELP = "Dataset name (ltcc, prcc, last, deepchange, celebreid, vcclothes, synthcc, manifest)."
 _CKPT_HELP = "Checkpoint folder, or a run folder (uses checkpoints/<prefer>, else the newest)."
@@ -31,16 +46,16 @@ def _opt_out() -> Any:
 
 
 def _have_matplotlib() -> bool:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+    from ..analysis.report import _have_matplotlib as have
+
+    if not have():
         console.print("[yellow]matplotlib is not installed (the 'viz' extra): writing numbers without plots[/yellow]")
         return False
     return True
 
 
-def _setup(checkpoint: Path, dataset: str, root: Path, device: str, prefer: str, height: Optional[int],
-           width: Optional[int], protocol: str = "test", flip: Optional[bool] = None):
+def _setup(checkpoint: Path, dataset: str, root: Path, device: str, prefer: str, height: int | None,
+           width: int | None, protocol: str = "test", flip: bool | None = None):
     """(model, state, (h, w), dataset, protocol, device, amp dtype, flip); flip and precision default to the run's own
     evaluation (``rlq.engine.evaluate.prepare_evaluation``), so the analyses see the embeddings behind the run's numbers."""
     from ..engine.evaluate import prepare_evaluation
@@ -64,7 +79,7 @@ def _ints(text: str, what: str) -> list[int]:
         raise typer.BadParameter(f"{what} must be a comma list of integers, got {text!r}") from None
 
 
-def _names(paths: List[Path]) -> list[str]:
+def _names(paths: list[Path]) -> list[str]:
     """Short unique labels for checkpoints (folder name, else the path as given)."""
     names = [p.name or str(p) for p in paths]
     if len(set(names)) < len(names):
@@ -104,31 +119,31 @@ def _choices(text: str, allowed: tuple[str, ...], option: str) -> list[str]:
 
 @analyze_app.command("robustness")
 def robustness_cmd(
-    checkpoints: List[Path] = typer.Argument(..., help=f"{_CKPT_HELP} Several give one curve each."),
+    checkpoints: list[Path] = typer.Argument(..., help=f"{_CKPT_HELP} Several give one curve each."),
     dataset: str = _opt_dataset(),
     root: Path = _opt_root(),
     out_dir: Path = _opt_out(),
     lq_protocol: str = typer.Option("rlq", "--lq-protocol", help=_LQ_PROTOCOL_HELP),
     artifacts: str = typer.Option("pixelation,defocus,motion,jpeg",
                                   help="Comma list of artifacts (rlq.lq.severity; the corruption grid has the same four)."),
-    levels: Optional[str] = typer.Option(None, help="Comma list of severity levels, 0 = clean (default: 0-4 for rlq, "
+    levels: str | None = typer.Option(None, help="Comma list of severity levels, 0 = clean (default: 0-4 for rlq, "
                                          "0-5 for corruption)."),
-    apply_to: Optional[str] = typer.Option(None, "--apply-to", help=_APPLY_TO_HELP),
+    apply_to: str | None = typer.Option(None, "--apply-to", help=_APPLY_TO_HELP),
     seed: int = lq_seed_option(),
     protocol: str = protocol_option(),
     metric: str = typer.Option("rank1", help="Metric plotted first (rank1 and mAP are always plotted)."),
-    evaluation: Optional[str] = typer.Option(None, help="Evaluation plotted (default: the protocol's selection, e.g. cc)."),
-    height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
-    width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
+    evaluation: str | None = typer.Option(None, help="Evaluation plotted (default: the protocol's selection, e.g. cc)."),
+    height: int | None = typer.Option(None, help="Input height (default: the checkpoint's)."),
+    width: int | None = typer.Option(None, help="Input width (default: the checkpoint's)."),
     resamples: int = resamples_option(),
     bootstrap_seed: int = bootstrap_seed_option(),
     batch_size: int = batch_size_option(),
     workers: int = workers_option(),
     device: str = device_option(),
     prefer: str = prefer_option(),
-    flip: Optional[bool] = flip_option(),
+    flip: bool | None = flip_option(),
     cache_images: bool = typer.Option(False, "--cache-images", help="Decode the test images once into memory (small datasets)."),
-    official_lq: Optional[str] = typer.Option(
+    official_lq: str | None = typer.Option(
         None, "--official-lq",
         help="Also run the authors' LQ test protocol (--LR-MODE/--LR-TYPE, docs/method.md §12) for these kinds, beside "
              "rlq's grid: a comma list of mix, pixelation, gaussian, motion (or `all`). Degrades query and gallery at "
@@ -140,9 +155,17 @@ def robustness_cmd(
     Every point carries a 95 % percentile-bootstrap interval over queries (--resamples, 0 = none), drawn as a band.
     Each model's clean features are extracted once; each degraded split once per artifact and level."""
     from ..analysis.report import write_report
-    from ..analysis.robustness import (APPLY_TO, CORRUPTION_DEFINITION, CORRUPTION_PROTOCOL, LQ_PROTOCOLS,
-                                       ROBUSTNESS_PROTOCOL, SETTING_TEXT, plot_robustness, robustness_markdown,
-                                       robustness_sweeps)
+    from ..analysis.robustness import (
+        APPLY_TO,
+        CORRUPTION_DEFINITION,
+        CORRUPTION_PROTOCOL,
+        LQ_PROTOCOLS,
+        ROBUSTNESS_PROTOCOL,
+        SETTING_TEXT,
+        plot_robustness,
+        robustness_markdown,
+        robustness_sweeps,
+    )
     from ..engine.model_io import checkpoint_description
     from ..evaluation.extract import extract_features
     from ..io import atomic_write_json
@@ -242,7 +265,7 @@ def robustness_cmd(
     _done(out_dir, files)
 
 
-def _parse_mix(mix: Optional[str], dataset: str):
+def _parse_mix(mix: str | None, dataset: str):
     if mix is None:
         return dataset
     if ":" in mix:
@@ -262,20 +285,20 @@ def lq_clusters_cmd(
     out_dir: Path = _opt_out(),
     split: str = typer.Option("gallery", help="Split whose images are compared clean vs degraded."),
     max_images: int = typer.Option(1000, help="At most this many images (a seeded random subset)."),
-    mix: Optional[str] = typer.Option(None, help="LQ source: a dataset's training mix (ltcc, prcc, ...; default: "
+    mix: str | None = typer.Option(None, help="LQ source: a dataset's training mix (ltcc, prcc, ...; default: "
                                       "--dataset's) or ARTIFACT:LEVEL of the severity grid (e.g. motion:3)."),
     ranges: str = typer.Option("official", help="Training-mix parameter ranges: official or paper (docs/method.md §5.2)."),
     seed: int = lq_seed_option(),
     sample_seed: int = sample_seed_option(),
     tsne: bool = typer.Option(True, "--tsne/--no-tsne", help="Draw the t-SNE picture (paper Fig. 7)."),
     tsne_points: int = typer.Option(1000, help="At most this many points in the t-SNE picture."),
-    height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
-    width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
+    height: int | None = typer.Option(None, help="Input height (default: the checkpoint's)."),
+    width: int | None = typer.Option(None, help="Input width (default: the checkpoint's)."),
     batch_size: int = batch_size_option(),
     workers: int = workers_option(),
     device: str = device_option(),
     prefer: str = prefer_option(),
-    flip: Optional[bool] = flip_option(),
+    flip: bool | None = flip_option(),
 ) -> None:
     """Do LQ images cluster regardless of identity? Nearest-neighbour rates, HQ/LQ probe, silhouette, t-SNE (paper Figure 7).
 
@@ -323,24 +346,24 @@ def _default_gender_csv(dataset: str, root: Path) -> Path:
 
 @analyze_app.command("gender")
 def gender_cmd(
-    checkpoints: List[Path] = typer.Argument(..., help=f"{_CKPT_HELP} Several give one group of bars each."),
+    checkpoints: list[Path] = typer.Argument(..., help=f"{_CKPT_HELP} Several give one group of bars each."),
     dataset: str = _opt_dataset(),
     root: Path = _opt_root(),
     out_dir: Path = _opt_out(),
-    gender_csv: Optional[Path] = typer.Option(None, "--gender-csv", help="Test gender CSV in the authors' format "
+    gender_csv: Path | None = typer.Option(None, "--gender-csv", help="Test gender CSV in the authors' format "
                                               "(Category,ID,Gender; e.g. LTCC_test_Gender.csv). Default on SynthCC: "
                                               "its SynthCC_test_Gender.csv."),
-    categories: Optional[str] = typer.Option(None, help="Only rows of these categories (comma list; default: all)."),
+    categories: str | None = typer.Option(None, help="Only rows of these categories (comma list; default: all)."),
     keep_junk: bool = typer.Option(False, "--keep-junk", help="Take the top-1 over the whole gallery (default: delete "
                                    "the query's junk first, as the evaluation does)."),
     protocol: str = protocol_option(),
-    height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
-    width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
+    height: int | None = typer.Option(None, help="Input height (default: the checkpoint's)."),
+    width: int | None = typer.Option(None, help="Input width (default: the checkpoint's)."),
     batch_size: int = batch_size_option(),
     workers: int = workers_option(),
     device: str = device_option(),
     prefer: str = prefer_option(),
-    flip: Optional[bool] = flip_option(),
+    flip: bool | None = flip_option(),
 ) -> None:
     """Gender awareness: F1 of the female class among top-1 mistakes, per evaluation and checkpoint (paper Fig. 8 right)."""
     from ..analysis.ranklist import gender_awareness, gender_markdown, load_test_gender, plot_gender
@@ -387,23 +410,31 @@ def buckets_cmd(
     dataset: str = _opt_dataset(),
     root: Path = _opt_root(),
     out_dir: Path = _opt_out(),
-    size_csv: Optional[Path] = typer.Option(None, "--size-csv", help="The authors' size table (LTCC_Size.csv / PRCC_Size.csv)."),
-    quality_csv: Optional[Path] = typer.Option(None, "--quality-csv", help="SynthCC's quality.csv (artifact + severity buckets)."),
+    size_csv: Path | None = typer.Option(None, "--size-csv", help="The authors' size table (LTCC_Size.csv / PRCC_Size.csv)."),
+    quality_csv: Path | None = typer.Option(None, "--quality-csv", help="SynthCC's quality.csv (artifact + severity buckets)."),
     protocol: str = protocol_option(),
-    height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
-    width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
+    height: int | None = typer.Option(None, help="Input height (default: the checkpoint's)."),
+    width: int | None = typer.Option(None, help="Input width (default: the checkpoint's)."),
     batch_size: int = batch_size_option(),
     workers: int = workers_option(),
     device: str = device_option(),
     prefer: str = prefer_option(),
-    flip: Optional[bool] = flip_option(),
+    flip: bool | None = flip_option(),
 ) -> None:
     """Metrics per query-quality bucket against the full gallery (paper Table 10 style).
 
     Buckets: rlq's own size buckets from the image height (default), the authors' size CSV, or SynthCC's quality CSV.
     """
-    from ..analysis.buckets import (SIZE_BUCKETS, buckets_markdown, plot_buckets, protocol_bucket_metrics, quality_buckets,
-                                    quality_order, size_buckets, size_csv_buckets)
+    from ..analysis.buckets import (
+        SIZE_BUCKETS,
+        buckets_markdown,
+        plot_buckets,
+        protocol_bucket_metrics,
+        quality_buckets,
+        quality_order,
+        size_buckets,
+        size_csv_buckets,
+    )
     from ..analysis.report import write_report
     from ..data.sidecars import read_quality_csv, read_size_csv
     from ..io import atomic_write_json
@@ -447,7 +478,7 @@ def visualize_cmd(
     dataset: str = _opt_dataset(),
     root: Path = _opt_root(),
     out_dir: Path = _opt_out(),
-    mode: Optional[str] = mode_option(),
+    mode: str | None = mode_option(),
     queries: str = typer.Option("worst", help="worst (lowest AP first), random (by --sample-seed), hits (a --sample-seed draw among the "
                                 "queries whose rank-1 is correct), or a comma list of query keys (with or without the "
                                 "split prefix, e.g. query/001_1_c08_028453 or 001_1_c08_028453)."),
@@ -456,13 +487,13 @@ def visualize_cmd(
     show_junk: bool = typer.Option(False, "--show-junk", help="Keep junk in the list (grey); default: removed as in the evaluation."),
     seed: int = sample_seed_option(),
     protocol: str = protocol_option(),
-    height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
-    width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
+    height: int | None = typer.Option(None, help="Input height (default: the checkpoint's)."),
+    width: int | None = typer.Option(None, help="Input width (default: the checkpoint's)."),
     batch_size: int = batch_size_option(),
     workers: int = workers_option(),
     device: str = device_option(),
     prefer: str = prefer_option(),
-    flip: Optional[bool] = flip_option(),
+    flip: bool | None = flip_option(),
 ) -> None:
     """Ranked results (paper Figure 9): each query with its top-k gallery images, as a PNG and a static HTML page."""
     from ..analysis.ranklist import rank_list_figure

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 from ._common import gender_app, kmeans_seed_option, lq_app, lq_seed_option, out, poses_app, sample_seed_option
 
-
 _DATASET_HELP = "Dataset name (ltcc, prcc, last, deepchange, celebreid, synthcc, manifest, ...)."
 
 
-def _words(values: List[str]) -> list[str]:
+def _words(values: list[str]) -> list[str]:
     """Repeated options and comma lists alike: ["a,b", "c"] -> ["a", "b", "c"]."""
     return [w.strip() for v in values for w in v.split(",") if w.strip()]
 
 
-def _int_list(values: List[str], what: str) -> list[int]:
+def _int_list(values: list[str], what: str) -> list[int]:
     try:
         return [int(w) for w in _words(values)]
     except ValueError:
@@ -39,13 +37,13 @@ def poses_cluster(
     keypoints: Path = typer.Option(..., "--keypoints", "-k", help="AlphaPose results: a tree mirroring the dataset "
                                    "(<dir>/<leaf folder>/alphapose-results.json), one JSON, or COCO keypoint annotations."),
     out_csv: Path = typer.Option(Path("pose_clusters.csv"), "--out", "-o", help="CSV in the authors' layout."),
-    k: List[str] = typer.Option(["15"], "--k", help="K; repeat (--k 5 --k 15) or give a comma list (5,10,...,40: "
+    k: list[str] = typer.Option(["15"], "--k", help="K; repeat (--k 5 --k 15) or give a comma list (5,10,...,40: "
                                 "every column the authors ship)."),
-    kind: List[str] = typer.Option(["R_LA"], "--kind", help="Vector kind: R_LA (paper), R_A or R_LAC; repeat or comma list."),
-    kinds_old: Optional[str] = typer.Option(None, "--kinds", hidden=True, help="Old spelling of --kind."),
+    kind: list[str] = typer.Option(["R_LA"], "--kind", help="Vector kind: R_LA (paper), R_A or R_LAC; repeat or comma list."),
+    kinds_old: str | None = typer.Option(None, "--kinds", hidden=True, help="Old spelling of --kind."),
     split: str = typer.Option("train", help="Split to cluster (fit on train only for training labels, docs/method.md §3.4)."),
     seed: int = kmeans_seed_option(),
-    score_threshold: Optional[float] = typer.Option(None, help="Treat detections below this score as no pose (default: none, as the spec)."),
+    score_threshold: float | None = typer.Option(None, help="Treat detections below this score as no pose (default: none, as the spec)."),
 ) -> None:
     """Pose clusters from keypoints: 13 body lines -> R_LA vectors -> K-means (K=15, n_init=10) -> labels 1..K, 0 = no pose."""
     from ..attributes.pose_io import cluster_dataset_poses
@@ -66,9 +64,9 @@ def poses_sweep(
     root: Path = typer.Option(..., "--root", "-r", help="Dataset root."),
     keypoints: Path = typer.Option(..., "--keypoints", "-k", help="AlphaPose tree / JSON, or COCO keypoints."),
     out_dir: Path = typer.Option(Path("pose_sweep"), "--out", "-o", help="Output folder (sweep.json, sweep.png)."),
-    k: List[str] = typer.Option(["5,10,15,20,25,30,35,40"], "--k", help="K values to try; repeat or comma list "
+    k: list[str] = typer.Option(["5,10,15,20,25,30,35,40"], "--k", help="K values to try; repeat or comma list "
                                 "(the paper sweeps 5..40)."),
-    ks_old: Optional[str] = typer.Option(None, "--ks", hidden=True, help="Old spelling of --k."),
+    ks_old: str | None = typer.Option(None, "--ks", hidden=True, help="Old spelling of --k."),
     kind: str = typer.Option("R_LA", "--kind", help="Vector kind: R_LA (paper), R_A or R_LAC."),
     seed: int = kmeans_seed_option(),
 ) -> None:
@@ -97,7 +95,7 @@ def poses_sheet(
     column: str = typer.Option("R_LA_15", help="Label column."),
     out_png: Path = typer.Option(Path("pose_clusters.png"), "--out", "-o", help="Output PNG."),
     per_cluster: int = typer.Option(8, help="Images per cluster row."),
-    keypoints: Optional[Path] = typer.Option(None, "--keypoints", "-k", help="Draw the skeleton from these keypoints (AlphaPose tree / JSON)."),
+    keypoints: Path | None = typer.Option(None, "--keypoints", "-k", help="Draw the skeleton from these keypoints (AlphaPose tree / JSON)."),
     split: str = typer.Option("train", help="Split whose images to show."),
     seed: int = sample_seed_option(),
 ) -> None:
@@ -128,7 +126,7 @@ def gender_sheet_cmd(
     split: str = typer.Option("train", help="Split whose identities to label."),
     per_id: int = typer.Option(6, help="Thumbnails per identity."),
     ids_per_page: int = typer.Option(20, help="Identities per HTML page."),
-    existing: Optional[Path] = typer.Option(None, help="Prefill from an existing gender CSV."),
+    existing: Path | None = typer.Option(None, help="Prefill from an existing gender CSV."),
 ) -> None:
     """HTML pages of identities to label by hand, plus a CSV template `Category,ID,Gender` to fill in."""
     from ..attributes.gender import gender_sheet
@@ -152,10 +150,8 @@ def lq_preview(
     """Each artifact (pixelation, out-of-focus, motion blur, JPEG) at several severities (paper Figure 14)."""
     import random
 
-    from ..data.images import read_image
+    from ..data.images import image_files, read_image
     from ..lq.preview import lq_preview_sheet
-
-    from ..data.images import image_files
 
     paths = image_files(images)
     if not paths:

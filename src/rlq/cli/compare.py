@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -12,13 +11,13 @@ from ._common import app, bootstrap_seed_option, console, human, json_option, re
 
 @app.command("compare")
 def compare_cmd(
-    runs: List[Path] = typer.Argument(..., help="Two or more run folders (their per_query/ files) or per-query .npz files "
+    runs: list[Path] = typer.Argument(..., help="Two or more run folders (their per_query/ files) or per-query .npz files "
                                       "(`rlq eval --per-query`); every run is compared with the first."),
     selection: str = typer.Option("test@last", help="In a run folder: which results.json entry (test@last, test@best_test, test@best_val)."),
-    evaluation: Optional[List[str]] = typer.Option(None, "--eval", help="Evaluation names to compare (default: every one the runs share)."),
+    evaluation: list[str] | None = typer.Option(None, "--eval", help="Evaluation names to compare (default: every one the runs share)."),
     resamples: int = resamples_option(),
     ci_seed: int = bootstrap_seed_option(),
-    json_out: Optional[Path] = json_option(),
+    json_out: Path | None = json_option(),
 ) -> None:
     """Each run minus the first: R1 and mAP differences with 95 % paired bootstrap intervals (same queries resampled)."""
     from ..engine.evaluate import run_per_query

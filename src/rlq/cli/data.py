@@ -4,13 +4,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from ._common import (app, bootstrap_seed_option, camera_rule_option, console, device_option, human, json_option,
-                      out, protocol_option, rerank_k1_option, rerank_k2_option, rerank_lambda_option, rerank_option,
-                      rerank_settings, resamples_option, seed_option, write_json)
+from ._common import (
+    app,
+    bootstrap_seed_option,
+    camera_rule_option,
+    console,
+    device_option,
+    human,
+    json_option,
+    out,
+    protocol_option,
+    rerank_k1_option,
+    rerank_k2_option,
+    rerank_lambda_option,
+    rerank_option,
+    rerank_settings,
+    resamples_option,
+    seed_option,
+    write_json,
+)
 
 
 @app.command("synth")
@@ -18,7 +33,7 @@ def synth(
     out_dir: Path = typer.Option(Path("data/synthcc"), "--out", "-o", help="Output folder: new or empty unless --overwrite (written atomically)."),
     preset: str = typer.Option("default", help="tiny (unit tests, seconds), small, or default (the demo's, < 60 s)."),
     seed: int = seed_option(),
-    workers: Optional[int] = typer.Option(None, help="Processes (default: all cores); the output does not depend on it."),
+    workers: int | None = typer.Option(None, help="Processes (default: all cores); the output does not depend on it."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start anew in a folder that holds files: it is moved aside to <name>.old-<timestamp> (nothing is deleted)."),
 ) -> None:
     """Generate SynthCC: a procedural clothes-changing ReID dataset in the LTCC layout, with keypoints,
@@ -37,7 +52,7 @@ def frames(
                                   "(NTU: <pid>/<action>/<camera>/<video>); any depth below the identity folder."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder of identity folders + manifest.csv: new or empty "
                                  "unless --overwrite (written atomically)."),
-    masks: Optional[Path] = typer.Option(None, "--masks", help="Folder of person masks mirroring VIDEOS (an image or a "
+    masks: Path | None = typer.Option(None, "--masks", help="Folder of person masks mirroring VIDEOS (an image or a "
                                          "video per video, same relative path); the frame is cropped to the mask's "
                                          "non-zero box. Without it whole frames are kept."),
     height: int = typer.Option(0, "--frame-height", help="Resize each crop to this height (aspect kept); 0 = full "
@@ -68,8 +83,8 @@ def frames(
               highlight=False, markup=False, soft_wrap=True)
 
 
-def _name_and_root(name: Optional[str], root: Optional[Path], dataset_opt: Optional[str],
-                   root_opt: Optional[Path]) -> tuple[str, Path]:
+def _name_and_root(name: str | None, root: Path | None, dataset_opt: str | None,
+                   root_opt: Path | None) -> tuple[str, Path]:
     """check-data takes `NAME ROOT` (positional, as before) or `-d NAME -r ROOT` (as every other command)."""
     if dataset_opt is not None and name is not None and root is None and root_opt is None:
         name, root = None, Path(name)  # `check-data -d NAME ROOT`
@@ -85,12 +100,12 @@ def _name_and_root(name: Optional[str], root: Optional[Path], dataset_opt: Optio
 
 @app.command("check-data")
 def check_data_cmd(
-    name: Optional[str] = typer.Argument(None, metavar="NAME", help="ltcc, prcc, last, deepchange, celebreid, vcclothes, "
+    name: str | None = typer.Argument(None, metavar="NAME", help="ltcc, prcc, last, deepchange, celebreid, vcclothes, "
                                          "synthcc or manifest (or -d NAME, as in the other commands)."),
-    root: Optional[Path] = typer.Argument(None, metavar="ROOT", help="Dataset root (the top folder of its tree; for "
+    root: Path | None = typer.Argument(None, metavar="ROOT", help="Dataset root (the top folder of its tree; for "
                                           "`manifest`: the CSV file) (or -r ROOT)."),
-    dataset_opt: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name (instead of NAME)."),
-    root_opt: Optional[Path] = typer.Option(None, "--root", "-r", help="Dataset root (instead of ROOT)."),
+    dataset_opt: str | None = typer.Option(None, "--dataset", "-d", help="Dataset name (instead of NAME)."),
+    root_opt: Path | None = typer.Option(None, "--root", "-r", help="Dataset root (instead of ROOT)."),
     quick: bool = typer.Option(False, "--quick", help="Only read image headers instead of decoding every image."),
     no_images: bool = typer.Option(False, "--no-images", help="Do not open images at all (layout and names only)."),
     max_list: int = typer.Option(10, help="How many bad files to list before counting."),
@@ -112,10 +127,10 @@ def check_data_cmd(
         raise typer.Exit(code=1)
 
 
-def evaluate_features_cmd(features: Path, dataset: str, root: Optional[Path], protocol_name: str = "test",
-                          max_rank: int = 50, device: Optional[str] = None, json_out: Optional[Path] = None,
-                          resamples: int = 1000, ci_seed: int = 0, quality_csv: Optional[Path] = None,
-                          per_query: Optional[Path] = None, rerank=None) -> None:
+def evaluate_features_cmd(features: Path, dataset: str, root: Path | None, protocol_name: str = "test",
+                          max_rank: int = 50, device: str | None = None, json_out: Path | None = None,
+                          resamples: int = 1000, ci_seed: int = 0, quality_csv: Path | None = None,
+                          per_query: Path | None = None, rerank=None) -> None:
     """`rlq eval FEATURES.npz`: every mode of a dataset's protocol on saved features (CMC + mAP, CAL semantics,
     95 % bootstrap intervals)."""
     from ..data.datasets import load_dataset, standard_protocols
@@ -147,16 +162,16 @@ def evaluate_features_cmd(features: Path, dataset: str, root: Optional[Path], pr
 def evaluate_cmd(
     features: Path = typer.Argument(..., help="Features file (.npz) written by `rlq extract`."),
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset whose protocol to apply."),
-    root: Optional[Path] = typer.Option(None, "--root", "-r", help="Only for `manifest` (its protocol lives next to the CSV)."),
+    root: Path | None = typer.Option(None, "--root", "-r", help="Only for `manifest` (its protocol lives next to the CSV)."),
     protocol_name: str = protocol_option(),
     max_rank: int = typer.Option(50, help="CMC length."),
     device: str = device_option(),
-    json_out: Optional[Path] = json_option(),
+    json_out: Path | None = json_option(),
     resamples: int = resamples_option(),
     ci_seed: int = bootstrap_seed_option(),
-    quality_csv: Optional[Path] = typer.Option(None, "--quality-csv", help="Quality table (Category,Image,Artifact,Severity,Param, "
+    quality_csv: Path | None = typer.Option(None, "--quality-csv", help="Quality table (Category,Image,Artifact,Severity,Param, "
                                                "e.g. SynthCC's quality.csv): adds clean / LQ query rows."),
-    per_query: Optional[Path] = typer.Option(None, "--per-query", help="Also write per-query results (.npz) here, for paired "
+    per_query: Path | None = typer.Option(None, "--per-query", help="Also write per-query results (.npz) here, for paired "
                                              "comparisons (`rlq compare`)."),
     rerank: bool = rerank_option(),
     rerank_k1: int = rerank_k1_option(),
@@ -173,7 +188,7 @@ def evaluate_cmd(
 
 @app.command("presets")
 def presets(
-    filter_: Optional[str] = typer.Argument(None, metavar="FILTER", help="Only presets whose path contains this "
+    filter_: str | None = typer.Argument(None, metavar="FILTER", help="Only presets whose path contains this "
                                             "(with --keys: only keys that contain it, e.g. tad or data.root)."),
     keys: bool = typer.Option(False, "--keys", help="List every config key (section.key) with its type, default and "
                               "meaning instead of the presets."),

@@ -3,18 +3,37 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from ..errors import RlqError
-from ._common import (app, batch_size_option, bootstrap_seed_option, console, device_option, far_option, flip_option,
-                      human, json_option, mode_option, prefer_option, rerank_k1_option, rerank_k2_option,
-                      rerank_lambda_option, rerank_option, rerank_settings, resamples_option, sample_seed_option,
-                      top_k_option, unknown_fraction_option, workers_option, write_json)
+from ._common import (
+    app,
+    batch_size_option,
+    bootstrap_seed_option,
+    console,
+    device_option,
+    far_option,
+    flip_option,
+    human,
+    json_option,
+    mode_option,
+    prefer_option,
+    rerank_k1_option,
+    rerank_k2_option,
+    rerank_lambda_option,
+    rerank_option,
+    rerank_settings,
+    resamples_option,
+    sample_seed_option,
+    top_k_option,
+    unknown_fraction_option,
+    workers_option,
+    write_json,
+)
 
 
-def _load_gallery(gallery: Path, backend: Optional[str], split: Optional[str]):
+def _load_gallery(gallery: Path, backend: str | None, split: str | None):
     from ..deploy.search import INDEX_FILE, GalleryIndex
 
     if gallery.is_dir():
@@ -27,7 +46,7 @@ def _load_gallery(gallery: Path, backend: Optional[str], split: Optional[str]):
     return GalleryIndex.from_features_file(gallery, split=split, backend=backend or "exact")
 
 
-def _on_off(flip: Optional[bool]) -> str:
+def _on_off(flip: bool | None) -> str:
     return "not recorded" if flip is None else ("on" if flip else "off")
 
 
@@ -37,11 +56,11 @@ def search_cmd(
     query: Path = typer.Option(..., "--query", "-q", help="A query image, or a folder of query images (searched recursively)."),
     out_html: Path = typer.Option(..., "--out", "-o", help="HTML page to write; thumbnails go to <name>_files/ next to it."),
     top_k: int = top_k_option(),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Checkpoint for the queries (default: the one recorded with the gallery)."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="exact (torch) or faiss (needs faiss-cpu, the faiss extra); default: exact, or the saved index's."),
-    split: Optional[str] = typer.Option(None, "--split", help="Split of a multi-split features file (default: its only split, or 'gallery')."),
-    save_index: Optional[Path] = typer.Option(None, "--save-index", help="Also save the gallery index to this folder for reuse."),
-    json_out: Optional[Path] = json_option(),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="Checkpoint for the queries (default: the one recorded with the gallery)."),
+    backend: str | None = typer.Option(None, "--backend", help="exact (torch) or faiss (needs faiss-cpu, the faiss extra); default: exact, or the saved index's."),
+    split: str | None = typer.Option(None, "--split", help="Split of a multi-split features file (default: its only split, or 'gallery')."),
+    save_index: Path | None = typer.Option(None, "--save-index", help="Also save the gallery index to this folder for reuse."),
+    json_out: Path | None = json_option(),
     force: bool = typer.Option(False, "--force", help="Search even if the gallery was extracted with another checkpoint."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = batch_size_option(),
@@ -49,8 +68,8 @@ def search_cmd(
     rerank_k1: int = rerank_k1_option(),
     rerank_k2: int = rerank_k2_option(),
     rerank_lambda: float = rerank_lambda_option(),
-    flip: Optional[bool] = flip_option(),
-    threshold: Optional[str] = typer.Option(
+    flip: bool | None = flip_option(),
+    threshold: str | None = typer.Option(
         None, "--threshold", help="Open-set search: 'calibrated' (the thresholds of `rlq calibrate` beside the "
         "checkpoint; 'calibrated:FAR' picks a target FAR, default its first) or a distance (1 - cosine; the "
         "re-ranked distance with --rerank). Each result is marked a match when its distance is below it; a query "
@@ -185,13 +204,13 @@ def _threshold_text(t) -> str:
 @app.command("calibrate")
 def calibrate_cmd(
     checkpoint: Path = typer.Argument(..., help="Checkpoint folder or run folder."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Labelled dataset to calibrate on (default: the run's own, its data.dataset)."),
-    root: Optional[Path] = typer.Option(None, "--root", "-r", help="Dataset root (default: the run's own, its data.root)."),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="Labelled dataset to calibrate on (default: the run's own, its data.dataset)."),
+    root: Path | None = typer.Option(None, "--root", "-r", help="Dataset root (default: the run's own, its data.root)."),
     far: str = far_option(),
-    mode: Optional[str] = mode_option(),
+    mode: str | None = mode_option(),
     unknown_fraction: float = unknown_fraction_option(),
     seed: int = sample_seed_option(),
-    flip: Optional[bool] = flip_option(),
+    flip: bool | None = flip_option(),
     rerank: bool = rerank_option(),
     rerank_k1: int = rerank_k1_option(),
     rerank_k2: int = rerank_k2_option(),
@@ -202,7 +221,7 @@ def calibrate_cmd(
     prefer: str = prefer_option(),
     resamples: int = resamples_option(),
     ci_seed: int = bootstrap_seed_option(),
-    json_out: Optional[Path] = json_option(),
+    json_out: Path | None = json_option(),
 ) -> None:
     """Open-set calibration: choose a distance threshold per target false-accept rate, so that `rlq search
     --threshold calibrated` can answer "not in the gallery" (docs/open-set.md).
@@ -214,10 +233,10 @@ def calibrate_cmd(
     split, the feature settings (flip, precision, re-ranking: a search made otherwise refuses it) and the measured
     DIR and FAR with 95 % bootstrap intervals."""
     from ..deploy.calibration import calibrate, write_calibration
-    from ..runtime.device import resolve_device
     from ..engine.evaluate import eval_dataset_and_root
     from ..engine.model_io import load_model_checkpoint
     from ..evaluation.open_set import parse_fars
+    from ..runtime.device import resolve_device
 
     fars = parse_fars(far)
     if resamples < 1:
@@ -255,13 +274,13 @@ def calibrate_cmd(
 def export_cmd(
     checkpoint: Path = typer.Argument(..., help="Checkpoint folder or run folder."),
     onnx_path: Path = typer.Option(..., "--onnx", help="Output ONNX file; the model card goes to <file>.model-card.md."),
-    check_images: Optional[Path] = typer.Option(None, "--check-images", help="Image or folder of images for the parity check (default: synthetic images)."),
+    check_images: Path | None = typer.Option(None, "--check-images", help="Image or folder of images for the parity check (default: synthetic images)."),
     max_check_images: int = typer.Option(8, min=1, help="Use at most this many images from --check-images (sorted)."),
     opset: int = typer.Option(17, help="ONNX opset."),
-    flip: Optional[bool] = flip_option(),
+    flip: bool | None = flip_option(),
     atol: float = typer.Option(1e-4, help="Parity tolerance: max L2 distance between ONNX and PyTorch features."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
-    json_out: Optional[Path] = json_option(),
+    json_out: Path | None = json_option(),
 ) -> None:
     """Export the inference feature to ONNX, check it against PyTorch, and write a model card next to it.
 

@@ -6,7 +6,6 @@ Both need the optional mediapipe extra, installed in its own environment (mediap
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -31,7 +30,7 @@ def _fail(e: Exception) -> None:
 def poses_estimate(
     images: Path = typer.Option(..., "--images", "-i", help="Folder of person images."),
     out_path: Path = typer.Option(..., "--out", "-o", help="A folder (tree of alphapose-results.json) or a .json file."),
-    root: Optional[Path] = typer.Option(None, "--root", "-r", help="Dataset root the output tree mirrors (default: "
+    root: Path | None = typer.Option(None, "--root", "-r", help="Dataset root the output tree mirrors (default: "
                                         "--images); e.g. --images DS/train --root DS writes OUT/train/alphapose-results.json."),
     recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Descend into subfolders."),
     model_complexity: int = typer.Option(1, help="mediapipe model: 1 (full) ships in the wheel; 0 / 2 are downloaded."),
@@ -62,7 +61,7 @@ def poses_estimate(
 def parse_estimate(
     images: Path = typer.Option(..., "--images", "-i", help="Folder of person images (e.g. a dataset's train/)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Parsing root (mirrors --root)."),
-    root: Optional[Path] = typer.Option(None, "--root", "-r", help="Dataset root the output tree mirrors (default: "
+    root: Path | None = typer.Option(None, "--root", "-r", help="Dataset root the output tree mirrors (default: "
                                         "--images); e.g. --images DS/train --root DS writes OUT/train/<stem>.png."),
     recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Descend into subfolders."),
     model_complexity: int = typer.Option(1, help="mediapipe model: 1 (full) ships in the wheel; 0 / 2 are downloaded."),

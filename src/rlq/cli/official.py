@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,13 +14,13 @@ def import_official_cmd(
     checkpoint: Path = typer.Argument(..., help="The authors' checkpoint (best_model.pth.tar, checkpoint_epN.pth.tar) or a bare model state dict."),
     method: str = typer.Option(..., "--method", "-m", help="rlq or cap (backbone resnet50_joint3_3, with the pose branch); bm or tad (resnet50_joint2, e.g. the Celeb-reID teacher)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Checkpoint folder to write (must not exist or be empty)."),
-    num_ids: Optional[int] = typer.Option(None, "--num-ids", help="Train identities C, checked against the file's identity heads (LTCC 77, PRCC 150, LaST 5000, DeepChange 450, Celeb-reID 632); read from the file when left out."),
-    pose_clusters: Optional[int] = typer.Option(None, "--pose-clusters", help="Pose clusters K (15 in the paper; rlq/cap only), checked against the pose head's K+1 classes; read from the file when left out."),
-    num_clothes: Optional[int] = typer.Option(None, "--num-clothes", help="Clothes classes, checked against the clothes head; read from the file when left out."),
+    num_ids: int | None = typer.Option(None, "--num-ids", help="Train identities C, checked against the file's identity heads (LTCC 77, PRCC 150, LaST 5000, DeepChange 450, Celeb-reID 632); read from the file when left out."),
+    pose_clusters: int | None = typer.Option(None, "--pose-clusters", help="Pose clusters K (15 in the paper; rlq/cap only), checked against the pose head's K+1 classes; read from the file when left out."),
+    num_clothes: int | None = typer.Option(None, "--num-clothes", help="Clothes classes, checked against the clothes head; read from the file when left out."),
     role: str = typer.Option("model", "--role", help="model, or teacher to mark it as a TAD teacher (tad.teacher=FOLDER)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Training dataset name to record (for model cards), e.g. ltcc or celebreid."),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="Training dataset name to record (for model cards), e.g. ltcc or celebreid."),
     no_clothes_head: bool = typer.Option(False, "--no-clothes-head", help="Leave the clothes head out (LaST's has 803 M parameters; inference and TAD teachers never use it)."),
-    json_out: Optional[Path] = json_option(),
+    json_out: Path | None = json_option(),
 ) -> None:
     """Import an official RLQ-CGAL-UBD checkpoint (safe loading, every key and shape checked).
 

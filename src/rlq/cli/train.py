@@ -3,16 +3,37 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
-from ._common import (app, batch_size_option, bootstrap_seed_option, camera_rule_option, console, device_option,
-                      dry_run_option, far_option, flip_option, human, json_option, lq_seed_option, out,
-                      prefer_option, protocol_option, rerank_k1_option, rerank_k2_option, rerank_lambda_option,
-                      rerank_option, rerank_settings, resamples_option, sample_seed_option, unknown_fraction_option,
-                      workers_option, write_json)
 from ..methods.registry import get_method, method_names
+from ._common import (
+    app,
+    batch_size_option,
+    bootstrap_seed_option,
+    camera_rule_option,
+    console,
+    device_option,
+    dry_run_option,
+    far_option,
+    flip_option,
+    human,
+    json_option,
+    lq_seed_option,
+    out,
+    prefer_option,
+    protocol_option,
+    rerank_k1_option,
+    rerank_k2_option,
+    rerank_lambda_option,
+    rerank_option,
+    rerank_settings,
+    resamples_option,
+    sample_seed_option,
+    unknown_fraction_option,
+    workers_option,
+    write_json,
+)
 
 
 def _methods_text() -> str:
@@ -20,7 +41,7 @@ def _methods_text() -> str:
     return "Methods (`method=`): " + "; ".join(f"{m}: {get_method(m).description}" for m in method_names()) + "."
 
 
-def load_run_spec(config: Optional[str], overrides: List[str]):
+def load_run_spec(config: str | None, overrides: list[str]):
     """YAML preset (+ _base_ chain) + key=value overrides -> validated RunSpec (the config edge)."""
     from omegaconf import OmegaConf
 
@@ -36,8 +57,8 @@ def load_run_spec(config: Optional[str], overrides: List[str]):
 
 @app.command("train", epilog=_methods_text())
 def train(
-    overrides: List[str] = typer.Argument(None, help="key=value overrides, e.g. data.root=/data/LTCC_ReID train.epochs=60"),
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML preset, e.g. configs/ltcc/rlq.yaml (see `rlq presets`)"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. data.root=/data/LTCC_ReID train.epochs=60"),
+    config: str | None = typer.Option(None, "--config", "-c", help="YAML preset, e.g. configs/ltcc/rlq.yaml (see `rlq presets`)"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in `output` from its newest good checkpoint (an error when it has none)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="If `output` holds a run, move it aside to <output>.old-<timestamp> and start anew."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count unparsable dataset files instead of refusing them (data.skip_bad=true)."),
@@ -131,23 +152,23 @@ def _pct_ci(m: dict, k: str) -> str:
 def eval_cmd(
     checkpoint: Path = typer.Argument(..., help="Checkpoint folder, a run folder (uses checkpoints/best, else the newest), "
                                       "or a features file (.npz from `rlq extract`)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name (ltcc, prcc, last, deepchange, "
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="Dataset name (ltcc, prcc, last, deepchange, "
                                           "celebreid, vcclothes, synthcc, manifest). Default for a run's checkpoint: "
                                           "the dataset the run recorded (its data.dataset); required with a features file."),
-    root: Optional[Path] = typer.Option(None, "--root", "-r", help="Dataset root (for `manifest`: the CSV file). "
+    root: Path | None = typer.Option(None, "--root", "-r", help="Dataset root (for `manifest`: the CSV file). "
                                         "Default for a run's checkpoint: the root the run recorded (its data.root); "
                                         "with a features file only for `manifest`."),
     split: str = protocol_option(),
-    height: Optional[int] = typer.Option(None, help="Input height (default: the checkpoint's)."),
-    width: Optional[int] = typer.Option(None, help="Input width (default: the checkpoint's)."),
+    height: int | None = typer.Option(None, help="Input height (default: the checkpoint's)."),
+    width: int | None = typer.Option(None, help="Input width (default: the checkpoint's)."),
     batch_size: int = batch_size_option(),
     workers: int = workers_option(),
     device: str = device_option(),
     camera_rule: str = camera_rule_option(),
-    flip: Optional[bool] = flip_option(),
-    json_out: Optional[Path] = json_option(),
+    flip: bool | None = flip_option(),
+    json_out: Path | None = json_option(),
     prefer: str = prefer_option(),
-    lq: Optional[str] = typer.Option(
+    lq: str | None = typer.Option(
         None, "--lq",
         help="Evaluate under the authors' LQ test protocol (their --LR-MODE/--LR-TYPE, docs/method.md §12): "
              "official or official:KIND, KIND = mix (the dataset's training mix, the default), pixelation, gaussian "
@@ -156,9 +177,9 @@ def eval_cmd(
     seed: int = lq_seed_option(),
     resamples: int = resamples_option(),
     ci_seed: int = bootstrap_seed_option(),
-    quality_csv: Optional[Path] = typer.Option(None, "--quality-csv", help="Quality table (Category,Image,Artifact,Severity,Param) "
+    quality_csv: Path | None = typer.Option(None, "--quality-csv", help="Quality table (Category,Image,Artifact,Severity,Param) "
                                                "for clean / LQ query rows (default: <root>/quality.csv when present)."),
-    per_query: Optional[Path] = typer.Option(None, "--per-query", help="Also write per-query results (.npz) here, for paired "
+    per_query: Path | None = typer.Option(None, "--per-query", help="Also write per-query results (.npz) here, for paired "
                                              "comparisons (`rlq compare`)."),
     rerank: bool = rerank_option(),
     rerank_k1: int = rerank_k1_option(),
@@ -243,7 +264,7 @@ def eval_cmd(
     write_json(json_out, {**head, "results": ev.summary(), "confidence_intervals": ci_info(resamples, ci_seed)})
 
 
-def _lq_kind(lq: Optional[str]) -> Optional[str]:
+def _lq_kind(lq: str | None) -> str | None:
     """The official LQ kind of `--lq` (rlq.lq.official_test), or None."""
     if lq is None:
         return None
@@ -332,15 +353,15 @@ def _save_per_query(path: Path, res: dict, extra: dict) -> None:
 def extract_cmd(
     checkpoint: Path = typer.Argument(..., help="Checkpoint folder or run folder."),
     out_path: Path = typer.Option(..., "--out", "-o", help="Output features file (.npz)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name (with --root)."),
-    root: Optional[Path] = typer.Option(None, "--root", "-r", help="Dataset root."),
-    images: Optional[Path] = typer.Option(None, "--images", help="A folder of images (searched recursively) instead of a dataset."),
-    splits: Optional[str] = typer.Option(None, help="Comma-separated splits to extract (default: the test protocol's)."),
+    dataset: str | None = typer.Option(None, "--dataset", "-d", help="Dataset name (with --root)."),
+    root: Path | None = typer.Option(None, "--root", "-r", help="Dataset root."),
+    images: Path | None = typer.Option(None, "--images", help="A folder of images (searched recursively) instead of a dataset."),
+    splits: str | None = typer.Option(None, help="Comma-separated splits to extract (default: the test protocol's)."),
     batch_size: int = batch_size_option(),
     workers: int = typer.Option(2, help="Loader workers."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     prefer: str = typer.Option("best", help="In a run folder: best, best_val, or last."),
-    flip: Optional[bool] = flip_option(),
+    flip: bool | None = flip_option(),
 ) -> None:
     """Extract L2-normalised features (docs/method.md §2.5) for a dataset's splits or a folder of images, as the
     run was evaluated (its eval.flip and precision, so `rlq eval FEATURES.npz` gives `rlq eval RUN`'s numbers);
@@ -364,9 +385,8 @@ def extract_cmd(
     meta = {"checkpoint": str(Path(state["checkpoint"]).resolve()), "method": state.get("method"), "input_size": [h, w],
             **model_identity(state["checkpoint"], (h, w), flip=flip, precision=precision_name(amp))}  # weights by sha256
     if images is not None:
-        from ..data.records import Sample
-
         from ..data.images import image_files
+        from ..data.records import Sample
 
         paths = image_files(images)
         if not paths:
@@ -400,7 +420,7 @@ def model_info(
     num_ids: int = typer.Option(77, help="Train identities C (LTCC 77, PRCC 150, DeepChange 450, LaST 5000)."),
     pose_clusters: int = typer.Option(15, help="Pose clusters K (pose methods)."),
     backbone: str = typer.Option("resnet50", help="resnet50, resnet34, resnet18, mobilenetv2, narrow or tiny."),
-    json_out: Optional[Path] = json_option(),
+    json_out: Path | None = json_option(),
 ) -> None:
     """Parameter counts per part, at inference, and as paper Table 9 counts them (docs/method.md §2.6)."""
     from ..models import build_model
@@ -431,7 +451,7 @@ def model_info(
 
 @app.command("train-teacher")
 def train_teacher(
-    overrides: List[str] = typer.Argument(None, help="key=value overrides, e.g. data.root=/data/Celeb-reID"),
+    overrides: list[str] = typer.Argument(None, help="key=value overrides, e.g. data.root=/data/Celeb-reID"),
     config: str = typer.Option("configs/teacher/celeb.yaml", "--config", "-c", help="Teacher recipe preset."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run from its newest good checkpoint (an error when it has none)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="If `output` holds a run, move it aside to <output>.old-<timestamp> and start anew."),

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import CheckpointError, ConfigError, RlqError
 
@@ -136,10 +137,10 @@ def calibrate(checkpoint: str | os.PathLike, dataset: str, root: str | os.PathLi
     from ..data.datasets import canonical_name, load_dataset
     from ..engine.model_io import load_model_checkpoint, run_eval_settings
     from ..engine.validate import dataset_options
-    from ..runtime.device import precision_name
     from ..evaluation.bootstrap import ci_info
     from ..evaluation.extract import extract_features
     from ..evaluation.open_set import dir_at_far, open_set_split, rank1_outcomes, threshold_at_far
+    from ..runtime.device import precision_name
     from .search import weights_sha256
 
     dev = torch.device(device)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ __all__ = ["FeatureExtractor", "ImageInput", "AMP_MODES", "resolve_device", "res
 log = logging.getLogger(__name__)
 
 #: What a FeatureExtractor accepts: one image or a list of images of one kind, or a batch tensor/array.
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor, Sequence[Any]]
+ImageInput = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor | Sequence[Any]
 _DEFAULT_INPUT_SIZE = (384, 192)  # docs/method.md §2.1 / §2.5: 384 x 192 (H x W)
 
 

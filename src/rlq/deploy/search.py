@@ -30,16 +30,25 @@ import logging
 import os
 import shutil
 import urllib.parse
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from ..data.images import IMAGE_EXTENSIONS, image_files
 from ..errors import CheckpointError, RlqError
-from ..data.images import IMAGE_EXTENSIONS, image_files  # noqa: F401  (re-exported by rlq.deploy)
 from ..evaluation.rerank import topk_rows
-from ..io import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text, json_dumps, replace_dir, sha256_file
+from ..io import (
+    atomic_open,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    json_dumps,
+    replace_dir,
+    sha256_file,
+)
 
 __all__ = [
     "BACKENDS",
@@ -69,7 +78,7 @@ _NORM_TOL = 1e-3  # |row norm - 1| above this: not L2-normalised (float32 roundi
 
 def _import_faiss():
     try:
-        import faiss  # noqa: PLC0415
+        import faiss
     except ImportError as e:
         raise RlqError(
             f"backend 'faiss' needs the faiss package, which is not installed ({e}); install the extra with "
@@ -167,12 +176,12 @@ class GalleryIndex:
         *,
         paths: Sequence[str] | np.ndarray | None = None,
         meta: Mapping[str, Any] | None = None,
-    ) -> "GalleryIndex":
+    ) -> GalleryIndex:
         """An index over ``features`` (rows in the order of ``keys``) with the given backend."""
         return cls(features, keys, paths=paths, meta=meta, backend=backend)
 
     @classmethod
-    def from_features_file(cls, path: str | os.PathLike, *, split: str | None = None, backend: str = "exact") -> "GalleryIndex":
+    def from_features_file(cls, path: str | os.PathLike, *, split: str | None = None, backend: str = "exact") -> GalleryIndex:
         """An index over one split of an rlq features file (``rlq extract``); the file's meta travels along."""
         from ..evaluation.protocols import features_meta, load_features
 
@@ -287,7 +296,7 @@ class GalleryIndex:
         return final
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, backend: str | None = None, mmap: bool = False) -> "GalleryIndex":
+    def load(cls, path: str | os.PathLike, *, backend: str | None = None, mmap: bool = False) -> GalleryIndex:
         """Read an index folder written by :meth:`save`; ``backend`` None keeps the saved one."""
         p = Path(path)
         info_path = p / INDEX_FILE

@@ -107,7 +107,7 @@ def folder_samples(root: str | os.PathLike) -> list:
     return [Sample(str(p), i, 0, i, p.relative_to(r).with_suffix("").as_posix()) for i, p in enumerate(paths)]
 
 
-def lq_draw(spec: RunSpec, dataset: Dataset | None = None) -> "LQDraw":
+def lq_draw(spec: RunSpec, dataset: Dataset | None = None) -> LQDraw:
     """The per-image LQ draw of the target dataset's mix (docs/method.md §5.2) with the spec's ranges; a manifest's
     ``lq_mix`` (its protocol YAML) is used when the spec says ``auto``."""
     from ..lq.mix import LQMix, mix_for_dataset

@@ -18,8 +18,9 @@ import random
 import re
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -97,7 +98,7 @@ def read_checkpoint(path: str | os.PathLike, verify: bool = True) -> tuple[dict[
     try:
         tensors = st_load((p / WEIGHTS).read_bytes())
         state = json.loads((p / STATE).read_text(encoding="utf-8"))
-    except Exception as e:  # safetensors raises its own error types
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types; re-raised as CheckpointError
         raise CheckpointError(f"cannot read checkpoint {p}: {e}") from None
     check_state(p, state, tensors)  # every field a reader uses, typed and bounded (rlq.engine.state_check)
     if state.get("format_version") != FORMAT_VERSION:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -251,8 +252,13 @@ def evaluate_model(
         height=height, width=width, camera_rule=camera_rule, state=state)
     lq_info, transforms, desc = None, None, "extract {split}"
     if kind is not None:
-        from ..lq.official_test import (OFFICIAL_LQ_DEFINITION, OFFICIAL_LQ_LABEL, official_lq_mix, official_lq_name,
-                                        official_lq_transforms)
+        from ..lq.official_test import (
+            OFFICIAL_LQ_DEFINITION,
+            OFFICIAL_LQ_LABEL,
+            official_lq_mix,
+            official_lq_name,
+            official_lq_transforms,
+        )
 
         mix = official_lq_mix(kind, setup.dataset.name)
         transforms = official_lq_transforms(mix, lq_seed)

@@ -34,9 +34,10 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,7 +114,7 @@ def numpy_safe_globals() -> list[Any]:
     try:
         from numpy._core import multiarray as ma  # NumPy >= 2
     except ImportError:  # pragma: no cover - NumPy 1.x
-        from numpy.core import multiarray as ma  # type: ignore[no-redef]
+        from numpy.core import multiarray as ma  # type: ignore[no-redef] - NumPy 1.x name of the same module
     allowed: list[Any] = [np.dtype, np.ndarray]
     for mod in ("numpy._core.multiarray", "numpy.core.multiarray"):
         allowed += [(ma.scalar, f"{mod}.scalar"), (ma._reconstruct, f"{mod}._reconstruct")]
@@ -154,7 +155,7 @@ def _legacy_cut_short(path: Path) -> str | None:
         try:
             for _ in pickletools.genops(data):
                 pass
-        except Exception as exc:  # ValueError("pickle exhausted before seeing STOP") and the like
+        except Exception as exc:  # noqa: BLE001 - ValueError("pickle exhausted before seeing STOP") and the like; reported
             return f"its {what} pickle ends early: {exc}"
     return None
 
@@ -174,7 +175,7 @@ def _torch_load(path: Path) -> Any:
     try:
         with torch.serialization.safe_globals(numpy_safe_globals()):
             return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.load's failures have many types; each becomes a CheckpointError
         msg = str(exc)
         if isinstance(exc, EOFError) or "EOF" in msg or "corrupted" in msg or "central directory" in msg:
             first = msg.strip().splitlines()[0] if msg.strip() else type(exc).__name__

@@ -27,7 +27,7 @@ from pathlib import Path
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: folders are not locked
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment] - None where the module does not exist
 
 from ..errors import ConfigError
 from ..io import aside_name
@@ -96,7 +96,7 @@ def lock_holder(folder: str | os.PathLike) -> str | None:
     return None
 
 
-def _in_use(folder: Path, holder: str) -> "RunFolderError":
+def _in_use(folder: Path, holder: str) -> RunFolderError:
     return RunFolderError(f"{folder} is in use by another rlq process ({holder}); wait for it to finish or stop it, "
                           "or choose another `output=`")
 

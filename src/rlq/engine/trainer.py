@@ -17,9 +17,10 @@ import math
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,6 +33,7 @@ from ..methods.base import MAIN, Method, Phase, StepContext, StepOutput
 from ..runtime.device import AMP_DTYPES, autocast_context
 from ..runtime.distributed import DistInfo, RankFailure, all_reduce_flags, barrier, check_all_ranks, sync_buffers
 from ..runtime.state import optimizer_state_from_flat, optimizer_state_to_flat
+from ..spec import NONFINITE_POLICIES
 from .checkpoint import (
     CheckpointManager,
     capture_rng,
@@ -41,7 +43,6 @@ from .checkpoint import (
 from .faults import fault_active, fault_point
 from .metrics_log import MetricsLogger
 from .run_dir import RunFolder, claim_run_folder
-from ..spec import NONFINITE_POLICIES
 
 __all__ = ["AMP_DTYPES", "LoaderSpec", "Trainer", "TrainingInterrupted", "lr_at_epoch", "Selection"]
 
@@ -178,7 +179,7 @@ class Selection:
         }
 
     @classmethod
-    def from_json(cls, d: Mapping) -> "Selection":
+    def from_json(cls, d: Mapping) -> Selection:
         """Inverse of :meth:`to_json`; a metric written as null (strict JSON has no NaN: no query had a match)
         comes back as NaN, so comparisons after a resume behave as before it."""
         return cls(metric=d["metric"], best_test=_nan_metrics(d.get("best_test")), best_val=_nan_metrics(d.get("best_val")),
@@ -327,7 +328,7 @@ class Trainer:
             return lambda: None
         old = {}
 
-        def handler(signum, frame):  # noqa: ARG001
+        def handler(signum, frame):
             if self._stop:  # a second signal: give up immediately
                 raise KeyboardInterrupt
             self._stop = True
@@ -443,8 +444,7 @@ class Trainer:
                 pspec.sampler.set_epoch(self.pos["ext_epoch"], self.pos["ext_batch"])
                 if pspec.sampler.num_batches() == 0:
                     raise TrainingError(f"the {p_loader} loader has no full batch")
-                for b in self._loader(p_loader):
-                    yield b
+                yield from self._loader(p_loader)
                 self.pos["ext_epoch"] += 1
                 self.pos["ext_batch"] = 0
 

@@ -21,8 +21,9 @@ import json
 import math
 import os
 import zipfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -146,7 +147,7 @@ class PerQuery:
     valid: np.ndarray  # bool
 
     @classmethod
-    def from_result(cls, result: Mapping[str, Any], keys: Any = None) -> "PerQuery":
+    def from_result(cls, result: Mapping[str, Any], keys: Any = None) -> PerQuery:
         """From an :func:`~rlq.evaluation.ranking.evaluate` result (``keys``: default ``result['query_keys']``)."""
         if keys is None:
             keys = result.get("query_keys")
@@ -159,7 +160,7 @@ class PerQuery:
         first = np.asarray(result["first_rank"])
         return cls(keys=k, ap=np.asarray(result["ap"], dtype=np.float64), hit=valid & (first == 1), valid=valid)
 
-    def subset(self, mask: Any) -> "PerQuery":
+    def subset(self, mask: Any) -> PerQuery:
         """The queries selected by ``mask`` (a boolean mask, indices or a slice)."""
         m = mask if isinstance(mask, slice) else np.asarray(mask)
         return PerQuery(self.keys[m], self.ap[m], self.hit[m], self.valid[m])

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,7 @@ class SplitLabels:
     paths: np.ndarray
 
     @classmethod
-    def from_samples(cls, samples: Sequence[Sample]) -> "SplitLabels":
+    def from_samples(cls, samples: Sequence[Sample]) -> SplitLabels:
         """Labels of a split's samples (the dataset's single sample order)."""
         return cls(
             pids=np.array([s.pid for s in samples], dtype=np.int64),
@@ -247,7 +248,7 @@ def save_features(
         arrays[f"{split}/feats"] = a
         has = split_samples is not None and split in split_samples
         if has:
-            lab = _labels_of(split_samples[split])  # type: ignore[index]
+            lab = _labels_of(split_samples[split])  # type: ignore[index] - `has` checked it is not None
             if len(lab) != a.shape[0]:
                 raise RlqError(f"split {split!r}: {a.shape[0]} feature rows but {len(lab)} samples")
             for k in _LABEL_FIELDS:

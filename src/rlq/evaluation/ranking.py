@@ -26,8 +26,9 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -123,11 +124,13 @@ class _Gallery:
     count: torch.Tensor  # images per distinct pid
 
     @classmethod
-    def build(cls, pids: torch.Tensor, camids: torch.Tensor, clothes: torch.Tensor | None, device: torch.device) -> "_Gallery":
+    def build(cls, pids: torch.Tensor, camids: torch.Tensor, clothes: torch.Tensor | None, device: torch.device) -> _Gallery:
         order = torch.sort(pids, stable=True).indices
         uniq, count = torch.unique_consecutive(pids[order], return_counts=True)
         start = torch.cumsum(count, 0) - count
-        to = lambda t: None if t is None else t.to(device)  # noqa: E731
+        def to(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
         return cls(to(camids), to(clothes), to(order), to(uniq), to(start), to(count))
 
     def same_pid(self, q_pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,7 +186,6 @@ def _rank_chunk(
     s_up = torch.nextafter(s, inf)  # d <= s  <=>  d < s_up for finite s
 
     before = torch.zeros(c, m, dtype=torch.int64, device=dev)  # gallery items ahead of each same-pid item
-    slow = torch.zeros(c, dtype=torch.bool, device=dev)
     if m:
         T = torch.sort(torch.cat([s, s_up], 1), dim=1).values.contiguous()
         nb = 2 * m + 1
@@ -298,9 +300,9 @@ class _Accumulator:
         out = {}
         for m in self.modes:
             ps = self.parts[m]
-            cat = lambda f, dt: (  # noqa: E731
-                torch.cat([getattr(p, f) for p in ps]).numpy() if ps else np.zeros(0, dtype=dt)
-            )
+            def cat(f: str, dt: type, ps: list = ps) -> np.ndarray:
+                return torch.cat([getattr(p, f) for p in ps]).numpy() if ps else np.zeros(0, dtype=dt)
+
             out[m] = _summarise(
                 m, cat("ap", np.float64), cat("inp", np.float64), cat("first", np.int64),
                 cat("n_good", np.int64), max_rank, gallery_size,
@@ -568,8 +570,14 @@ def evaluate_features(
 
 def _evaluate_reranked(q, g, labels, ms, several, ng, max_rank, dev, settings, form, chunk_size, memory_budget_mb):
     """evaluate_features on k-reciprocal re-ranked distances (rlq.evaluation.rerank)."""
-    from rlq.evaluation.rerank import (RerankSettings, dense_fits, dense_peak_bytes, rerank_chunks, rerank_dense,
-                                       sparse_peak_bytes)
+    from rlq.evaluation.rerank import (
+        RerankSettings,
+        dense_fits,
+        dense_peak_bytes,
+        rerank_chunks,
+        rerank_dense,
+        sparse_peak_bytes,
+    )
 
     if not isinstance(settings, RerankSettings):
         raise RlqError(f"rerank must be a RerankSettings, got {type(settings).__name__}")

@@ -44,8 +44,9 @@ in bytes; peak RSS of a fresh process measured by benchmarks/rerank_memory.py, d
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -128,7 +129,7 @@ def _normalised(query_feats: torch.Tensor, gallery_feats: torch.Tensor) -> tuple
     return x, nq
 
 
-def _set_row_bytes(st: "RerankSettings", n: int, dim: int) -> int:
+def _set_row_bytes(st: RerankSettings, n: int, dim: int) -> int:
     """Working memory of one row of :func:`_v_rows` / the dense V loop: the gathered member features
     (L x d floats), the set arithmetic (K1 x (Kh+1) x K1 booleans, several alive) and the L-wide int64 /
     float rows (candidates, sort, weights)."""
@@ -255,12 +256,12 @@ class _SparseV:
         a = 0
         for i in range(len(cols)):  # assemble, padding each chunk to the widest row (column N, value 0)
             c, v = cols[i], vals[i]
-            cols[i] = vals[i] = None  # type: ignore[call-overload]
+            cols[i] = vals[i] = None  # type: ignore[call-overload] - freed as soon as used (peak memory)
             b, w = a + c.shape[0], c.shape[1]
             self.cols[a:b, :w], self.vals[a:b, :w] = c, v
             self.cols[a:b, w:], self.vals[a:b, w:] = n, 0
             a = b
-        c = v = None  # type: ignore[assignment]
+        c = v = None  # type: ignore[assignment] - freed before the next stage (peak memory)
         self.nbr = nbr[:, : st.k2].contiguous()  # query expansion needs only the k2 nearest
         self.dmax = dmax
 

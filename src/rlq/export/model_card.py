@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from string import Template
-from typing import Any, Mapping
+from typing import Any
+
+from ..report_format import pct as fmt_pct
 
 __all__ = ["MODEL_CARD_TEMPLATE", "build_model_card", "find_run_results", "responsible_use_text"]
 
@@ -280,7 +283,9 @@ def _calibration_section(cal: Mapping[str, Any] | None, flip: bool, precision: s
     fits = bool(f.get("flip")) == bool(flip) and f.get("precision") == precision and not f.get("rerank")
 
     def pct(x: Any, ci: Any) -> str:
-        p = lambda v: "n/a" if v is None or v != v else f"{100 * v:.1f}"  # noqa: E731
+        def p(v: Any) -> str:
+            return "n/a" if v is None or v != v else fmt_pct(v)
+
         return p(x) + ("" if not ci else f" [{p(ci[0])}, {p(ci[1])}]")
 
     lines = ["", "### Open-set calibration", "",
