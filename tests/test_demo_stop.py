@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from rlq.engine.checkpoint import CheckpointManager
+from rlq.engine.faults import HOLD_MARKER
 from rlq.engine.run_dir import RunFolderError, lock_holder
 
 pytestmark = pytest.mark.slow
@@ -34,9 +35,11 @@ def _demo_folder(synthcc_tiny: Path, out: Path) -> Path:
     return out
 
 
-def _start(out: Path, *extra: str, tag: str) -> subprocess.Popen:
+def _start(out: Path, *extra: str, tag: str, fault: str | None = None) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RLQ_TEST_TAG": tag}
     env.pop("RLQ_FAULT_INJECT", None)
+    if fault:  # test-only (rlq.engine.faults)
+        env["RLQ_FAULT_INJECT"] = fault
     return subprocess.Popen([sys.executable, "-m", "rlq.cli", "demo", "--out", str(out), *DEMO, *extra], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
@@ -82,12 +85,13 @@ def reference(synthcc_tiny, tmp_path_factory) -> dict:
 def test_a_signal_stops_the_demo_and_resume_gives_the_uninterrupted_results(synthcc_tiny, tmp_path, sig, request):
     out = _demo_folder(synthcc_tiny, tmp_path / "demo")
     tag = uuid.uuid4().hex
-    p = _start(out, tag=tag)
-    # the event: some run has written its first checkpoint (a Ctrl-C now lands mid-training)
+    p = _start(out, tag=tag, fault="hold:2")
+    # the event: a run has made 2 steps (and checkpointed them) and now waits for the signal (fault point hold:2,
+    # rlq.engine.faults), so the Ctrl-C lands mid-training however fast or busy the machine is
     deadline = time.monotonic() + HANG_GUARD_S
-    while not any(CheckpointManager(out / m, create=False).latest_good() for m in ("bm", "cap")):
+    while not any((out / m / HOLD_MARKER).is_file() for m in ("bm", "cap")):
         assert p.poll() is None, p.stderr.read()[-2000:]
-        assert time.monotonic() < deadline, "no checkpoint appeared"
+        assert time.monotonic() < deadline, "no run reached step 2"
         time.sleep(0.05)
     os.killpg(p.pid, sig)  # as a terminal's Ctrl-C (or `timeout -s INT`) sends it: to the demo's process group
     _, stderr = p.communicate(timeout=HANG_GUARD_S)

@@ -13,7 +13,10 @@ Fault points (the process goes on, and must cope):
 
 - ``nan-input:N``: the images of global step N (the step that ``step:N`` would kill after, counting from 1) are
   made NaN before the forward pass;
-- ``disk-full:N``: this process's N-th checkpoint write fails with ``OSError(ENOSPC)`` as a full disk would.
+- ``disk-full:N``: this process's N-th checkpoint write fails with ``OSError(ENOSPC)`` as a full disk would;
+- ``hold:N``: after global step N, the trainer writes ``<run folder>/.rlq-held`` and waits, training nothing, until
+  a signal asks it to stop (then it stops as usual, with a resumable checkpoint): a test sends its signal once the
+  file exists, so the signal lands mid-training however fast the machine is.
 
 ``tests/test_reliability.py`` and ``benchmarks/reliability.py`` use it to prove exact resume after kills.
 It is read here only; never set it in real runs.
@@ -23,11 +26,15 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
 
-__all__ = ["ENV", "fault_point", "fault_active"]
+__all__ = ["ENV", "HOLD_MARKER", "fault_point", "fault_active", "fault_hold"]
 
 ENV = "RLQ_FAULT_INJECT"
-POINTS = ("step", "ckpt-write", "eval", "nan-input", "disk-full")
+POINTS = ("step", "ckpt-write", "eval", "nan-input", "disk-full", "hold")
+HOLD_MARKER = ".rlq-held"
 _counts: dict[str, int] = {}
 
 
@@ -56,3 +63,12 @@ def fault_point(kind: str, value: int | None = None) -> None:
     """Kill the process here if ``RLQ_FAULT_INJECT`` names this point (see :func:`fault_active`)."""
     if fault_active(kind, value):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fault_hold(folder: str | os.PathLike, stopped: Callable[[], bool], guard_s: float = 600.0) -> None:
+    """``hold:N``: write ``folder/.rlq-held`` (this PID), then wait until ``stopped()`` (the trainer's signal flag).
+    ``guard_s`` only ends a hold nobody stops, so a broken test fails instead of hanging."""
+    (Path(folder) / HOLD_MARKER).write_text(str(os.getpid()), encoding="utf-8")
+    deadline = time.monotonic() + guard_s
+    while not stopped() and time.monotonic() < deadline:
+        time.sleep(0.01)

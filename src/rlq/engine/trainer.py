@@ -40,7 +40,7 @@ from .checkpoint import (
     read_checkpoint,
     restore_rng,
 )
-from .faults import fault_active, fault_point
+from .faults import fault_active, fault_hold, fault_point
 from .metrics_log import MetricsLogger
 from .run_dir import RunFolder, claim_run_folder
 
@@ -689,6 +689,8 @@ class Trainer:
                 step_time += time.perf_counter() - t0
                 self.global_step += 1
                 fault_point("step", self.global_step)  # test-only hook (rlq.engine.faults)
+                if fault_active("hold", self.global_step) and self.dist.is_main:  # test-only: wait for a signal
+                    fault_hold(self.run_dir, lambda: self._stop)
                 if not advances:
                     self.pos["ext_batch"] += 1
                 if out is not None:
