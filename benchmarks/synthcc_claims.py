@@ -360,6 +360,14 @@ def gender_probe(feats: np.ndarray, pids: Sequence[int], gender_of_pid: Mapping[
                                          cv=GroupKFold(n_splits=folds))))
 
 
+def trained_at(run: Path) -> str | None:
+    """The commit the run was trained with (its meta.json, written by rlq.runtime.meta)."""
+    try:
+        return json.loads((run / "meta.json").read_text(encoding="utf-8")).get("git")
+    except (OSError, ValueError):
+        return None
+
+
 def log_diagnostics(run: Path) -> dict[str, float]:
     """D1 and D3's inputs from a run's metrics.jsonl: the last train window's pose loss (when the run has a pose
     head) and the mean identity loss (id_cal + id_bot) over the first epoch's windows."""
@@ -422,7 +430,7 @@ def analyse(args: argparse.Namespace, say=print) -> dict[str, Any]:
                     m.update(feature_measures(run, root, FEATURE_MEASURES[arm], device=args.device, say=say))
                 measures.setdefault(arm, {})[s] = m
                 runs[f"{schedule}/seed{s}/{arm}"] = {**{k: float(v.mean()) for k, (_, v) in m.items()},
-                                                     **log_diagnostics(run)}
+                                                     **log_diagnostics(run), "trained_at_git": trained_at(run)}
         for c in CLAIMS:
             need = [f"{schedule}/seed{s}/{arm}" for arm in (c.a, c.b) for s in args.seeds]
             lacking = [n for n in need if n in missing]
