@@ -485,7 +485,8 @@ def markdown_table(payload: Mapping[str, Any]) -> str:
     lines = [head, "|" + "---|" * (2 + 2 * len(scheds))]
     for cid in dict.fromkeys(c["id"] for c in payload["claims"]):
         first = next(c for c in payload["claims"] if c["id"] == cid)
-        cells = [f"{cid}: {first['title']} (`{first['test']}`)", first["evidence"]]
+        a, b = first["test"].split(" - ")
+        cells = [f"{cid}: {first['title']} (`{a}` − `{b}`)", first["evidence"]]
         for s in scheds:
             c = by.get((cid, s))
             if c is None or c["effect"] is None:
