@@ -40,8 +40,15 @@ def _start(out: Path, *extra: str, tag: str, fault: str | None = None) -> subpro
     env.pop("RLQ_FAULT_INJECT", None)
     if fault:  # test-only (rlq.engine.faults)
         env["RLQ_FAULT_INJECT"] = fault
+    # SIGINT as a terminal's foreground job has it: a harness that starts the suite in the background (bash `&`)
+    # leaves SIGINT ignored, and the child would inherit that and never see the test's Ctrl-C
     return subprocess.Popen([sys.executable, "-m", "rlq.cli", "demo", "--out", str(out), *DEMO, *extra], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _alive_with_tag(tag: str) -> list[int]:
