@@ -68,7 +68,9 @@ def fault_point(kind: str, value: int | None = None) -> None:
 def fault_hold(folder: str | os.PathLike, stopped: Callable[[], bool], guard_s: float = 600.0) -> None:
     """``hold:N``: write ``folder/.rlq-held`` (this PID), then wait until ``stopped()`` (the trainer's signal flag).
     ``guard_s`` only ends a hold nobody stops, so a broken test fails instead of hanging."""
-    (Path(folder) / HOLD_MARKER).write_text(str(os.getpid()), encoding="utf-8")
+    from ..io import atomic_write_text
+
+    atomic_write_text(Path(folder) / HOLD_MARKER, str(os.getpid()))
     deadline = time.monotonic() + guard_s
     while not stopped() and time.monotonic() < deadline:
         time.sleep(0.01)
