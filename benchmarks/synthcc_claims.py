@@ -219,23 +219,20 @@ def claim_result(claim: Claim, measures: Mapping[str, Mapping[int, Mapping[str, 
                  seeds: Sequence[int], *, num_resamples: int = DEFAULT_RESAMPLES) -> dict[str, Any]:
     """The effect, its two intervals and the verdict of ``claim`` from ``measures[arm][seed][measure] = (keys,
     values)`` (values per query / image; for C7 also ``cc_hit/LQ`` and ``cc_hit/clean``)."""
-    if claim.kind == "interaction":
-        groups = {}
-        for g in ("LQ", "clean"):
-            ka, va = _aligned([measures[claim.a][s][f"cc_hit/{g}"] for s in seeds], f"{claim.id} {claim.a}")
-            kb, vb = _aligned([measures[claim.b][s][f"cc_hit/{g}"] for s in seeds], f"{claim.id} {claim.b}")
-            pos = {x: i for i, x in enumerate(kb.tolist())}
-            if set(pos) != set(ka.tolist()):
-                raise ValueError(f"{claim.id}: {claim.a} and {claim.b} were measured on different {g} queries")
-            groups[g] = va - vb[:, [pos[x] for x in ka.tolist()]]
-        res = interaction_effect(groups["LQ"], groups["clean"], num_resamples=num_resamples)
-    else:
-        ka, va = _aligned([measures[claim.a][s][claim.measure] for s in seeds], f"{claim.id} {claim.a}")
-        kb, vb = _aligned([measures[claim.b][s][claim.measure] for s in seeds], f"{claim.id} {claim.b}")
+    def paired(measure: str) -> tuple[np.ndarray, np.ndarray]:
+        """Arm a's and arm b's values of ``measure`` (seeds x queries), b's columns in a's query order."""
+        ka, va = _aligned([measures[claim.a][s][measure] for s in seeds], f"{claim.id} {claim.a}")
+        kb, vb = _aligned([measures[claim.b][s][measure] for s in seeds], f"{claim.id} {claim.b}")
         pos = {x: i for i, x in enumerate(kb.tolist())}
         if set(pos) != set(ka.tolist()):
-            raise ValueError(f"{claim.id}: {claim.a} and {claim.b} were measured on different queries")
-        res = paired_effect(va, vb[:, [pos[x] for x in ka.tolist()]], num_resamples=num_resamples)
+            raise ValueError(f"{claim.id}: {claim.a} and {claim.b} were measured on different queries ({measure})")
+        return va, vb[:, [pos[x] for x in ka.tolist()]]
+
+    if claim.kind == "interaction":
+        d = {g: np.subtract(*paired(f"cc_hit/{g}")) for g in ("LQ", "clean")}
+        res = interaction_effect(d["LQ"], d["clean"], num_resamples=num_resamples)
+    else:
+        res = paired_effect(*paired(claim.measure), num_resamples=num_resamples)
     return {"id": claim.id, "title": claim.title, "evidence": claim.evidence, "test": f"{claim.a} - {claim.b}",
             "measure": claim.measure, "kind": claim.kind, "seeds": [int(s) for s in seeds],
             "direction": claim.direction, **res,
